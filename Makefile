@@ -1,0 +1,43 @@
+# Widget Inventory: `make run` serves the app locally, `make test` runs the test suite.
+# Both create .venv and install the pinned dependencies on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+SECRET_FILE := .local/secret_key
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DEMO_WIDGETS ?= 500
+
+.PHONY: run test install migrate clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# A local, never-committed secret key for `make run`.
+$(SECRET_FILE):
+	mkdir -p $(dir $@)
+	$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
+
+run: export DJANGO_DEBUG = 1
+run: export DJANGO_SECRET_KEY = $(shell cat $(SECRET_FILE) 2>/dev/null)
+run: install $(SECRET_FILE)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_widgets --count $(DEMO_WIDGETS) --if-empty
+	@$(BIN)/python manage.py ensure_local_admin
+	@echo "Serving http://$(HOST):$(PORT)/  (API /api/, admin /admin/, docs /api/docs/)"
+	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# The suite runs on SQLite by default; set DATABASE_URL to run it on PostgreSQL and
+# REDIS_URL for the Redis tests. A throwaway secret key is generated per run.
+test: install
+	DJANGO_SECRET_KEY=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))') \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .local db.sqlite3 staticfiles .pytest_cache

@@ -1,0 +1,112 @@
+"""Shared fixtures: users in each role, authenticated API clients, and the ledger check.
+
+After every test that touched the database, ``manage.py check_ledger`` must pass: the
+ledger invariant is asserted everywhere, not only in the tests written for it.
+"""
+import itertools
+import os
+
+import pytest
+from django.contrib.auth.models import Group, User
+from django.core.management import call_command
+from rest_framework.test import APIClient
+
+from widgets.models import ApiToken
+
+ROLES = ["viewer", "clerk", "manager"]
+IS_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres", "postgresql"))
+postgres_only = pytest.mark.skipif(not IS_POSTGRES, reason="needs PostgreSQL: set DATABASE_URL")
+
+_names = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
+    # Production serves the hashed files collectstatic writes (rehearsed by the deploy
+    # check); tests read the source files directly, as DEBUG does.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture(autouse=True)
+def _ledger_invariant_holds(request):
+    names = set(request.fixturenames)
+    if not (request.node.get_closest_marker("django_db") or {"db", "transactional_db"} & names):
+        yield
+        return
+    # Set the database up from here, so that the check below runs before it is torn down.
+    request.getfixturevalue("transactional_db" if "transactional_db" in names else "db")
+    yield
+    call_command("check_ledger", verbosity=0)
+
+
+def make_user(role=None, **extra):
+    user = User.objects.create_user(username=extra.pop("username", f"user{next(_names)}"), password="pw-Secret-123", **extra)
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+def token_client(user, **token_options):
+    _, raw_key = ApiToken.objects.issue(user=user, **token_options)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {raw_key}")
+    client.user, client.raw_key = user, raw_key
+    return client
+
+
+@pytest.fixture
+def anon():
+    return APIClient()
+
+
+@pytest.fixture
+def no_role(db):
+    return token_client(make_user())
+
+
+@pytest.fixture
+def viewer(db):
+    return token_client(make_user("viewer"))
+
+
+@pytest.fixture
+def clerk(db):
+    return token_client(make_user("clerk"))
+
+
+@pytest.fixture
+def manager(db):
+    return token_client(make_user("manager"))
+
+
+@pytest.fixture
+def superuser(db):
+    return token_client(make_user(is_superuser=True, is_staff=True))
+
+
+@pytest.fixture
+def create_widget(manager):
+    """Create a widget through the API, as a manager would."""
+
+    def create(**fields):
+        fields.setdefault("name", f"Widget {next(_names)}")
+        response = manager.post("/api/widgets/", fields, format="json")
+        assert response.status_code == 201, response.content
+        return response.json()
+
+    return create
+
+
+@pytest.fixture
+def create_category(manager):
+    def create(**fields):
+        fields.setdefault("name", f"Category {next(_names)}")
+        response = manager.post("/api/categories/", fields, format="json")
+        assert response.status_code == 201, response.content
+        return response.json()
+
+    return create

@@ -1,0 +1,113 @@
+"""Representations of the API. Validation lives here; writes go through services."""
+from django.urls import reverse
+from django.utils.text import slugify
+from rest_framework import serializers
+
+from ..models import SKU_PATTERN, Category, StockMovement, Widget
+from ..services import MAX_STOCK
+
+STOCK_READ_ONLY = "Stock cannot be edited directly; use POST {adjust_url} to record a movement."
+
+
+class CategorySerializer(serializers.HyperlinkedModelSerializer):
+    class Meta:
+        model = Category
+        fields = ["id", "url", "name", "slug", "description"]
+        read_only_fields = ["slug"]
+
+    def validate_name(self, value):
+        slug = slugify(value)
+        if not slug:
+            raise serializers.ValidationError("The name must contain at least one letter or digit.")
+        clash = Category.objects.filter(slug=slug)
+        if self.instance is not None:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise serializers.ValidationError(f"A category with the slug '{slug}' already exists.")
+        return value
+
+
+class WidgetSerializer(serializers.HyperlinkedModelSerializer):
+    sku = serializers.RegexField(
+        SKU_PATTERN,
+        max_length=32,
+        required=False,
+        help_text="Unique, case-insensitive, stored upper-case. Assigned (WGT-000042) when omitted.",
+        error_messages={"invalid": "SKU must be 1-32 characters of A-Z, 0-9 and '-'."},
+    )
+    category = serializers.PrimaryKeyRelatedField(
+        queryset=Category.objects.all(), allow_null=True, required=False
+    )
+    stock = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_STOCK,
+        required=False,
+        help_text="Initial stock on create. Afterwards read-only: use the adjust endpoint.",
+    )
+    low_stock = serializers.BooleanField(read_only=True, help_text="stock <= reorder_level")
+
+    class Meta:
+        model = Widget
+        fields = [
+            "id", "url", "sku", "name", "description", "category", "price", "stock",
+            "reorder_level", "low_stock", "is_active", "created_at", "updated_at",
+        ]
+        read_only_fields = ["created_at", "updated_at"]
+
+    def to_internal_value(self, data):
+        # Upper-case before the pattern check, so 'wgt-1' is accepted as 'WGT-1'.
+        if hasattr(data, "get") and isinstance(data.get("sku"), str):
+            data = data.copy()
+            data["sku"] = data["sku"].strip().upper()
+        return super().to_internal_value(data)
+
+    def validate_sku(self, value):
+        clash = Widget.objects.filter(sku=value)
+        if self.instance is not None:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise serializers.ValidationError("A widget with this SKU already exists.")
+        return value
+
+    def validate_stock(self, value):
+        if self.instance is not None and value != self.instance.stock:
+            adjust_url = reverse("widget-adjust", args=[self.instance.pk])
+            raise serializers.ValidationError(STOCK_READ_ONLY.format(adjust_url=adjust_url))
+        return value
+
+
+class StockMovementSerializer(serializers.ModelSerializer):
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = StockMovement
+        fields = ["id", "widget", "delta", "reason", "note", "stock_after", "created_by", "created_at"]
+        read_only_fields = fields
+
+
+class AdjustmentSerializer(serializers.Serializer):
+    """One stock adjustment: the body of ``POST /api/widgets/{id}/adjust/``."""
+
+    delta = serializers.IntegerField(
+        min_value=-MAX_STOCK, max_value=MAX_STOCK, help_text="Units added (+) or removed (-); not zero."
+    )
+    reason = serializers.ChoiceField(
+        choices=[c for c in StockMovement.Reason.choices if c[0] != StockMovement.Reason.INITIAL]
+    )
+    note = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+
+    def validate_delta(self, value):
+        if value == 0:
+            raise serializers.ValidationError("delta must not be zero.")
+        return value
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every non-validation error."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField()
+
+
+class InsufficientStockSerializer(ErrorSerializer):
+    available = serializers.IntegerField()

@@ -1,0 +1,10 @@
+from rest_framework.routers import DefaultRouter
+
+from . import views
+
+router = DefaultRouter()
+router.register("categories", views.CategoryViewSet)
+router.register("widgets", views.WidgetViewSet)
+router.register("movements", views.StockMovementViewSet)
+
+urlpatterns = router.urls

@@ -1,0 +1,128 @@
+"""API viewsets: declarations plus thin hand-offs to ``widgets.services``."""
+from django.db.models import ProtectedError
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound
+from rest_framework.generics import get_object_or_404
+from rest_framework.response import Response
+
+from .. import services
+from ..models import Category, StockMovement, Widget
+from .filters import CategoryFilter, StockMovementFilter, WidgetFilter
+from .permissions import HasPermission
+from .serializers import (
+    AdjustmentSerializer,
+    CategorySerializer,
+    ErrorSerializer,
+    InsufficientStockSerializer,
+    StockMovementSerializer,
+    WidgetSerializer,
+)
+
+CONFLICT = OpenApiResponse(ErrorSerializer, description="Conflicts with the current state.")
+
+
+@extend_schema_view(destroy=extend_schema(responses={204: None, 409: CONFLICT}))
+class CategoryViewSet(viewsets.ModelViewSet):
+    """Widget categories. A category that still has widgets cannot be deleted (409)."""
+
+    queryset = Category.objects.all()
+    lookup_value_regex = r"[0-9]+"
+    serializer_class = CategorySerializer
+    filterset_class = CategoryFilter
+
+    def perform_create(self, serializer):
+        serializer.instance = services.create_category(user=self.request.user, **serializer.validated_data)
+
+    def perform_update(self, serializer):
+        serializer.instance = services.update_category(
+            category=serializer.instance, changes=serializer.validated_data, user=self.request.user
+        )
+
+    def perform_destroy(self, instance):
+        services.delete_category(category=instance, user=self.request.user)
+
+
+@extend_schema_view(destroy=extend_schema(responses={204: None, 409: CONFLICT}))
+class WidgetViewSet(viewsets.ModelViewSet):
+    """Widgets. Stock is set on create and afterwards changed only through ``adjust``."""
+
+    queryset = Widget.objects.all()
+    lookup_value_regex = r"[0-9]+"
+    serializer_class = WidgetSerializer
+    filterset_class = WidgetFilter
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action == "movements":
+            # The nested list is /api/movements/ narrowed to this widget.
+            queryset = queryset.filter(widget_id=self.kwargs.get("pk"))
+        return queryset
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        try:
+            serializer.instance = services.create_widget(user=self.request.user, **data)
+        except services.DuplicateSku:
+            raise serializers.ValidationError({"sku": ["A widget with this SKU already exists."]}) from None
+
+    def perform_update(self, serializer):
+        changes = {k: v for k, v in serializer.validated_data.items() if k != "stock"}
+        try:
+            serializer.instance = services.update_widget(
+                widget=serializer.instance, changes=changes, user=self.request.user
+            )
+        except services.DuplicateSku:
+            raise serializers.ValidationError({"sku": ["A widget with this SKU already exists."]}) from None
+
+    def perform_destroy(self, instance):
+        services.delete_widget(widget=instance, user=self.request.user)
+
+    @extend_schema(
+        request=AdjustmentSerializer,
+        responses={
+            201: StockMovementSerializer,
+            409: OpenApiResponse(InsufficientStockSerializer, description="Not enough stock; nothing written."),
+        },
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        serializer_class=AdjustmentSerializer,
+        permission_classes=[HasPermission.of("widgets.add_stockmovement")],
+    )
+    def adjust(self, request, pk=None):
+        """Add or remove stock; recorded as a movement in the ledger."""
+        serializer = AdjustmentSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            movement = services.adjust_stock(widget_id=pk, user=request.user, **serializer.validated_data)
+        except Widget.DoesNotExist:
+            raise NotFound() from None
+        return Response(StockMovementSerializer(movement).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=StockMovementSerializer(many=True), filters=True)
+    @action(
+        detail=True,
+        methods=["get"],
+        queryset=StockMovement.objects.select_related("created_by"),
+        serializer_class=StockMovementSerializer,
+        filterset_class=StockMovementFilter,
+        permission_classes=[HasPermission.of("widgets.view_stockmovement")],
+    )
+    def movements(self, request, pk=None):
+        """This widget's stock movements, newest first."""
+        get_object_or_404(Widget.objects.all(), pk=pk)
+        queryset = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(StockMovementSerializer(page, many=True).data)
+
+
+class StockMovementViewSet(viewsets.ReadOnlyModelViewSet):
+    """The stock ledger, newest first. Append-only: movements are made by adjusting stock."""
+
+    queryset = StockMovement.objects.select_related("created_by")
+    lookup_value_regex = r"[0-9]+"
+    serializer_class = StockMovementSerializer
+    filterset_class = StockMovementFilter

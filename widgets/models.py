@@ -1,0 +1,224 @@
+"""
+Inventory data: categories, widgets and the append-only stock ledger.
+
+A widget's ``stock`` is a cached sum of its ``StockMovement`` deltas; only
+``widgets.services`` writes either, so the two never drift apart.
+"""
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import F, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django.utils.text import slugify
+
+SKU_PATTERN = r"^[A-Z0-9-]{1,32}$"
+sku_validator = RegexValidator(
+    SKU_PATTERN, "SKU must be 1-32 characters of A-Z, 0-9 and '-' (stored upper-case)."
+)
+
+
+class Category(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=100, unique=True, editable=False)
+    description = models.TextField(blank=True)
+    version = models.PositiveIntegerField(default=1, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "categories"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs):
+        # The slug is derived data, never typed by hand: keep it in step with the name.
+        self.slug = slugify(self.name)[:100]
+        super().save(*args, **kwargs)
+
+
+class WidgetQuerySet(models.QuerySet):
+    def low_stock(self):
+        return self.filter(stock__lte=F("reorder_level"))
+
+    def active(self):
+        return self.filter(is_active=True)
+
+    def ledger_mismatches(self):
+        """Widgets whose stock is not the sum of their ledger, or whose newest
+        movement's ``stock_after`` differs from their stock. Empty when all is well."""
+        newest = StockMovement.objects.filter(widget=OuterRef("pk")).order_by("-id")
+        return self.annotate(
+            ledger_sum=Coalesce(
+                Subquery(
+                    StockMovement.objects.filter(widget=OuterRef("pk"))
+                    .values("widget")
+                    .annotate(total=Sum("delta"))
+                    .values("total")
+                ),
+                0,
+            ),
+            newest_stock_after=Subquery(newest.values("stock_after")[:1]),
+        ).filter(
+            ~Q(stock=F("ledger_sum"))
+            | (Q(newest_stock_after__isnull=False) & ~Q(newest_stock_after=F("stock")))
+        )
+
+
+class Widget(models.Model):
+    sku = models.CharField(max_length=32, unique=True, validators=[sku_validator])
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True)
+    category = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.PROTECT, related_name="widgets"
+    )
+    price = models.DecimalField(
+        max_digits=12, decimal_places=2, default=0, validators=[MinValueValidator(0)]
+    )
+    stock = models.IntegerField(default=0, editable=False)
+    reorder_level = models.IntegerField(default=0, validators=[MinValueValidator(0)])
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    # Bumped on every write (stock adjustments included); the API's ETag is built from it.
+    version = models.PositiveIntegerField(default=1, editable=False)
+
+    objects = WidgetQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(stock__gte=0), name="widget_stock_not_negative"),
+            models.CheckConstraint(condition=Q(price__gte=0), name="widget_price_not_negative"),
+            models.CheckConstraint(
+                condition=Q(reorder_level__gte=0), name="widget_reorder_level_not_negative"
+            ),
+        ]
+        indexes = [models.Index(fields=["name"]), models.Index(fields=["stock"])]
+
+    def __str__(self) -> str:
+        return f"{self.sku} {self.name}"
+
+    @property
+    def low_stock(self) -> bool:
+        return self.stock <= self.reorder_level
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    """The ledger is history: rows are inserted, never rewritten or removed."""
+
+    def update(self, **kwargs):
+        raise TypeError("Stock movements are append-only and cannot be updated.")
+
+    def delete(self):
+        raise TypeError("Stock movements are append-only and cannot be deleted.")
+
+    update.queryset_only = True
+    delete.queryset_only = True
+
+
+class StockMovement(models.Model):
+    class Reason(models.TextChoices):
+        INITIAL = "initial", "Initial stock"
+        RECEIVED = "received", "Received"
+        SOLD = "sold", "Sold"
+        RETURNED = "returned", "Returned"
+        DAMAGED = "damaged", "Damaged"
+        CORRECTION = "correction", "Correction"
+
+    widget = models.ForeignKey(Widget, on_delete=models.PROTECT, related_name="movements")
+    delta = models.IntegerField()
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    note = models.CharField(max_length=255, blank=True)
+    stock_after = models.IntegerField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="stock_movements",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(delta=0), name="movement_delta_not_zero"),
+            models.CheckConstraint(
+                condition=Q(stock_after__gte=0), name="movement_stock_after_not_negative"
+            ),
+        ]
+        indexes = [models.Index(fields=["widget", "-id"], name="movement_widget_newest")]
+
+    def __str__(self) -> str:
+        return f"{self.widget_id} {self.delta:+d} ({self.reason})"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise TypeError("Stock movements are append-only and cannot be updated.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("Stock movements are append-only and cannot be deleted.")
+
+
+def token_digest(raw_key: str) -> str:
+    """Keyed digest of an API key; the key itself is never stored."""
+    return hmac.new(settings.TOKEN_HMAC_KEY.encode(), raw_key.encode(), hashlib.sha256).hexdigest()
+
+
+class ApiTokenQuerySet(models.QuerySet):
+    def issue(self, *, user, name: str = "", expires_in_days: int | None = None, read_only=False):
+        """Create a token and return ``(token, raw_key)``; the raw key is never seen again."""
+        raw_key = f"{ApiToken.KEY_MARKER}{secrets.token_urlsafe(32)}"
+        if expires_in_days is None:
+            expires_in_days = settings.TOKEN_DEFAULT_EXPIRY_DAYS
+        token = self.create(
+            user=user,
+            name=name,
+            prefix=raw_key[: ApiToken.PREFIX_LENGTH],
+            digest=token_digest(raw_key),
+            read_only=read_only,
+            expires_at=timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None,
+        )
+        return token, raw_key
+
+
+class ApiToken(models.Model):
+    """A named API credential. Several per user; stored as an HMAC digest only."""
+
+    KEY_MARKER = "wgi_"
+    PREFIX_LENGTH = 12
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True)
+    prefix = models.CharField(max_length=PREFIX_LENGTH, db_index=True, editable=False)
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    read_only = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name or 'unnamed'})"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    def matches(self, raw_key: str) -> bool:
+        return hmac.compare_digest(self.digest, token_digest(raw_key))
