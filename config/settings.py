@@ -201,3 +201,20 @@ LOGGING = {
 
 TOKEN_HMAC_KEY = os.environ.get("DJANGO_TOKEN_HMAC_KEY") or f"token-hmac:{SECRET_KEY}"
 TOKEN_DEFAULT_EXPIRY_DAYS = int(os.environ.get("DJANGO_TOKEN_EXPIRY_DAYS", "90"))
+
+# --- Production security ------------------------------------------------------------------
+# On by default whenever DEBUG is off. The load balancer terminates TLS and says so in
+# X-Forwarded-Proto; its health checks arrive over plain HTTP and must not be redirected.
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")

@@ -23,6 +23,8 @@ _names = itertools.count()
 @pytest.fixture(autouse=True)
 def _test_settings(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
+    # The test client speaks plain HTTP; the HTTPS redirect is rehearsed against a real server.
+    settings.SECURE_SSL_REDIRECT = False
     # Production serves the hashed files collectstatic writes (rehearsed by the deploy
     # check); tests read the source files directly, as DEBUG does.
     settings.STORAGES = {
