@@ -218,3 +218,11 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+# --- Performance --------------------------------------------------------------------------
+# A verified API token (with its user's permissions) is remembered per process for this
+# many seconds: revocation and role changes take effect within that time. 0 = off.
+API_TOKEN_CACHE_SECONDS = int(os.environ.get("DJANGO_TOKEN_CACHE_SECONDS", "5"))
+# List counts are exact up to this many rows; above it PostgreSQL's estimate is returned
+# with count_is_estimate=true, so a list never counts a million rows per request.
+API_EXACT_COUNT_LIMIT = int(os.environ.get("DJANGO_EXACT_COUNT_LIMIT", "10000"))

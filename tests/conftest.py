@@ -31,6 +31,9 @@ def _test_settings(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+    # Tests revoke tokens and change roles mid-test and expect it at once; the token
+    # cache has its own tests (tests/test_performance.py).
+    settings.API_TOKEN_CACHE_SECONDS = 0
 
 
 @pytest.fixture(autouse=True)
