@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import secrets
+import socket
 import statistics
 import subprocess
 import sys
@@ -57,8 +58,15 @@ def gunicorn_args(port, target):
     ]
 
 
-def wait_until_up(port):
+def port_is_free(port):
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def wait_until_up(port, server):
     for _ in range(100):
+        if server.poll() is not None:
+            raise RuntimeError(f"the server for port {port} exited; see {OUT}/gunicorn-{port}.log")
         try:
             request = urllib.request.Request(
                 f"http://127.0.0.1:{port}/api/widgets/", headers={"X-Forwarded-Proto": "https"}
@@ -164,14 +172,17 @@ def main():
         env["ADJUST_IDS"] = str(adjust_ids)
         queries = json.loads(run([PYTHON, "bench/queries.py", token], env, capture_output=True).stdout.splitlines()[-1])
 
+        for port in (APP_PORT, FLOOR_PORT):
+            if not port_is_free(port):
+                raise SystemExit(f"port {port} is in use: stop whatever listens there first")
         servers = {
             "app": subprocess.Popen(gunicorn_args(APP_PORT, "config.wsgi"), env=env, cwd=ROOT),
             "floor": subprocess.Popen(gunicorn_args(FLOOR_PORT, "bench.floor:app"), env=env, cwd=ROOT),
         }
         ports = {"app": APP_PORT, "floor": FLOOR_PORT}
         try:
-            for port in ports.values():
-                wait_until_up(port)
+            for name, port in ports.items():
+                wait_until_up(port, servers[name])
             log(f"{size}: warming up")
             for scenario in scenarios:
                 for name in ports:
