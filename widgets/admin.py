@@ -1,19 +1,31 @@
 """Staff screens. Every stock change made here goes through ``widgets.services``."""
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db.models import F
 from django.forms.models import BaseInlineFormSet
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from . import services
-from .models import ApiToken, Category, StockMovement, Widget
+from .models import ApiToken, Category, StockMovement, Widget, bounded_count
 
 INLINE_MOVEMENTS = 20
+
+
+class BoundedCountPaginator(Paginator):
+    """Counts as the API does: exact up to API_EXACT_COUNT_LIMIT, then PostgreSQL's
+    estimate, so a changelist page never counts a million rows."""
+
+    @cached_property
+    def count(self):
+        return bounded_count(self.object_list, settings.API_EXACT_COUNT_LIMIT)[0]
 
 
 class LowStockFilter(admin.SimpleListFilter):
@@ -33,8 +45,11 @@ class LowStockFilter(admin.SimpleListFilter):
 
 class RecentMovementsFormSet(BaseInlineFormSet):
     # A widget may have a long history: show the newest rows and link to the rest.
+    # The same sliced queryset each time, so the page loads the rows once, not once per form.
     def get_queryset(self):
-        return super().get_queryset()[:INLINE_MOVEMENTS]
+        if not hasattr(self, "_recent_movements"):
+            self._recent_movements = super().get_queryset()[:INLINE_MOVEMENTS]
+        return self._recent_movements
 
 
 class StockMovementInline(admin.TabularInline):
@@ -92,6 +107,7 @@ class WidgetAdmin(admin.ModelAdmin):
     ]
     inlines = [StockMovementInline]
     show_full_result_count = False
+    paginator = BoundedCountPaginator
     change_form_template = "admin/widgets/widget/change_form.html"
 
     @admin.display(boolean=True, description="Low stock", ordering="stock")
@@ -184,6 +200,7 @@ class StockMovementAdmin(admin.ModelAdmin):
     search_fields = ["widget__sku", "note"]
     raw_id_fields = ["widget"]
     show_full_result_count = False
+    paginator = BoundedCountPaginator
     date_hierarchy = None
 
     def has_add_permission(self, request):

@@ -6,12 +6,13 @@ A widget's ``stock`` is a cached sum of its ``StockMovement`` deltas; only
 """
 import hashlib
 import hmac
+import json
 import secrets
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
-from django.db import models
+from django.db import connections, models
 from django.db.models import F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -40,6 +41,23 @@ class Category(models.Model):
         # The slug is derived data, never typed by hand: keep it in step with the name.
         self.slug = slugify(self.name)[:100]
         super().save(*args, **kwargs)
+
+
+def bounded_count(queryset, limit: int) -> tuple[int, bool]:
+    """``(count, is_estimate)``: exact up to ``limit`` rows, above it PostgreSQL's
+    estimate from the planner's statistics, so that counting never reads a large table.
+    Other databases always count exactly."""
+    if connections[queryset.db].vendor != "postgresql":
+        return queryset.count(), False
+    unordered = queryset.order_by()
+    estimate = int(json.loads(unordered.explain(format="json"))[0]["Plan"]["Plan Rows"])
+    if estimate > limit:
+        return estimate, True
+    # The planner may underestimate: count at most limit + 1 rows, never the whole table.
+    exact = unordered[: limit + 1].count()
+    if exact > limit:
+        return max(estimate, exact), True
+    return exact, False
 
 
 class WidgetQuerySet(models.QuerySet):

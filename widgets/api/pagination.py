@@ -9,14 +9,13 @@ result is not counted on every request: ``count`` is then the planner's estimate
 count, and a ``next`` link that starts after the last object. Its cost does not grow
 with the depth into the table, unlike a large ``offset``.
 """
-import json
-
 from django.conf import settings
-from django.db import connections
 from rest_framework import pagination
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
+
+from ..models import bounded_count
 
 ORDERING_PARAM = "ordering"
 
@@ -64,22 +63,8 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
         return rows[: self.limit]
 
     def get_count(self, queryset):
-        self.count_is_estimate = False
-        limit = settings.API_EXACT_COUNT_LIMIT
-        if connections[queryset.db].vendor != "postgresql":
-            return super().get_count(queryset)
-        unordered = queryset.order_by()
-        plan = json.loads(unordered.explain(format="json"))
-        estimate = int(plan[0]["Plan"]["Plan Rows"])
-        if estimate > limit:
-            self.count_is_estimate = True
-            return estimate
-        # The planner may underestimate: count at most limit + 1 rows, never the table.
-        exact = unordered[: limit + 1].count()
-        if exact > limit:
-            self.count_is_estimate = True
-            return max(estimate, exact)
-        return exact
+        count, self.count_is_estimate = bounded_count(queryset, settings.API_EXACT_COUNT_LIMIT)
+        return count
 
     def get_paginated_response(self, data):
         if self.start is not None:
