@@ -153,7 +153,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["widgets.api.permissions.ModelPermissions"],
     "DEFAULT_PAGINATION_CLASS": "widgets.api.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # django-filter's backend, skipping the FilterSet when no filter is asked for.
+    "DEFAULT_FILTER_BACKENDS": ["widgets.api.filters.FilterBackend"],
     # orjson: the same JSON as DRF's renderer and parser, faster (widgets/api/renderers.py).
     "DEFAULT_RENDERER_CLASSES": [
         "widgets.api.renderers.ORJSONRenderer",
