@@ -41,3 +41,11 @@ test: install
 
 clean:
 	rm -rf $(VENV) .local db.sqlite3 staticfiles .pytest_cache
+
+# --- Benchmark (bench/README.md): not part of `make test`. Needs PostgreSQL, Redis and wrk.
+.PHONY: bench bench-quick
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-quick: install
+	$(BIN)/python bench/run.py --quick $(BENCH_ARGS)

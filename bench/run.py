@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -120,6 +121,9 @@ def main():
     options = parser.parse_args()
     if options.quick:
         options.sizes, options.reps, options.seconds = "10000", 1, 5
+    if shutil.which("wrk") is None:
+        log("wrk is missing: installing Debian's package")
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True)
     sizes = [int(s) for s in options.sizes.split(",")]
     scenarios = options.scenarios.split(",")
     OUT.mkdir(exist_ok=True)
