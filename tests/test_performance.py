@@ -270,3 +270,20 @@ class TestAdminAtScale:
 
         assert response.status_code == 200
         assert len(re.findall(r"<option", response.content.decode())) < 60
+
+
+class TestListRepresentation:
+    def test_list_rows_render_every_field_as_the_detail_does(self, viewer, create_widget, create_category):
+        category = create_category()
+        created = [
+            create_widget(name="With category", category=category["id"], price="12.5", reorder_level=3, stock=7),
+            create_widget(name="Without category", is_active=False),
+        ]
+
+        rows = viewer.get("/api/widgets/?ordering=id").json()["results"]
+
+        assert rows == [viewer.get(f"/api/widgets/{w['id']}/").json() for w in created]
+        assert rows[0]["category"] == category["id"] and rows[1]["category"] is None
+        assert rows[0]["price"] == "12.50" and rows[0]["low_stock"] is False and rows[1]["is_active"] is False
+        assert rows[0]["created_at"].endswith("Z")
+        assert rows[0]["url"] == f"http://testserver/api/widgets/{created[0]['id']}/"

@@ -1,8 +1,12 @@
 """Representations of the API. Validation lives here; writes go through services."""
+from collections.abc import Mapping
+
 from django.db import models
 from django.urls import reverse
 from django.utils.text import slugify
 from rest_framework import serializers
+from rest_framework.fields import SkipField
+from rest_framework.relations import PKOnlyObject
 
 from ..models import SKU_PATTERN, Category, StockMovement, Widget
 from ..services import MAX_STOCK
@@ -42,7 +46,74 @@ class DateTimeField(serializers.DateTimeField):
 FIELD_MAPPING = {**serializers.ModelSerializer.serializer_field_mapping, models.DateTimeField: DateTimeField}
 
 
-class CategorySerializer(serializers.HyperlinkedModelSerializer):
+# Fields whose output is a plain conversion of the model attribute (their own
+# to_representation is exactly this).
+PLAIN_OUTPUT = {
+    serializers.IntegerField: int,
+    serializers.CharField: str,
+    serializers.RegexField: str,
+    serializers.SlugField: str,
+    serializers.ReadOnlyField: lambda value: value,
+}
+# Fields whose own to_representation is cheap once the attribute is read.
+OWN_OUTPUT = {serializers.BooleanField, serializers.BigIntegerField}
+
+
+class ReadPlanMixin:
+    """DRF's ``to_representation`` with the per-field decisions made once per
+    serializer instead of once per row: which fields are readable and, for fields that
+    render a model attribute as it is (integers, strings, booleans, foreign-key ids),
+    a direct read of the attribute. Every other field goes through its own
+    ``get_attribute``/``to_representation`` as in DRF. The output is identical."""
+
+    def to_representation(self, instance):
+        model = self.Meta.model
+        if type(instance) is not model or isinstance(instance, Mapping):
+            return super().to_representation(instance)
+        plan = self.__dict__.get("_read_plan")
+        if plan is None:
+            plan = self._read_plan = [self._read_step(field, model) for field in self._readable_fields]
+        ret = {}
+        for name, attname, convert, field in plan:
+            if attname is not None:
+                value = getattr(instance, attname)
+                ret[name] = None if value is None else convert(value)
+                continue
+            try:
+                attribute = field.get_attribute(instance)
+            except SkipField:
+                continue
+            check_for_none = attribute.pk if isinstance(attribute, PKOnlyObject) else attribute
+            ret[name] = None if check_for_none is None else field.to_representation(attribute)
+        return ret
+
+    @staticmethod
+    def _read_step(field, model):
+        slow = (field.field_name, None, None, field)
+        if len(field.source_attrs) != 1:
+            return slow
+        source = field.source_attrs[0]
+        try:
+            model_field = model._meta.get_field(source)
+        except Exception:  # not a model field: a property, perhaps
+            model_field = None
+        if type(field) is serializers.PrimaryKeyRelatedField and field.pk_field is None:
+            if model_field is not None and model_field.many_to_one and model_field.concrete:
+                return (field.field_name, model_field.attname, lambda value: value, field)
+            return slow
+        if model_field is None:
+            if type(field) is serializers.BooleanField and isinstance(getattr(model, source, None), property):
+                return (field.field_name, source, field.to_representation, field)
+            return slow
+        if model_field.is_relation or not model_field.concrete:
+            return slow
+        if type(field) in OWN_OUTPUT:
+            return (field.field_name, source, field.to_representation, field)
+        convert = PLAIN_OUTPUT.get(type(field))
+        return slow if convert is None else (field.field_name, source, convert, field)
+
+
+class CategorySerializer(ReadPlanMixin, serializers.HyperlinkedModelSerializer):
     serializer_url_field = IdentityUrlField
 
     class Meta:
@@ -62,7 +133,7 @@ class CategorySerializer(serializers.HyperlinkedModelSerializer):
         return value
 
 
-class WidgetSerializer(serializers.HyperlinkedModelSerializer):
+class WidgetSerializer(ReadPlanMixin, serializers.HyperlinkedModelSerializer):
     serializer_url_field = IdentityUrlField
     serializer_field_mapping = FIELD_MAPPING
     sku = serializers.RegexField(
@@ -113,7 +184,7 @@ class WidgetSerializer(serializers.HyperlinkedModelSerializer):
         return value
 
 
-class StockMovementSerializer(serializers.ModelSerializer):
+class StockMovementSerializer(ReadPlanMixin, serializers.ModelSerializer):
     serializer_field_mapping = FIELD_MAPPING
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
