@@ -83,7 +83,8 @@ class IdempotentMixin:
 
     def dispatch(self, request, *args, **kwargs):
         self._idempotency_record = None
-        if self.action_map.get(request.method.lower()) not in self.idempotent_actions:
+        action = self.action_map.get(request.method.lower())
+        if action not in self.idempotent_actions or HEADER not in request.headers:
             return super().dispatch(request, *args, **kwargs)
         with transaction.atomic():
             response = super().dispatch(request, *args, **kwargs)

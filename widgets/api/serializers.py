@@ -120,10 +120,13 @@ class AdjustmentBatchSerializer(serializers.Serializer):
             return super().to_internal_value(data)
         except serializers.ValidationError as exc:
             errors = exc.detail.get("items") if isinstance(exc.detail, dict) else None
-            if isinstance(errors, list) and any(isinstance(e, dict) and e for e in errors):
-                # Per-item errors: name the first failing item, as the service does.
-                index, item_errors = next((i, e) for i, e in enumerate(errors) if e)
-                field, messages = next(iter(item_errors.items()))
+            # Per-item errors come keyed by position ({3: {"delta": [...]}}); name the first.
+            if isinstance(errors, list):
+                errors = dict(enumerate(errors))
+            by_index = {int(k): v for k, v in (errors or {}).items() if str(k).isdigit() and isinstance(v, dict) and v}
+            if by_index:
+                index = min(by_index)
+                field, messages = next(iter(by_index[index].items()))
                 message = messages[0] if isinstance(messages, list) else messages
                 raise ItemError(
                     index=index, detail=f"{field}: {message}", code=message.code, field=field
