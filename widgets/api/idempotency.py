@@ -15,7 +15,7 @@ there simply waits its turn and replays.
 """
 import hashlib
 import re
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.http import HttpResponse
@@ -83,24 +83,29 @@ class IdempotentMixin:
 
     def dispatch(self, request, *args, **kwargs):
         self._idempotency_record = None
-        action = self.action_map.get(request.method.lower())
-        if action not in self.idempotent_actions or HEADER not in request.headers:
+        # The transaction is opened in initial(), once the caller is authenticated (so the
+        # token's bookkeeping write is not held for the whole request), and closed here:
+        # committed on return, rolled back if an error escapes.
+        self._idempotency_transaction = ExitStack()
+        with self._idempotency_transaction:
             return super().dispatch(request, *args, **kwargs)
-        with transaction.atomic():
-            response = super().dispatch(request, *args, **kwargs)
-            record = self._idempotency_record
-            if record is not None:
-                if response.status_code >= 500 or response.status_code == status.HTTP_429_TOO_MANY_REQUESTS:
-                    # Not an answer: forget the key and any effect, so a retry runs afresh.
-                    transaction.set_rollback(True)
-                else:
-                    self._store_response(record, response)
-        return response
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)  # authentication, permissions, throttling
         if self.action in self.idempotent_actions and HEADER in request.headers:
+            self._idempotency_transaction.enter_context(transaction.atomic())
             self._claim_key(request, request.headers[HEADER])
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        record = self._idempotency_record
+        if record is not None:
+            if response.status_code >= 500 or response.status_code == status.HTTP_429_TOO_MANY_REQUESTS:
+                # Not an answer: forget the key and any effect, so a retry runs afresh.
+                transaction.set_rollback(True)
+            else:
+                self._store_response(record, response)
+        return response
 
     def handle_exception(self, exc):
         if isinstance(exc, _Replay):
