@@ -175,10 +175,55 @@ def adjust(cursor, widget_id: int, user, body: bytes, start_response):
     except Exception:
         cursor.execute("ROLLBACK")
         raise
-    return respond(start_response, "201 Created", {
+    return respond(start_response, "201 Created", movement_json(
+        movement_id, widget_id, delta, reason, note, new_stock, user[1], now
+    ))
+
+
+def movement_json(movement_id, widget_id, delta, reason, note, stock_after, username, created) -> dict:
+    return {
         "id": movement_id, "widget": widget_id, "delta": delta, "reason": reason, "note": note,
-        "stock_after": new_stock, "created_by": user[1], "created_at": timestamp(now),
-    })
+        "stock_after": stock_after, "created_by": username, "created_at": timestamp(created),
+    }
+
+
+def adjust_batch(cursor, user, body: bytes, start_response):
+    items = orjson.loads(body).get("items") or []
+    for item in items:
+        if not isinstance(item.get("delta"), int) or item["delta"] == 0 or item.get("reason") not in REASONS:
+            return respond(start_response, "400 Bad Request", {"detail": "invalid"})
+    ids = sorted({item["widget"] for item in items})
+    cursor.execute("BEGIN")
+    try:
+        cursor.execute(f"SELECT {COLUMNS} FROM widgets_widget WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [ids])
+        stock = {row[0]: row[6] for row in cursor.fetchall()}
+        rows = []
+        for item in items:
+            if item["widget"] not in stock or stock[item["widget"]] + item["delta"] < 0:
+                cursor.execute("ROLLBACK")
+                return respond(start_response, "409 Conflict", {"detail": "Insufficient stock", "code": "insufficient_stock"})
+            stock[item["widget"]] += item["delta"]
+            rows.append((item["widget"], item["delta"], item["reason"], item.get("note", ""), stock[item["widget"]]))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cursor.execute(
+            "UPDATE widgets_widget w SET stock = v.stock, version = w.version + 1, updated_at = %s "
+            "FROM unnest(%s::bigint[], %s::int[]) AS v(id, stock) WHERE w.id = v.id",
+            [now, ids, [stock[pk] for pk in ids]],
+        )
+        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+        cursor.execute(
+            "INSERT INTO widgets_stockmovement (widget_id, delta, reason, note, stock_after, created_by_id, created_at) "
+            f"VALUES {values} RETURNING id",
+            [value for row in rows for value in (*row, user[0], now)],
+        )
+        movement_ids = [r[0] for r in cursor.fetchall()]
+        cursor.execute("COMMIT")
+    except Exception:
+        cursor.execute("ROLLBACK")
+        raise
+    return respond(start_response, "201 Created", {"movements": [
+        movement_json(movement_id, *row, user[1], now) for movement_id, row in zip(movement_ids, rows)
+    ]})
 
 
 def app(environ, start_response):
@@ -201,4 +246,9 @@ def app(environ, start_response):
                 return respond(start_response, "403 Forbidden", {"detail": "This token is read-only."})
             length = int(environ.get("CONTENT_LENGTH") or 0)
             return adjust(cursor, int(match[1]), user, environ["wsgi.input"].read(length), start_response)
+        if method == "POST" and path == "/api/adjustments/":
+            if user[2]:
+                return respond(start_response, "403 Forbidden", {"detail": "This token is read-only."})
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            return adjust_batch(cursor, user, environ["wsgi.input"].read(length), start_response)
     return respond(start_response, "404 Not Found", {"detail": "Not found.", "code": "not_found"})

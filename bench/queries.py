@@ -28,6 +28,11 @@ def main():
     client = Client(HTTP_AUTHORIZATION=f"Token {token}", HTTP_ACCEPT="application/json", HTTP_X_FORWARDED_PROTO="https")
     some_id = Widget.objects.order_by("id").values_list("id", flat=True)[500]
     top_id = Widget.objects.order_by("-id").values_list("id", flat=True)[0]
+    batch_ids = list(Widget.objects.filter(stock__gte=20).order_by("id").values_list("id", flat=True)[:10])
+
+    def batch(delta):
+        return [{"widget": pk, "delta": delta, "reason": "received" if delta > 0 else "sold"} for pk in batch_ids]
+
     scenarios = {
         "list": lambda: client.get("/api/widgets/?limit=50&offset=500"),
         "filtered": lambda: client.get("/api/widgets/?search=brass&low_stock=true&limit=50"),
@@ -39,11 +44,13 @@ def main():
         "adjust_back": lambda: client.post(
             f"/api/widgets/{some_id}/adjust/", {"delta": -1, "reason": "sold"}, content_type="application/json"
         ),
+        "batch": lambda: client.post("/api/adjustments/", {"items": batch(1)}, content_type="application/json"),
+        "batch_back": lambda: client.post("/api/adjustments/", {"items": batch(-1)}, content_type="application/json"),
         "keyset": lambda: client.get(f"/api/widgets/?limit=50&start={top_id // 2}"),
     }
     counts = {}
     for name, request in scenarios.items():
-        if name != "adjust_back":
+        if name not in ("adjust_back", "batch_back"):
             request()  # warm-up
         with CaptureQueriesContext(connection) as captured:
             response = request()
@@ -54,8 +61,9 @@ def main():
             for query in captured:
                 print("   ", query["sql"][:400], file=sys.stderr)
 
-    scenarios["adjust_back"]()
-    counts.pop("adjust_back")
+    for undo in ("adjust_back", "batch_back"):
+        scenarios[undo]()
+        counts.pop(undo)
     print(json.dumps(counts))
 
 

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 OUT = BENCH / "results"
 PYTHON = sys.executable
-SCENARIOS = ["list", "filtered", "retrieve", "adjust", "keyset"]
+SCENARIOS = ["list", "filtered", "retrieve", "adjust", "batch", "keyset"]
 APP_PORT, FLOOR_PORT = 8601, 8602
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 

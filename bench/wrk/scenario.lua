@@ -23,7 +23,7 @@ function init(args)
    math.randomseed(os.time() * 100 + thread_id)
    wrk.headers["Authorization"] = auth
    wrk.headers["Accept"] = "application/json"
-   if scenario == "adjust" then
+   if scenario == "adjust" or scenario == "batch" then
       for line in io.lines(os.getenv("ADJUST_IDS")) do table.insert(adjust_ids, tonumber(line)) end
    end
    -- Each thread walks its own half of the table.
@@ -53,6 +53,22 @@ request = function()
       local headers = {["Content-Type"] = "application/json"}
       for name, value in pairs(wrk.headers) do headers[name] = value end
       return wrk.format("POST", "/api/widgets/" .. id .. "/adjust/", headers, body)
+   elseif scenario == "batch" then
+      -- 10 received +1 on random widgets, then 10 sold -1 on the same widgets.
+      local delta, reason = -1, "sold"
+      if pending == nil then
+         pending = {}
+         for i = 1, 10 do pending[i] = adjust_ids[math.random(#adjust_ids)] end
+         delta, reason = 1, "received"
+      end
+      local items = {}
+      for i, id in ipairs(pending) do
+         items[i] = string.format('{"widget": %d, "delta": %d, "reason": "%s", "note": "bench"}', id, delta, reason)
+      end
+      if delta < 0 then pending = nil end
+      local headers = {["Content-Type"] = "application/json"}
+      for name, value in pairs(wrk.headers) do headers[name] = value end
+      return wrk.format("POST", "/api/adjustments/", headers, '{"items": [' .. table.concat(items, ", ") .. ']}')
    elseif scenario == "keyset" then
       local start = cursor
       cursor = cursor + 50
