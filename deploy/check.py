@@ -477,7 +477,8 @@ class Rehearsal:
         """Both instances use the one Redis cache: a value one instance's configuration writes
         is read through the other's (the web processes expose no cache endpoint of their own)."""
         key = f"deploy-check:{secrets.token_hex(8)}"
-        write = f"from django.core.cache import cache; cache.set({key!r}, 'from A', 60); print(cache.__class__.__name__)"
+        write = (f"from django.core.cache import cache, caches; cache.set({key!r}, 'from A', 60); "
+                 "print(type(caches['default']).__name__)")
         read = f"from django.core.cache import cache; print(cache.get({key!r})); cache.delete({key!r})"
         backend = self.manage(self.bundle, "shell", "-c", write).strip().splitlines()[-1]
         value = self.manage(self.tmp / "bundle-2", "shell", "-c", read).strip().splitlines()[-1]
