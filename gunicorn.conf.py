@@ -26,14 +26,26 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))  # above nginx's ups
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
 max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "200"))
 
-# The application writes the one access line per request itself, as JSON on stdout (see
-# config/middleware.py): it knows the user and the request id, and it never logs the query
-# string. gunicorn's own access log would be a second line with the raw request line, so it
-# is off unless GUNICORN_ACCESS_LOG is set (to "-" for stdout).
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
-access_log_format = '{"logger": "gunicorn.access", "method": "%(m)s", "path": "%(U)s", "status": %(s)s, "duration_ms": %(M)s}'
-errorlog = "-"  # gunicorn's own messages (start, worker timeouts) on stderr
+# Logs: gunicorn's own messages (start, worker timeouts) go to stderr as JSON lines like the
+# application's (config/logs.py). The access log is the application's: one JSON line per request
+# on stdout (config/middleware.py), which knows the user and the request id and never writes the
+# query string; gunicorn's access logger is silenced so that no request is logged twice.
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+logconfig_dict = {
+    "formatters": {"json": {"()": "config.logs.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+        "error_console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+    },
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False},
+        "gunicorn.access": {"handlers": [], "propagate": False},
+    },
+}
+
+# gunicorn's control socket defaults to one path in $HOME, shared by every gunicorn of the
+# user; nothing here uses it.
+control_socket_disable = True
 
 # Load the app in the master so a broken deploy fails at start-up, not in every worker.
 preload_app = True

@@ -255,6 +255,9 @@ LOGGING = {
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         # 4xx are in the access line already; 5xx are logged here with their traceback.
         "django.request": {"handlers": [], "level": "ERROR", "propagate": True},
+        # Scanners send any Host through the load balancer; the access line records the 400
+        # without a traceback per probe.
+        "django.security.DisallowedHost": {"handlers": [], "level": "CRITICAL", "propagate": True},
     },
 }
 

@@ -348,9 +348,11 @@ class Rehearsal:
 
         self.manage(self.bundle, "createsuperuser", "--noinput", "--username", "deploycheck", "--email", "deploycheck@example.com")
         self.token = self.manage(self.bundle, "issue_token", "deploycheck", "--name", "deploy-check").strip().splitlines()[-1]
-        status, headers, body = request(PORT, "GET", "/api/widgets/", https=True, token=self.token)
+        status, headers, body = request(PORT, "GET", "/api/widgets/", https=True, token=self.token,
+                                        extra={"X-Request-ID": "deploy-check-1"})
         check(status == 200 and "results" in json.loads(body), f"/api/widgets/ with a token: {status} {body[:200]!r}")
-        self.note("/api/widgets/ with a token -> 200")
+        check(headers.get("x-request-id") == "deploy-check-1", f"X-Request-ID not echoed: {headers.get('x-request-id')!r}")
+        self.note("/api/widgets/ with a token -> 200, X-Request-ID echoed")
 
         for page in ("/api/docs/", "/api/redoc/"):
             self.check_docs_page(page)
@@ -387,13 +389,19 @@ class Rehearsal:
 
     def check_logs(self, port):
         _, log = self.servers[port]
-        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        text = log.read_text()
+        try:
+            lines = [json.loads(line) for line in text.splitlines()]
+        except json.JSONDecodeError as error:
+            raise Failed(f"a log line is not JSON: {error.doc[:200]!r}")
         access = [line for line in lines if line.get("logger") == "access"]
-        check(access, "no JSON access lines on stdout")
+        check(len(access) == REQUESTS[port], f"{len(access)} access lines for {REQUESTS[port]} requests")
         check(all(line.get("request_id") and "duration_ms" in line for line in access), "an access line lacks its request id or duration")
-        check(self.token not in log.read_text(), "the API token appears in the log")
-        check(self.secret_key not in log.read_text(), "the secret key appears in the log")
-        self.note(f"stdout: {len(access)} JSON access lines with request ids; no token or secret key in the log")
+        check(any(line["request_id"] == "deploy-check-1" and line["user_id"] for line in access), "the token request's line lacks its id or user")
+        check(self.token not in text and self.token[:12] not in text, "the API token appears in the log")
+        check(self.secret_key not in text, "the secret key appears in the log")
+        self.note(f"log: every line JSON; {len(access)} access lines for {REQUESTS[port]} requests, with request ids; "
+                  "no token or secret key")
 
     # --- 6. scale out ---------------------------------------------------------------------
 
@@ -520,8 +528,12 @@ def option_settings(settings):
             yield item.get("namespace", "aws:elasticbeanstalk:application:environment"), item["option_name"], item.get("value")
 
 
+REQUESTS = {}  # port -> requests sent
+
+
 def request(port, method, path, host=PUBLIC_HOST, https=False, token=None, body=None, extra=None):
     """One HTTP request as nginx would pass it on: Host as sent, X-Forwarded-Proto from the ALB."""
+    REQUESTS[port] = REQUESTS.get(port, 0) + 1
     headers = {"Host": host, **(extra or {})}
     if https:
         headers["X-Forwarded-Proto"] = "https"
