@@ -533,7 +533,6 @@ REQUESTS = {}  # port -> requests sent
 
 def request(port, method, path, host=PUBLIC_HOST, https=False, token=None, body=None, extra=None):
     """One HTTP request as nginx would pass it on: Host as sent, X-Forwarded-Proto from the ALB."""
-    REQUESTS[port] = REQUESTS.get(port, 0) + 1
     headers = {"Host": host, **(extra or {})}
     if https:
         headers["X-Forwarded-Proto"] = "https"
@@ -543,6 +542,7 @@ def request(port, method, path, host=PUBLIC_HOST, https=False, token=None, body=
     try:
         connection.request(method, path, body=body, headers=headers)
         response = connection.getresponse()
+        REQUESTS[port] = REQUESTS.get(port, 0) + 1
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
         connection.close()
