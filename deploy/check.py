@@ -498,6 +498,7 @@ class Rehearsal:
     def stop(self):
         problems = []
         for port, (process, log) in self.servers.items():
+            began = time.monotonic()
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)  # what systemd does on a deployment
                 try:
@@ -506,10 +507,11 @@ class Rehearsal:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
                     problems.append(f"port {port} did not stop on SIGTERM")
-            self.note(f"web on port {port} stopped (exit {process.returncode})")
+            self.note(f"web on port {port} stopped on SIGTERM in {time.monotonic() - began:.1f}s (exit {process.returncode})")
         if self.database_created:
+            began = time.monotonic()
             psql(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
-            self.note(f"dropped {self.database}")
+            self.note(f"dropped {self.database} ({time.monotonic() - began:.1f}s)")
         if KEEP:
             self.note(f"kept {self.tmp}")
         else:
