@@ -222,6 +222,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "widgets.api.schema.add_request_id_header",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "StockMovementReasonEnum": "widgets.models.StockMovement.Reason",
         "AdjustmentReasonEnum": "widgets.api.serializers.ADJUSTABLE_REASONS",

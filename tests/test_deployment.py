@@ -292,3 +292,15 @@ class TestRequestId:
 
         assert response["X-Request-ID"] != bad
         assert access_lines(log_output)[0]["request_id"] == response["X-Request-ID"]
+
+
+class TestRequestIdInTheSchema:
+    def test_every_operation_documents_the_request_id_header_both_ways(self, anon):
+        schema = anon.get("/api/schema/?format=json").json()
+
+        operations = [op for item in schema["paths"].values() for op in item.values() if "responses" in op]
+        assert operations
+        for operation in operations:
+            assert "X-Request-ID" in [p["name"] for p in operation["parameters"] if p["in"] == "header"]
+            for response in operation["responses"].values():
+                assert "X-Request-ID" in response.get("headers", {}), operation["operationId"]
