@@ -232,6 +232,12 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# --- Deployment: secret key rotation ---------------------------------------------------------
+# While the secret key is rotated, the previous key(s) still verify sessions and signed values
+# (comma-separated); drop them once sessions signed with them have expired (README, "Deploying").
+
+SECRET_KEY_FALLBACKS = env_list("DJANGO_SECRET_KEY_FALLBACKS")
+
 # --- Deployment: logging ---------------------------------------------------------------------
 # Everything goes to stdout (Elastic Beanstalk collects it): one JSON object per line, with the
 # request id, plus one access line per request from config.middleware.RequestLogMiddleware.

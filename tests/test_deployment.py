@@ -304,3 +304,24 @@ class TestRequestIdInTheSchema:
             assert "X-Request-ID" in [p["name"] for p in operation["parameters"] if p["in"] == "header"]
             for response in operation["responses"].values():
                 assert "X-Request-ID" in response.get("headers", {}), operation["operationId"]
+
+
+class TestSecretKeyRotation:
+    def test_previous_keys_come_from_the_environment(self):
+        result = run_with_env(
+            ["-c", "from django.conf import settings; print(settings.SECRET_KEY_FALLBACKS)"],
+            DJANGO_SECRET_KEY_FALLBACKS="old-key-1, old-key-2",
+        )
+
+        assert result.stdout.strip() == "['old-key-1', 'old-key-2']"
+
+    @pytest.mark.django_db
+    @pytest.mark.parametrize("fallbacks, status", [(True, 200), (False, 401)])
+    def test_a_session_made_under_the_old_key_survives_rotation_only_with_the_fallback(self, client, settings, fallbacks, status):
+        client.force_login(make_user("viewer"))
+        old_key = settings.SECRET_KEY
+
+        settings.SECRET_KEY = "the-new-secret-key-" + "x" * 40
+        settings.SECRET_KEY_FALLBACKS = [old_key] if fallbacks else []
+
+        assert client.get("/api/widgets/").status_code == status
