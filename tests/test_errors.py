@@ -190,3 +190,20 @@ class TestRoles:
         assert superuser.post("/api/categories/", {"name": "C"}, format="json").status_code == 201
         assert superuser.delete(f"/api/categories/{Category.objects.get().pk}/").status_code == 204
         assert superuser.get("/api/movements/").json()["count"] == 2
+
+
+class TestMethodNotOfferedIsNever403:
+    """A method an endpoint lacks is 405 for every authenticated user, roles or not."""
+
+    @pytest.mark.parametrize("user", ["no_role", "viewer", "clerk"])
+    @pytest.mark.parametrize(
+        "method, path", [("get", "adjust"), ("put", "adjust"), ("post", "movements"), ("delete", "movements")]
+    )
+    def test_on_widget_actions(self, request, create_widget, user, method, path):
+        client = request.getfixturevalue(user)
+        widget = create_widget(stock=1)
+
+        response = getattr(client, method)(f"/api/widgets/{widget['id']}/{path}/", {}, format="json")
+
+        assert_json_error(response, 405, "method_not_allowed")
+        assert StockMovement.objects.filter(widget_id=widget["id"]).count() == 1
