@@ -186,6 +186,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"StockMovementReasonEnum": "widgets.models.StockMovement.Reason"},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "widgets.api.schema.add_error_responses",
+    ],
 }
 
 # --- Logging ------------------------------------------------------------------------------

@@ -101,3 +101,22 @@ def test_docs_assets_are_served_by_the_app(static_served, url, settings):
         response = client.get(asset)
         assert response.status_code == 200, asset
         assert b"".join(response.streaming_content), asset
+
+
+@pytest.mark.parametrize(
+    "path, method, codes",
+    [
+        ("/api/widgets/", "get", {"200", "400", "401", "403"}),
+        ("/api/widgets/", "post", {"201", "400", "401", "403"}),
+        ("/api/widgets/{id}/", "patch", {"200", "400", "401", "403", "404"}),
+        ("/api/widgets/{id}/", "delete", {"204", "401", "403", "404", "409"}),
+        ("/api/widgets/{id}/adjust/", "post", {"201", "400", "401", "403", "404", "409"}),
+        ("/api/movements/{id}/", "get", {"200", "401", "403", "404"}),
+    ],
+)
+def test_schema_describes_the_error_responses(schema, path, method, codes):
+    responses = schema["paths"][path][method]["responses"]
+
+    assert codes <= set(responses)
+    assert responses["401"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert set(schema["components"]["schemas"]["Error"]["properties"]) >= {"detail", "code"}
