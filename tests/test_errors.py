@@ -52,6 +52,19 @@ class TestApiClientsGetJson:
         assert response["WWW-Authenticate"].startswith("Token")
 
 
+@pytest.mark.parametrize("url", ["/api/", "/api/categories/", "/api/movements/"])
+def test_every_api_endpoint_needs_authentication(anon, url):
+    response = anon.get(url)
+
+    assert_json_error(response, 401, "not_authenticated")
+    assert response["WWW-Authenticate"] == 'Token realm="api"'
+
+
+@pytest.mark.parametrize("url", ["/api/schema/", "/api/docs/", "/api/redoc/"])
+def test_schema_and_docs_are_public(anon, url):
+    assert anon.get(url).status_code == 200
+
+
 class TestBadRequests:
     def test_wrong_content_type_is_json_415_and_creates_nothing(self, manager):
         response = manager.post("/api/widgets/", "name=Spanner", content_type="text/plain")
