@@ -210,3 +210,14 @@ class TestWidgetDeletion:
 
         assert response.status_code == 200
         assert Widget.objects.filter(pk__in=[low["id"], plenty["id"]]).count() == 2
+
+    def test_bulk_delete_of_widgets_without_history_deletes_them(self, staff, create_widget):
+        first, second = create_widget(), create_widget()
+
+        response = staff.post(
+            "/admin/widgets/widget/",
+            {"action": "delete_selected", "_selected_action": [first["id"], second["id"]], "post": "yes"},
+        )
+
+        assert response.status_code == 302
+        assert not Widget.objects.filter(pk__in=[first["id"], second["id"]]).exists()
