@@ -449,7 +449,11 @@ class Rehearsal:
         self.note("session: logged in on A, the admin answers 200 on B (sessions live in PostgreSQL)")
 
     def check_login_throttle_across_instances(self, a, b):
-        """Failed logins alternate between the instances; the limit counts them together."""
+        """Failed logins alternate between the instances; the limit counts them together.
+
+        With counters per instance each would refuse only its own (limit+1)th attempt, i.e.
+        attempt 2*limit+1 overall; shared counters refuse by attempt limit+1 (earlier if this
+        address already logged in once, as the session check may have)."""
         username = f"nobody-{secrets.token_hex(4)}"
         statuses = []
         for attempt in range(2 * THROTTLE_LOGIN + 1):
@@ -458,8 +462,9 @@ class Rehearsal:
             statuses.append(request(port, "POST", "/api/auth/token/", https=True, body=body,
                                     extra={"Content-Type": "application/json"})[0])
         first_429 = statuses.index(429) if 429 in statuses else None
-        check(first_429 == THROTTLE_LOGIN, f"login limit {THROTTLE_LOGIN}/min alternating A,B: statuses {statuses}")
-        self.note(f"login throttle {THROTTLE_LOGIN}/min, attempts alternating A/B: {statuses} (shared in Redis)")
+        check(first_429 is not None and 0 < first_429 <= THROTTLE_LOGIN and all(s < 500 for s in statuses),
+              f"login limit {THROTTLE_LOGIN}/min, attempts alternating A,B: statuses {statuses}")
+        self.note(f"login throttle {THROTTLE_LOGIN}/min, attempts alternating A/B: {statuses} (counted together in Redis)")
 
     def check_idempotency_across_instances(self, a, b):
         """A retry that lands on the other instance replays the first answer and changes nothing."""
