@@ -74,6 +74,7 @@ class Rehearsal:
         self.ebextensions = {}
         self.environment_properties = {}
         self.token = None
+        self.cache_prefix = f"deploy-check-{secrets.token_hex(4)}"
 
     # --- running the steps ---------------------------------------------------------------
 
@@ -254,6 +255,8 @@ class Rehearsal:
             "RDS_PASSWORD": database.password or "",
             "PORT": str(port),
             "DJANGO_THROTTLE_LOGIN": f"{THROTTLE_LOGIN}/min",
+            # Our own keys in a Redis database that may hold others' (once the setting exists).
+            "DJANGO_CACHE_KEY_PREFIX": self.cache_prefix,
             **extra,
         }
         if env.get("DJANGO_DB_SSLMODE") in ("require", "verify-ca", "verify-full"):
