@@ -74,6 +74,7 @@ class Rehearsal:
         self.ebextensions = {}
         self.environment_properties = {}
         self.token = None
+        self.secret_key = secrets.token_urlsafe(50)
         self.cache_prefix = f"deploy-check-{secrets.token_hex(4)}"
 
     # --- running the steps ---------------------------------------------------------------
@@ -107,8 +108,11 @@ class Rehearsal:
         try:
             step()
             ok = True
-        except (Failed, subprocess.CalledProcessError, OSError, yaml.YAMLError) as error:
+        except Failed as error:
             self.notes.append(f"FAILED: {error}")
+            ok = False
+        except Exception as error:  # an unexpected answer must still end in a report and a clean-up
+            self.notes.append(f"FAILED: {type(error).__name__}: {error}")
             ok = False
         for note in self.notes:
             print(f"    {note}", flush=True)
@@ -265,7 +269,6 @@ class Rehearsal:
         return env
 
     def deploy(self):
-        self.secret_key = secrets.token_urlsafe(50)
         psql(f"CREATE DATABASE {self.database}")
         self.database_created = True
         if self.environment_properties.get("DJANGO_DB_SSLMODE") in ("require", "verify-ca", "verify-full"):
@@ -564,7 +567,8 @@ def cookie(headers, name):
 
 
 def psql(sql):
-    subprocess.run(["psql", POSTGRES, "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True, capture_output=True)
+    result = subprocess.run(["psql", POSTGRES, "-v", "ON_ERROR_STOP=1", "-qc", sql], capture_output=True, text=True)
+    check(result.returncode == 0, f"psql {sql!r}: {result.stderr.strip()}")
 
 
 class AssetParser(HTMLParser):
