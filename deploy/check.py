@@ -157,7 +157,7 @@ class Rehearsal:
             check(not (self.bundle / excluded).exists(), f"{excluded} is in the bundle")
         count = sum(1 for p in self.bundle.rglob("*") if p.is_file())
         commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        self.note(f"HEAD {commit}: {count} files, {len([p for p in ignored if p])} left out by .ebignore (tests, deploy tooling, dev requirements)")
+        self.note(f"HEAD {commit}: {count} files, {len([p for p in ignored if p])} left out by .ebignore")
 
     # --- 2. validate ----------------------------------------------------------------------
 
@@ -208,7 +208,7 @@ class Rehearsal:
             problems.append("the Procfile's first process is not `web`")
         elif "gunicorn" not in procfile[0] or "config.wsgi:application" not in procfile[0]:
             problems.append("the Procfile's web process does not run gunicorn on config.wsgi:application")
-        check(not problems, "; ".join(problems))
+        check(not problems, "; ".join(dict.fromkeys(problems)))
         commands = [f"{n} ({'leader only' if c.get('leader_only') else 'every instance'})" for _, n, c in self.container_commands()]
         self.note(f"{len(configs)} files valid; container_commands: {', '.join(commands)}")
         self.note(f"health check path {process['HealthCheckPath']}; Procfile: {procfile[0]}")
