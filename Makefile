@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_WIDGETS ?= 500
 
-.PHONY: run test install migrate clean
+.PHONY: run test install migrate clean deploy-check
 
 install: $(VENV)/.installed
 
@@ -49,3 +49,8 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python bench/run.py --quick $(BENCH_ARGS)
+
+# The Elastic Beanstalk rehearsal (README, "Deploying"): the committed bundle, deployed and
+# served here against a fresh PostgreSQL database and Redis. Needs both running.
+deploy-check: install
+	$(BIN)/python deploy/check.py

@@ -3,7 +3,8 @@ bounded ``count`` and a keyset mode for walking a whole table.
 
 ``count`` is exact up to ``API_EXACT_COUNT_LIMIT`` rows. On PostgreSQL a larger
 result is not counted on every request: ``count`` is then the planner's estimate
-(from the table statistics) and ``count_is_estimate`` says so. SQLite always counts.
+(from the table statistics) and the response carries ``"count_is_estimate": true``
+(absent when the count is exact). SQLite always counts.
 
 ``?start=<id>`` is the keyset mode: the objects with ``id >= start`` in id order, no
 count, and a ``next`` link that starts after the last object. Its cost does not grow
@@ -69,13 +70,11 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
     def get_paginated_response(self, data):
         if self.start is not None:
             return Response({"next": self.get_next_link(), "previous": None, "results": data})
-        return Response({
-            "count": self.count,
-            "count_is_estimate": self.count_is_estimate,
-            "next": self.get_next_link(),
-            "previous": self.get_previous_link(),
-            "results": data,
-        })
+        body = {"count": self.count}
+        if self.count_is_estimate:
+            # Only then: an exact count keeps the envelope clients already know.
+            body["count_is_estimate"] = True
+        return Response({**body, "next": self.get_next_link(), "previous": self.get_previous_link(), "results": data})
 
     def get_next_link(self):
         if self.start is None:
@@ -96,8 +95,9 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
             "count": response["properties"].pop("count"),
             "count_is_estimate": {
                 "type": "boolean",
-                "description": "True when count is PostgreSQL's estimate rather than an exact count. "
-                "Absent in keyset mode (?start=).",
+                "description": "Present, and true, only when count is PostgreSQL's estimate rather "
+                "than an exact count (more results than the server's exact-count limit).",
+                "enum": [True],
             },
             **response["properties"],
         }

@@ -3,7 +3,6 @@ from collections.abc import Mapping
 
 from django.db import models
 from django.urls import reverse
-from django.utils.text import slugify
 from rest_framework import serializers
 from rest_framework.fields import SkipField
 from rest_framework.relations import PKOnlyObject
@@ -126,14 +125,9 @@ class CategorySerializer(ReadPlanMixin, serializers.HyperlinkedModelSerializer):
         read_only_fields = ["slug"]
 
     def validate_name(self, value):
-        slug = slugify(value)
-        if not slug:
-            raise serializers.ValidationError("The name must contain at least one letter or digit.")
-        clash = Category.objects.filter(slug=slug)
-        if self.instance is not None:
-            clash = clash.exclude(pk=self.instance.pk)
-        if clash.exists():
-            raise serializers.ValidationError(f"A category with the slug '{slug}' already exists.")
+        problem = Category.objects.name_problem(value, exclude_pk=getattr(self.instance, "pk", None))
+        if problem:
+            raise serializers.ValidationError(problem)
         return value
 
 
