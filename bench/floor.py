@@ -1,6 +1,6 @@
 """The floor: the same API requests answered by a minimal raw WSGI app.
 
-No framework: psycopg2 with one persistent connection per process, orjson, and the
+No framework: psycopg2 with one persistent connection per process (per thread under gthread), orjson, and the
 same SQL and JSON as the Django app, token check included (HMAC digest lookup as in
 widgets/api/authentication.py). The benchmark reports the app's figures as a ratio
 to this, measured side by side. Serve it with gunicorn: ``gunicorn bench.floor:app``.
@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import re
+import threading
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
@@ -29,15 +30,17 @@ ADJUST = re.compile(r"^/api/widgets/([0-9]+)/adjust/$")
 REASONS = {"received", "sold", "returned", "damaged", "correction"}
 SEARCH = "(UPPER(sku::text) LIKE UPPER(%s) OR UPPER(name::text) LIKE UPPER(%s) OR UPPER(description::text) LIKE UPPER(%s))"
 
-_connection = None
+# One persistent connection per process, or per thread when gunicorn runs threads (the
+# deployed gunicorn.conf.py does): as Django keeps one per thread.
+_local = threading.local()
 
 
 def db():
-    global _connection
-    if _connection is None or _connection.closed:
-        _connection = psycopg2.connect(os.environ["DATABASE_URL"])
-        _connection.autocommit = True
-    return _connection
+    connection = getattr(_local, "connection", None)
+    if connection is None or connection.closed:
+        connection = _local.connection = psycopg2.connect(os.environ["DATABASE_URL"])
+        connection.autocommit = True
+    return connection
 
 
 def timestamp(value: datetime.datetime) -> str:

@@ -20,6 +20,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -52,11 +53,9 @@ def psql(admin_url, sql):
 
 def gunicorn_args(port, target):
     # As deployed: the project's gunicorn.conf.py when it exists, 2 worker processes.
+    # Its logging (the app's JSON access log included) goes to bench/results/server-<port>.log.
     conf = ["-c", "gunicorn.conf.py"] if (ROOT / "gunicorn.conf.py").exists() else []
-    return [
-        PYTHON, "-m", "gunicorn", *conf, "--workers", "2", "--bind", f"127.0.0.1:{port}",
-        "--access-logfile", "/dev/null", "--error-logfile", str(OUT / f"gunicorn-{port}.log"), target,
-    ]
+    return [PYTHON, "-m", "gunicorn", *conf, "--workers", "2", "--bind", f"127.0.0.1:{port}", target]
 
 
 def port_is_free(port):
@@ -67,7 +66,7 @@ def port_is_free(port):
 def wait_until_up(port, server):
     for _ in range(100):
         if server.poll() is not None:
-            raise RuntimeError(f"the server for port {port} exited; see {OUT}/gunicorn-{port}.log")
+            raise RuntimeError(f"the server for port {port} exited; see {OUT}/server-{port}.log")
         try:
             request = urllib.request.Request(
                 f"http://127.0.0.1:{port}/api/widgets/", headers={"X-Forwarded-Proto": "https"}
@@ -90,6 +89,36 @@ def peak_memory_mb(pid):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+class PeakMemory(threading.Thread):
+    """Samples the workers' VmHWM every second: gunicorn recycles workers (max_requests),
+    so reading them once at the end would miss the ones already gone."""
+
+    def __init__(self, servers):
+        super().__init__(daemon=True)
+        self.servers, self.peaks, self.stopped = servers, {name: [] for name in servers}, threading.Event()
+
+    def run(self):
+        while not self.stopped.wait(1.0):
+            self.sample()
+
+    def sample(self):
+        for name, server in self.servers.items():
+            try:
+                current = sorted((peak_memory_mb(pid) for pid in workers_of(server.pid)), reverse=True)
+            except OSError:
+                continue
+            peaks = self.peaks[name]
+            for index, value in enumerate(current):
+                if index >= len(peaks):
+                    peaks.append(value)
+                peaks[index] = max(peaks[index], value)
+
+    def result(self):
+        self.stopped.set()
+        self.sample()
+        return {name: [round(value, 1) for value in peaks] for name, peaks in self.peaks.items()}
 
 
 def wrk(port, scenario, seconds, connections, env):
@@ -179,14 +208,19 @@ def main():
         for port in (APP_PORT, FLOOR_PORT):
             if not port_is_free(port):
                 raise SystemExit(f"port {port} is in use: stop whatever listens there first")
+        server_log = {port: open(OUT / f"server-{port}.log", "w") for port in (APP_PORT, FLOOR_PORT)}
         servers = {
-            "app": subprocess.Popen(gunicorn_args(APP_PORT, "config.wsgi"), env=env, cwd=ROOT),
-            "floor": subprocess.Popen(gunicorn_args(FLOOR_PORT, "bench.floor:app"), env=env, cwd=ROOT),
+            name: subprocess.Popen(
+                gunicorn_args(port, target), env=env, cwd=ROOT, stdout=server_log[port], stderr=subprocess.STDOUT
+            )
+            for name, port, target in (("app", APP_PORT, "config.wsgi"), ("floor", FLOOR_PORT, "bench.floor:app"))
         }
         ports = {"app": APP_PORT, "floor": FLOOR_PORT}
         try:
             for name, port in ports.items():
                 wait_until_up(port, servers[name])
+            sampler = PeakMemory(servers)
+            sampler.start()
             log(f"{size}: warming up")
             for scenario in scenarios:
                 for name in ports:
@@ -202,8 +236,7 @@ def main():
                         log(f"{size} rep {rep + 1} {scenario:9} {name:5} {result['rps']:8.0f} req/s "
                             f"p50 {result['p50_us'] / 1000:.1f} ms p99 {result['p99_us'] / 1000:.1f} ms "
                             f"errors {result['errors'] + result['non2xx']}")
-            memory = {name: [round(peak_memory_mb(pid), 1) for pid in workers_of(server.pid)]
-                      for name, server in servers.items()}
+            memory = sampler.result()
         finally:
             for server in servers.values():
                 server.terminate()
