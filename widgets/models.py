@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -63,21 +64,47 @@ class Category(models.Model):
         super().save(*args, **kwargs)
 
 
+# The planner's row count of each table (pg_class.reltuples), remembered per process.
+TABLE_SIZE_SECONDS = 60
+_table_sizes: dict[tuple[str, str], tuple[float, int]] = {}
+
+
+def _table_size(queryset) -> int:
+    """PostgreSQL's estimate of the rows in the queryset's table (-1: never analysed)."""
+    key = (queryset.db, queryset.model._meta.db_table)
+    cached = _table_sizes.get(key)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [key[1]])
+        size = int(cursor.fetchone()[0])
+    _table_sizes[key] = (time.monotonic() + TABLE_SIZE_SECONDS, size)
+    return size
+
+
 def bounded_count(queryset, limit: int) -> tuple[int, bool]:
     """``(count, is_estimate)``: exact up to ``limit`` rows, above it PostgreSQL's
     estimate from the planner's statistics, so that counting never reads a large table.
-    Other databases always count exactly."""
+    Other databases always count exactly.
+
+    A table the statistics call small is counted at once (capped at ``limit + 1`` rows,
+    one query, as a plain count would be); a large one is asked of the planner first.
+    """
     if connections[queryset.db].vendor != "postgresql":
         return queryset.count(), False
     unordered = queryset.order_by()
-    estimate = int(json.loads(unordered.explain(format="json"))[0]["Plan"]["Plan Rows"])
-    if estimate > limit:
-        return estimate, True
-    # The planner may underestimate: count at most limit + 1 rows, never the whole table.
+    estimate = None
+    if _table_size(queryset) > limit:
+        estimate = int(json.loads(unordered.explain(format="json"))[0]["Plan"]["Plan Rows"])
+        if estimate > limit:
+            return estimate, True
+    # At most limit + 1 rows are counted, never the whole table.
     exact = unordered[: limit + 1].count()
-    if exact > limit:
-        return max(estimate, exact), True
-    return exact, False
+    if exact <= limit:
+        return exact, False
+    if estimate is None:
+        estimate = int(json.loads(unordered.explain(format="json"))[0]["Plan"]["Plan Rows"])
+    return max(estimate, exact), True
 
 
 class WidgetQuerySet(models.QuerySet):
