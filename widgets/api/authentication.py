@@ -48,7 +48,7 @@ class TokenAuthentication(authentication.BaseAuthentication):
             token = cached[1]
         else:
             token = self._look_up(raw_key, digest)
-        if token.is_expired:
+        if token.is_expired:  # a cached token may have expired since it was looked up
             raise exceptions.AuthenticationFailed("Token has expired.")
 
         now = timezone.now()
@@ -67,6 +67,8 @@ class TokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid token.")
         if token.revoked_at is not None:
             raise exceptions.AuthenticationFailed("Token has been revoked.")
+        if token.is_expired:
+            raise exceptions.AuthenticationFailed("Token has expired.")
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
         ttl = settings.API_TOKEN_CACHE_SECONDS

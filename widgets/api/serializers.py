@@ -1,6 +1,7 @@
 """Representations of the API. Validation lives here; writes go through services."""
 from collections.abc import Mapping
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.urls import reverse
 from rest_framework import serializers
@@ -98,7 +99,7 @@ class ReadPlanMixin:
         source = field.source_attrs[0]
         try:
             model_field = model._meta.get_field(source)
-        except Exception:  # not a model field: a property, perhaps
+        except FieldDoesNotExist:  # a property, perhaps
             model_field = None
         if type(field) is serializers.PrimaryKeyRelatedField and field.pk_field is None:
             if model_field is not None and model_field.many_to_one and model_field.concrete:
