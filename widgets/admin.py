@@ -2,16 +2,16 @@
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import F
 from django.forms.models import BaseInlineFormSet
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from . import services
-from .models import ApiToken, Category, StockMovement, Widget
+from .models import ApiToken, Category, ChangeLogEntry, StockMovement, Widget
 
 INLINE_MOVEMENTS = 20
 
@@ -127,6 +127,12 @@ class WidgetAdmin(admin.ModelAdmin):
     def delete_model(self, request, obj):
         services.delete_widget(widget=obj, user=request.user)
 
+    @transaction.atomic
+    def delete_queryset(self, request, queryset):
+        # The "delete selected" action: one service call each, so each is logged.
+        for widget in queryset:
+            services.delete_widget(widget=widget, user=request.user)
+
     def adjust_view(self, request, object_id):
         """Record a stock adjustment as the signed-in staff user."""
         if not request.user.has_perm("widgets.add_stockmovement"):
@@ -173,6 +179,11 @@ class CategoryAdmin(admin.ModelAdmin):
     def delete_model(self, request, obj):
         services.delete_category(category=obj, user=request.user)
 
+    @transaction.atomic
+    def delete_queryset(self, request, queryset):
+        for category in queryset:
+            services.delete_category(category=category, user=request.user)
+
 
 @admin.register(StockMovement)
 class StockMovementAdmin(admin.ModelAdmin):
@@ -213,5 +224,27 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke(self, request, queryset):
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = queryset.revoke()
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
+
+
+@admin.register(ChangeLogEntry)
+class ChangeLogEntryAdmin(admin.ModelAdmin):
+    """Who changed which widget or category: read-only, written by the services."""
+
+    list_display = ["timestamp", "user", "action", "object_type", "object_id", "object_repr"]
+    list_filter = ["action", "object_type", "timestamp"]
+    list_select_related = ["user"]
+    search_fields = ["object_repr", "user__username"]
+    fields = ["timestamp", "user", "action", "object_type", "object_id", "object_repr", "changes"]
+    readonly_fields = fields
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

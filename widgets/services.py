@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, ProtectedError
 from django.utils import timezone
 
-from .models import Category, StockMovement, Widget
+from .models import Category, ChangeLogEntry, StockMovement, Widget
 
 # The stock column is a 32-bit integer on every backend.
 MAX_STOCK = 2_147_483_647
@@ -139,6 +140,7 @@ def create_widget(*, user=None, stock: int = 0, sku: str | None = None, **fields
             stock_after=stock,
             created_by=user,
         )
+    _log_change(user, ChangeLogEntry.Action.CREATE, widget, before={}, after=_audited_values(widget))
     return widget
 
 
@@ -147,6 +149,8 @@ def update_widget(*, widget: Widget, changes: Mapping[str, Any], user=None) -> W
     """Change a widget's descriptive fields. Stock is not among them: see ``adjust_stock``."""
     if "stock" in changes:
         raise ValueError("stock changes go through adjust_stock")
+    # The old values as committed, under the row lock: a concurrent edit is not misreported.
+    before = _audited_values(Widget.objects.select_for_update().get(pk=widget.pk))
     for field, value in changes.items():
         setattr(widget, field, value)
     widget.version = F("version") + 1
@@ -158,6 +162,7 @@ def update_widget(*, widget: Widget, changes: Mapping[str, Any], user=None) -> W
             raise DuplicateSku(widget.sku) from exc
         raise
     widget.refresh_from_db(fields=["version", "stock", "updated_at"])
+    _log_change(user, ChangeLogEntry.Action.UPDATE, widget, before=before, after=_audited_values(widget))
     return widget
 
 
@@ -170,10 +175,13 @@ def delete_widget(*, widget: Widget, user=None) -> None:
     )
     if widget.movements.exists():
         raise history
+    before, pk = _audited_values(widget), widget.pk
     try:
-        widget.delete()
+        deleted, _ = widget.delete()
     except ProtectedError as exc:  # a movement was written since the check above
         raise history from exc
+    if deleted:
+        _log_change(user, ChangeLogEntry.Action.DELETE, widget, before=before, after={}, object_id=pk)
 
 
 # --- Categories ------------------------------------------------------------------------------
@@ -183,26 +191,73 @@ def delete_widget(*, widget: Widget, user=None) -> None:
 def create_category(*, user=None, **fields: Any) -> Category:
     category = Category(**fields)
     category.save()
+    _log_change(user, ChangeLogEntry.Action.CREATE, category, before={}, after=_audited_values(category))
     return category
 
 
 @transaction.atomic
 def update_category(*, category: Category, changes: Mapping[str, Any], user=None) -> Category:
+    before = _audited_values(Category.objects.select_for_update().get(pk=category.pk))
     for field, value in changes.items():
         setattr(category, field, value)
     category.version = F("version") + 1
     category.save()
     category.refresh_from_db(fields=["version", "slug"])
+    _log_change(user, ChangeLogEntry.Action.UPDATE, category, before=before, after=_audited_values(category))
     return category
 
 
 @transaction.atomic
 def delete_category(*, category: Category, user=None) -> None:
     """Delete a category; one that still has widgets is refused."""
+    before, pk = _audited_values(category), category.pk
     try:
-        category.delete()
+        deleted, _ = category.delete()
     except ProtectedError as exc:
         raise CategoryInUse(
             "This category still has widgets; move or delete them first.",
             widgets=category.widgets.count(),
         ) from exc
+    if deleted:
+        _log_change(user, ChangeLogEntry.Action.DELETE, category, before=before, after={}, object_id=pk)
+
+
+# --- Change log ---------------------------------------------------------------------------------
+# Called inside the transaction of each write above, so an entry exists exactly when the
+# change was committed. Stock adjustments write none: the ledger is their log.
+
+AUDITED_FIELDS = {
+    Widget: ["sku", "name", "description", "category", "price", "stock", "reorder_level", "is_active"],
+    Category: ["name", "slug", "description"],
+}
+OBJECT_TYPES = {Widget: ChangeLogEntry.ObjectType.WIDGET, Category: ChangeLogEntry.ObjectType.CATEGORY}
+
+
+def _audited_values(instance) -> dict[str, Any]:
+    """The audited fields as JSON values: foreign keys as ids, decimals as strings."""
+    values = {}
+    for name in AUDITED_FIELDS[type(instance)]:
+        field = instance._meta.get_field(name)
+        value = field.value_from_object(instance)
+        if isinstance(value, Decimal):
+            value = f"{value:.{field.decimal_places}f}"
+        values[name] = value
+    return values
+
+
+def _log_change(user, action: str, instance, *, before: dict, after: dict, object_id=None) -> None:
+    changes = {
+        name: [before.get(name), after.get(name)]
+        for name in AUDITED_FIELDS[type(instance)]
+        if before.get(name) != after.get(name)
+    }
+    if action == ChangeLogEntry.Action.UPDATE and not changes:
+        return  # saved without changing anything: nothing to tell
+    ChangeLogEntry.objects.create(
+        user=user if user is not None and user.is_authenticated else None,
+        action=action,
+        object_type=OBJECT_TYPES[type(instance)],
+        object_id=object_id or instance.pk,
+        object_repr=str(instance)[:200],
+        changes=changes,
+    )

@@ -1,3 +1,4 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from . import views
@@ -6,5 +7,10 @@ router = DefaultRouter()
 router.register("categories", views.CategoryViewSet)
 router.register("widgets", views.WidgetViewSet)
 router.register("movements", views.StockMovementViewSet)
+router.register("changes", views.ChangeLogViewSet)
+router.register("auth/tokens", views.ApiTokenViewSet, basename="apitoken")
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("auth/token/", views.TokenIssueView.as_view(), name="token-issue"),
+    *router.urls,
+]

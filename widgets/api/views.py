@@ -1,24 +1,31 @@
 """API viewsets: declarations plus thin hand-offs to ``widgets.services``."""
+from django.contrib.auth import authenticate
 from django.db.models import ProtectedError
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import exceptions, generics, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.generics import get_object_or_404
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from .. import services
-from ..models import Category, StockMovement, Widget
-from .filters import CategoryFilter, StockMovementFilter, WidgetFilter
-from .permissions import HasPermission
+from ..models import ApiToken, Category, ChangeLogEntry, StockMovement, Widget
+from .filters import CategoryFilter, ChangeLogFilter, StockMovementFilter, WidgetFilter
+from .permissions import HasPermission, IsAuthenticated
 from .serializers import (
     AdjustmentSerializer,
+    ApiTokenSerializer,
     CategorySerializer,
+    ChangeLogEntrySerializer,
     ErrorSerializer,
     InsufficientStockSerializer,
+    IssuedTokenSerializer,
     StockMovementSerializer,
+    TokenRequestSerializer,
     WidgetSerializer,
 )
+from .throttling import LOGIN_THROTTLES
 
 CONFLICT = OpenApiResponse(ErrorSerializer, description="Conflicts with the current state.")
 
@@ -126,3 +133,78 @@ class StockMovementViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_value_regex = r"[0-9]+"
     serializer_class = StockMovementSerializer
     filterset_class = StockMovementFilter
+
+
+class ChangeLogViewSet(viewsets.ReadOnlyModelViewSet):
+    """Who created, changed or deleted which widget or category, newest first.
+
+    Stock adjustments are not here: the ledger (``/api/movements/``) is their log.
+    """
+
+    queryset = ChangeLogEntry.objects.select_related("user")
+    lookup_value_regex = r"[0-9]+"
+    serializer_class = ChangeLogEntrySerializer
+    filterset_class = ChangeLogFilter
+
+
+# --- Tokens ---------------------------------------------------------------------------------------
+
+
+class InvalidCredentials(exceptions.APIException):
+    # One message for a wrong username and a wrong password alike: no hint which was wrong.
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "Unable to log in with the provided username and password."
+    default_code = "invalid_credentials"
+
+
+class TokenIssueView(generics.GenericAPIView):
+    """Exchange a username and password for a new API token."""
+
+    # Credentials are in the body; a stale Authorization header must not stand in the way.
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = LOGIN_THROTTLES
+    serializer_class = TokenRequestSerializer
+
+    @extend_schema(
+        operation_id="auth_token_create",
+        auth=[],
+        responses={
+            201: IssuedTokenSerializer,
+            400: OpenApiResponse(description="Invalid input, or wrong username or password (`invalid_credentials`)."),
+        },
+    )
+    def post(self, request):
+        """Issue a token. Its key is in the response and shown only this once."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        options = serializer.validated_data
+        # Unknown users cost a password hash too, so timing does not tell them apart.
+        user = authenticate(request._request, username=options["username"], password=options["password"])
+        if user is None:  # wrong username, wrong password or inactive user
+            raise InvalidCredentials()
+        token, raw_key = ApiToken.objects.issue(
+            user=user,
+            name=options["name"],
+            expires_in_days=options.get("expires_in_days"),
+            read_only=options["read_only"],
+        )
+        token.raw_key = raw_key
+        return Response(IssuedTokenSerializer(token).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(destroy=extend_schema(summary="Revoke one of your tokens", responses={204: None}))
+class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """The caller's own API tokens, newest first; revoked ones stay listed with ``revoked_at``."""
+
+    queryset = ApiToken.objects.all()
+    lookup_value_regex = r"[0-9]+"
+    serializer_class = ApiTokenSerializer
+    permission_classes = [IsAuthenticated]
+
+    def get_queryset(self):
+        # Someone else's token is simply not there: 404, not 403.
+        return super().get_queryset().filter(user=self.request.user)
+
+    def perform_destroy(self, instance):
+        ApiToken.objects.filter(pk=instance.pk).revoke()
