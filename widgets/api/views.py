@@ -99,7 +99,7 @@ class WidgetViewSet(viewsets.ModelViewSet):
         serializer_class=AdjustmentSerializer,
         permission_classes=[HasPermission.of("widgets.add_stockmovement")],
     )
-    def adjust(self, request, pk=None):
+    def adjust(self, request, pk=None, format=None):
         """Add or remove stock; recorded as a movement in the ledger."""
         serializer = AdjustmentSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -118,7 +118,7 @@ class WidgetViewSet(viewsets.ModelViewSet):
         filterset_class=StockMovementFilter,
         permission_classes=[HasPermission.of("widgets.view_stockmovement")],
     )
-    def movements(self, request, pk=None):
+    def movements(self, request, pk=None, format=None):
         """This widget's stock movements, newest first."""
         get_object_or_404(Widget.objects.all(), pk=pk)
         queryset = self.filter_queryset(self.get_queryset())
