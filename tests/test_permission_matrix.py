@@ -421,6 +421,16 @@ MATRIX = {
         "PATCH":   "401 405 405 405 405 405 401 401",
         "DELETE":  "401 405 405 405 405 405 401 401",
     },
+    # -- Batch adjustments: POST only, for whoever may adjust stock.
+    "api/adjustments/": {
+        "GET":     "401 405 405 405 405 405 401 401",
+        "HEAD":    "401 405 405 405 405 405 401 401",
+        "OPTIONS": "401 403 403 200 200 200 401 401",
+        "POST":    "401 403 403 400 400 400 401 401",
+        "PUT":     "401 405 405 405 405 405 401 401",
+        "PATCH":   "401 405 405 405 405 405 401 401",
+        "DELETE":  "401 405 405 405 405 405 401 401",
+    },
     # -- Own tokens: any authenticated user, own tokens only.
     "api/auth/tokens/": {
         "GET":     "401 200 200 200 200 200 401 401",

@@ -9,6 +9,7 @@ router.register("widgets", views.WidgetViewSet)
 router.register("movements", views.StockMovementViewSet)
 router.register("changes", views.ChangeLogViewSet)
 router.register("auth/tokens", views.ApiTokenViewSet, basename="apitoken")
+router.register("adjustments", views.AdjustmentBatchViewSet, basename="adjustment")
 
 urlpatterns = [
     path("auth/token/", views.TokenIssueView.as_view(), name="token-issue"),

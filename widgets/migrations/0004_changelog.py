@@ -29,7 +29,7 @@ def revoke_view_permission(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('widgets', '0002_roles'),
+        ('widgets', '0003_idempotency_keys'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
