@@ -14,7 +14,10 @@ class TokenAuthenticationScheme(OpenApiAuthenticationExtension):
             "type": "apiKey",
             "in": "header",
             "name": "Authorization",
-            "description": "`Token <key>` (or `Bearer <key>`). Issue keys with `manage.py issue_token`.",
+            "description": (
+                "`Token <key>` (or `Bearer <key>`). Get a key from `POST /api/auth/token/` "
+                "(or `manage.py issue_token`); it is shown once and expires."
+            ),
         }
 
 
