@@ -186,11 +186,17 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The validator badge would send our schema to validator.swagger.io: keep it home.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "StockMovementReasonEnum": "widgets.models.StockMovement.Reason",
         "AdjustmentReasonEnum": "widgets.api.serializers.ADJUSTABLE_REASONS",
     },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "widgets.api.schema.add_error_responses",
+    ],
 }
 
 # --- Logging ------------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 """Representations of the API. Validation lives here; writes go through services."""
 from django.urls import reverse
-from django.utils.text import slugify
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -21,14 +20,9 @@ class CategorySerializer(serializers.HyperlinkedModelSerializer):
         read_only_fields = ["slug"]
 
     def validate_name(self, value):
-        slug = slugify(value)
-        if not slug:
-            raise serializers.ValidationError("The name must contain at least one letter or digit.")
-        clash = Category.objects.filter(slug=slug)
-        if self.instance is not None:
-            clash = clash.exclude(pk=self.instance.pk)
-        if clash.exists():
-            raise serializers.ValidationError(f"A category with the slug '{slug}' already exists.")
+        problem = Category.objects.name_problem(value, exclude_pk=getattr(self.instance, "pk", None))
+        if problem:
+            raise serializers.ValidationError(problem)
         return value
 
 
