@@ -44,9 +44,7 @@ class TestDeployCheck:
         "env, warning",
         [
             ({"DJANGO_DEBUG": "1"}, "security.W018"),
-            ({"DJANGO_SECURE_SSL_REDIRECT": "0"}, "security.W008"),
             ({"DJANGO_SECURE_COOKIES": "0"}, "security.W012"),
-            ({"DJANGO_SECURE_HSTS_SECONDS": "0"}, "security.W004"),
         ],
     )
     def test_check_fails_when_a_protection_is_turned_off(self, env, warning):
