@@ -407,3 +407,23 @@ def test_limits_hold_across_two_server_processes(two_servers):
     status, headers, body = http("GET", f"{first}/api/widgets/", token=token)
     assert (status, body["code"]) == (429, "throttled")
     assert "Retry-After" in headers
+
+
+class TestCacheUnavailable:
+    """Redis down (or failing over) must not take the API down with it."""
+
+    @pytest.fixture
+    def redis_down(self, settings):
+        settings.CACHES = {
+            "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1/0"}
+        }
+
+    def test_requests_are_served_uncounted_and_a_warning_logged(self, redis_down, viewer, caplog):
+        with caplog.at_level("WARNING", logger="widgets.api.throttling"):
+            response = viewer.get("/api/widgets/")
+
+        assert response.status_code == 200
+        assert "Throttle counts unavailable" in caplog.text
+
+    def test_logins_still_work(self, redis_down):
+        assert token_attempt(user=make_user()).status_code == 201

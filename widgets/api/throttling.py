@@ -5,13 +5,17 @@ every process and instance. Rates are REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
 (`DJANGO_THROTTLE_ANON`, `_USER`, `_LOGIN`).
 """
 import hashlib
+import logging
 import math
 import unicodedata
 from functools import wraps
 
 from django.template.response import TemplateResponse
+from redis.exceptions import RedisError
 from rest_framework import throttling
 from rest_framework.settings import api_settings
+
+logger = logging.getLogger(__name__)
 
 
 class CountingRateThrottle(throttling.SimpleRateThrottle):
@@ -38,9 +42,16 @@ class CountingRateThrottle(throttling.SimpleRateThrottle):
         window = int(self.now // self.duration)
         self.window_ends = (window + 1) * self.duration
         key = f"{key}:{window}"
-        # The key outlives its window, so it never expires between add() and incr().
-        self.cache.add(key, 0, timeout=math.ceil(self.window_ends - self.now) + 5)
-        return self.cache.incr(key) <= self.num_requests
+        try:
+            # The key outlives its window, so it never expires between add() and incr().
+            self.cache.add(key, 0, timeout=math.ceil(self.window_ends - self.now) + 5)
+            count = self.cache.incr(key)
+        except RedisError as exc:
+            # Redis down or failing over: keep serving (logins still cost a slow password
+            # hash each) rather than turn every request into a 500.
+            logger.warning("Throttle counts unavailable, request not counted: %s", exc)
+            return True
+        return count <= self.num_requests
 
     def wait(self):
         return max(self.window_ends - self.now, 1)
