@@ -254,6 +254,10 @@ def env_rate(name: str, default: str) -> str:
     return value
 
 
+NUM_PROXIES = os.environ.get("DJANGO_NUM_PROXIES", "0")
+if not (NUM_PROXIES.isascii() and NUM_PROXIES.isdigit()):
+    raise ImproperlyConfigured(f"DJANGO_NUM_PROXIES must be a whole number (0 = none), not {NUM_PROXIES!r}.")
+
 REST_FRAMEWORK.update(
     {
         "DEFAULT_THROTTLE_CLASSES": [
@@ -265,6 +269,6 @@ REST_FRAMEWORK.update(
             "user": env_rate("DJANGO_THROTTLE_USER", "1200/min"),
             "login": env_rate("DJANGO_THROTTLE_LOGIN", "5/min"),
         },
-        "NUM_PROXIES": int(os.environ.get("DJANGO_NUM_PROXIES", "0")),
+        "NUM_PROXIES": int(NUM_PROXIES),
     }
 )

@@ -260,11 +260,18 @@ class TestRatesFromEnvironment:
         assert result.returncode == 0, result.stderr
         assert "'DEFAULT_THROTTLE_RATES': {'anon': '10/hour', 'user': '100/min', 'login': '3/min'}" in result.stdout
 
-    def test_invalid_rate_stops_start_up_naming_the_variable(self):
-        result = settings_process("check", DJANGO_THROTTLE_LOGIN="lots")
+    @pytest.mark.parametrize(
+        "env, message",
+        [
+            ({"DJANGO_THROTTLE_LOGIN": "lots"}, "DJANGO_THROTTLE_LOGIN must be a rate such as 5/min"),
+            ({"DJANGO_NUM_PROXIES": "-1"}, "DJANGO_NUM_PROXIES must be a whole number"),
+        ],
+    )
+    def test_invalid_value_stops_start_up_naming_the_variable(self, env, message):
+        result = settings_process("check", **env)
 
         assert result.returncode != 0
-        assert "DJANGO_THROTTLE_LOGIN must be a rate such as 5/min" in result.stderr
+        assert message in result.stderr
 
 
 # --- Two server processes sharing one Redis ------------------------------------------------------
