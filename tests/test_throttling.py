@@ -1,8 +1,8 @@
 """Throttling: a rate for anonymous clients, one per user, and a strict limit on every login
 form (POST /api/auth/token/, /admin/login/, /api-auth/login/) per username and per IP.
 
-Counts run in fixed windows aligned to the rate's period, so a test that counts up to a
-limit first makes sure it is not about to cross into the next window.
+A window opens with a client's first request and lasts the rate's period, so a test that
+counts up to a limit never straddles two windows.
 """
 import json
 import os
@@ -25,16 +25,6 @@ pytestmark = pytest.mark.django_db
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PASSWORD = "pw-Secret-123"  # make_user's
-PERIOD_SECONDS = {"min": 60, "hour": 3600}
-
-
-def fresh_window(period: str, needed: float = 10) -> None:
-    """Wait for the next window if this one ends within ``needed`` seconds."""
-    seconds = PERIOD_SECONDS[period]
-    remaining = seconds - time.time() % seconds
-    if remaining < needed:
-        time.sleep(remaining + 0.1)
-
 
 @pytest.fixture
 def rates(settings):
@@ -46,8 +36,6 @@ def rates(settings):
             **settings.REST_FRAMEWORK,
             "DEFAULT_THROTTLE_RATES": {**current, **scoped},
         }
-        for rate in scoped.values():
-            fresh_window(rate.split("/")[1])
 
     return set_rates
 
@@ -67,7 +55,6 @@ class TestTokenEndpoint:
     """POST /api/auth/token/: every attempt counts, right password or wrong."""
 
     def test_sixth_attempt_in_a_minute_is_429_with_retry_after_by_default(self):
-        fresh_window("min")
         user = make_user()
         for password in ["wrong", PASSWORD, "wrong", PASSWORD, "wrong"]:
             assert token_attempt(password, user=user).status_code in (201, 400)
@@ -81,6 +68,17 @@ class TestTokenEndpoint:
         }
         assert "Request was throttled" in response.json()["detail"]
         assert 1 <= int(response["Retry-After"]) <= 60
+
+    def test_window_opens_with_the_first_attempt(self, rates):
+        rates(login="1/hour")
+        user = make_user()
+        token_attempt("wrong", user=user)
+
+        response = token_attempt(user=user)
+
+        assert response.status_code == 429
+        # A whole period from the first attempt, not the rest of a clock-aligned hour.
+        assert 3590 <= int(response["Retry-After"]) <= 3600
 
     def test_throttled_attempt_with_the_right_password_issues_no_token(self, rates):
         rates(login="2/hour")
@@ -384,7 +382,6 @@ def two_servers(tmp_path):
 
 def test_limits_hold_across_two_server_processes(two_servers):
     first, second = two_servers
-    fresh_window("hour", needed=30)
 
     # The login limit per username (3/hour), from three addresses, alternating servers:
     # wrong and right passwords count alike.

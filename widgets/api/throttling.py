@@ -23,9 +23,9 @@ class CountingRateThrottle(throttling.SimpleRateThrottle):
 
     DRF keeps a list of timestamps that it reads, appends to and writes back, so two
     processes answering at the same moment can overwrite each other's hit and let a
-    request through uncounted. Here each rate period is a fixed window with a counter
-    that ``cache.incr`` (Redis INCRBY) raises atomically; the window resets on the
-    period's boundary and ``Retry-After`` is the time left until then.
+    request through uncounted. Here a window opens with a client's first request and lasts
+    one rate period; its counter is raised with ``cache.incr`` (Redis INCRBY), which is
+    atomic. ``Retry-After`` is the time left until the window closes.
     """
 
     def get_rate(self):
@@ -39,13 +39,13 @@ class CountingRateThrottle(throttling.SimpleRateThrottle):
         if key is None:
             return True
         self.now = self.timer()
-        window = int(self.now // self.duration)
-        self.window_ends = (window + 1) * self.duration
-        key = f"{key}:{window}"
         try:
-            # The key outlives its window, so it never expires between add() and incr().
-            self.cache.add(key, 0, timeout=math.ceil(self.window_ends - self.now) + 5)
-            count = self.cache.incr(key)
+            self.window_start = self._window_start(key)
+            counter = f"{key}:{self.window_start}"
+            # The counter outlives its window, so it never expires between add() and incr()
+            # (Redis would then recreate it without an expiry).
+            self.cache.add(counter, 0, timeout=self.duration + 5)
+            count = self.cache.incr(counter)
         except RedisError as exc:
             # Redis down or failing over: keep serving (logins still cost a slow password
             # hash each) rather than turn every request into a 500.
@@ -53,8 +53,15 @@ class CountingRateThrottle(throttling.SimpleRateThrottle):
             return True
         return count <= self.num_requests
 
+    def _window_start(self, key: str) -> float:
+        # add() is SET NX: of concurrent first requests one sets the start, all read it.
+        start_key = f"{key}:start"
+        self.cache.add(start_key, self.now, timeout=self.duration)
+        start = self.cache.get(start_key)
+        return self.now if start is None else start  # None: the window closed just now
+
     def wait(self):
-        return max(self.window_ends - self.now, 1)
+        return max(self.window_start + self.duration - self.now, 1)
 
 
 class AnonRateThrottle(CountingRateThrottle, throttling.AnonRateThrottle):
