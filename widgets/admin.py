@@ -159,7 +159,7 @@ class WidgetAdmin(admin.ModelAdmin):
                 extra_context["stock_chart"] = line_chart(
                     title="Stock level",
                     description=f"Stock after each of the last {len(history)} movements, oldest first.",
-                    labels=[f"{when:%Y-%m-%d %H:%M}" for when, _ in history],
+                    labels=[f"{timezone.localtime(when):%b %d %H:%M}" for when, _ in history],
                     series={"Stock": ("stock", [stock for _, stock in history])},
                     x_tick_every=max(1, len(history) // 3),
                 )

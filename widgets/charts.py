@@ -36,6 +36,7 @@ class Series:
 class Tick:
     position: float
     label: str
+    anchor: str = "middle"  # SVG text-anchor: the outermost labels stay inside the chart
 
 
 @dataclass
@@ -58,22 +59,23 @@ class LineChart:
         return [(label, [s.points[i].value for s in self.series]) for i, label in enumerate(self.labels)]
 
 
-def nice_ceiling(value: int) -> int:
-    """The smallest 1/2/5 x 10^n at or above ``value`` (at least 1), for a tidy y axis."""
+Y_INTERVALS = 4
+
+
+def nice_step(value: float) -> int:
+    """The smallest whole 1/2/5 x 10^n at or above ``value``: a tidy gap between y ticks."""
     if value <= 1:
         return 1
     magnitude = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 5, 10):
-        if step * magnitude >= value:
-            return step * magnitude
-    return 10 * magnitude  # pragma: no cover - the loop always returns
+    return next(step * magnitude for step in (1, 2, 5, 10) if step * magnitude >= value)
 
 
 def line_chart(
     *, title: str, description: str, labels: list[str], series: dict[str, tuple[str, list[int]]], x_tick_every: int
 ) -> LineChart:
     """Lay out ``series`` (name -> (css class, one value per label)) on shared axes."""
-    top_value = nice_ceiling(max((v for _, values in series.values() for v in values), default=0))
+    step = nice_step(max((v for _, values in series.values() for v in values), default=0) / Y_INTERVALS)
+    top_value = step * Y_INTERVALS
     plot_width = WIDTH - LEFT - RIGHT
     plot_height = HEIGHT - TOP - BOTTOM
     count = len(labels)
@@ -92,10 +94,14 @@ def line_chart(
         )
         for name, (css_class, values) in series.items()
     ]
-    y_ticks = [Tick(y_at(top_value * k / 4), f"{top_value * k / 4:,.0f}") for k in range(5)]
-    x_ticks = [Tick(x_at(i), labels[i]) for i in range(0, count, max(1, x_tick_every))]
-    if count > 1 and x_ticks[-1].label != labels[-1] and x_at(count - 1) - x_ticks[-1].position > 60:
-        x_ticks.append(Tick(x_at(count - 1), labels[-1]))
+    y_ticks = [Tick(y_at(step * k), f"{step * k:,}") for k in range(Y_INTERVALS + 1)]
+    # Ticks counted back from the newest label, which is always shown.
+    shown = sorted(range(count - 1, -1, -max(1, x_tick_every)))
+    x_ticks = [Tick(x_at(i), labels[i]) for i in shown]
+    if x_ticks and count > 1:
+        x_ticks[-1].anchor = "end"
+        if shown[0] == 0:
+            x_ticks[0].anchor = "start"
     return LineChart(
         title=title, description=description, labels=labels, series=laid_out, y_ticks=y_ticks, x_ticks=x_ticks
     )
