@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import dataclasses
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, ProtectedError
 from django.utils import timezone
 
@@ -291,8 +291,6 @@ def import_widgets(*, rows, user=None, dry_run: bool = False, progress=None) -> 
                 )
                 widget.stock = stock
                 changed_fields.add("stock")
-            widget.version = F("version") + 1
-            widget.updated_at = now
             to_update.append(widget)
         if dry_run:
             return summary
@@ -315,10 +313,9 @@ def import_widgets(*, rows, user=None, dry_run: bool = False, progress=None) -> 
         except IntegrityError as exc:
             # A SKU checked as new above was created meanwhile by someone else.
             raise ImportConflict("A widget in the file was created while importing; nothing was imported. Try again.") from exc
-        update_fields = sorted(changed_fields) + ["version", "updated_at"]
         for start in range(0, len(to_update), IMPORT_BATCH):
             batch = to_update[start : start + IMPORT_BATCH]
-            Widget.objects.bulk_update(batch, update_fields)
+            _update_widgets_from_values(batch, sorted(changed_fields), now)
             if progress:
                 progress(len(batch))
         StockMovement.objects.bulk_create(corrections, batch_size=IMPORT_BATCH)
@@ -329,3 +326,29 @@ def _differs(widget: Widget, name: str, value: Any) -> bool:
     if name == "category":  # compare ids: reading widget.category would query once per row
         return widget.category_id != (value.pk if value is not None else None)
     return getattr(widget, name) != value
+
+
+def _update_widgets_from_values(widgets: list[Widget], fields: list[str], now) -> None:
+    """Write ``fields`` of ``widgets`` (and bump version, updated_at) in one
+    ``UPDATE ... FROM (VALUES ...)`` statement (PostgreSQL, SQLite >= 3.33).
+
+    Django's ``bulk_update`` builds a CASE WHEN expression per row and field, which costs
+    milliseconds of Python per row: 100,000 rows took minutes. This is linear and fast.
+    """
+    table = connection.ops.quote_name(Widget._meta.db_table)
+    columns = [Widget._meta.get_field(name) for name in fields]
+    assignments = ["version = version + 1", "updated_at = %s"] + [
+        f"{connection.ops.quote_name(column.column)} = CAST(v.column{i} AS {column.cast_db_type(connection)})"
+        for i, column in enumerate(columns, start=2)
+    ]
+    row = "(" + ", ".join(["%s"] * (len(columns) + 1)) + ")"
+    params: list[Any] = [Widget._meta.get_field("updated_at").get_db_prep_save(now, connection)]
+    for widget in widgets:
+        params.append(widget.pk)
+        params.extend(column.get_db_prep_save(getattr(widget, column.attname), connection) for column in columns)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {', '.join(assignments)} "
+            f"FROM (VALUES {', '.join([row] * len(widgets))}) AS v WHERE {table}.id = v.column1",
+            params,
+        )
