@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.test import override_settings
 
 from tests.conftest import make_user
@@ -34,9 +35,22 @@ def _no_https_redirect_at_start():
 
 
 @pytest.fixture(scope="session")
-def live_server(_no_https_redirect_at_start, live_server):
+def _request_threads_close_their_connections():
+    # The server's request threads would otherwise keep their database connections for
+    # CONN_MAX_AGE while the browser holds a keep-alive socket, and PostgreSQL then
+    # refuses to drop the test database at the end of the run.
+    database = connections.settings[DEFAULT_DB_ALIAS]
+    saved = database["CONN_MAX_AGE"]
+    database["CONN_MAX_AGE"] = 0
+    yield
+    database["CONN_MAX_AGE"] = saved
+
+
+@pytest.fixture(scope="session")
+def live_server(django_db_setup, _no_https_redirect_at_start, _request_threads_close_their_connections, live_server):
     """pytest-django's live server, started without the HTTPS redirect: it speaks plain
-    HTTP, and SecurityMiddleware reads SECURE_SSL_REDIRECT once, when the server starts."""
+    HTTP, and SecurityMiddleware reads SECURE_SSL_REDIRECT once, when the server starts.
+    It starts after the test database is set up, so it stops before that is dropped."""
     _no_https_redirect_at_start.disable()
     return live_server
 
@@ -65,6 +79,9 @@ def browser_page(live_server, settings, monkeypatch):
         try:
             yield page
         finally:
+            # Queries the test made while Playwright's loop ran used connections stored for
+            # that context; close them here, where they are still reachable.
+            connections.close_all()
             browser.close()
 
 
