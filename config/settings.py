@@ -182,8 +182,17 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The validator badge would send our schema to validator.swagger.io: keep it home.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"StockMovementReasonEnum": "widgets.models.StockMovement.Reason"},
+    "ENUM_NAME_OVERRIDES": {
+        "StockMovementReasonEnum": "widgets.models.StockMovement.Reason",
+        "AdjustmentReasonEnum": "widgets.api.serializers.ADJUSTABLE_REASONS",
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "widgets.api.schema.add_error_responses",
+    ],
 }
 
 # --- Logging ------------------------------------------------------------------------------
@@ -201,6 +210,12 @@ LOGGING = {
 
 TOKEN_HMAC_KEY = os.environ.get("DJANGO_TOKEN_HMAC_KEY") or f"token-hmac:{SECRET_KEY}"
 TOKEN_DEFAULT_EXPIRY_DAYS = int(os.environ.get("DJANGO_TOKEN_EXPIRY_DAYS", "90"))
+
+# --- Conditional requests ------------------------------------------------------------------
+# When true, PUT/PATCH/DELETE of widgets and categories without If-Match are refused with
+# 428 Precondition Required, so no client can overwrite a change it never saw.
+
+REQUIRE_IF_MATCH = env_bool("DJANGO_REQUIRE_IF_MATCH", default=False)
 
 # --- Production security ------------------------------------------------------------------
 # On by default whenever DEBUG is off. The load balancer terminates TLS and says so in

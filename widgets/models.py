@@ -10,6 +10,7 @@ import secrets
 from datetime import datetime, time, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Count, DecimalField, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
@@ -23,11 +24,24 @@ sku_validator = RegexValidator(
 )
 
 
+class CategoryQuerySet(models.QuerySet):
+    def name_problem(self, name: str, *, exclude_pk=None) -> str | None:
+        """Why ``name`` cannot be used (its slug is empty or taken), or None if it can."""
+        slug = slugify(name)
+        if not slug:
+            return "The name must contain at least one letter or digit."
+        if self.exclude(pk=exclude_pk).filter(slug=slug).exists():
+            return f"A category with the slug '{slug}' already exists."
+        return None
+
+
 class Category(models.Model):
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=100, unique=True, editable=False)
     description = models.TextField(blank=True)
     version = models.PositiveIntegerField(default=1, editable=False)
+
+    objects = CategoryQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -35,6 +49,12 @@ class Category(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self):
+        # Model forms (the admin) call this; the API serializer asks name_problem itself.
+        problem = Category.objects.name_problem(self.name or "", exclude_pk=self.pk)
+        if problem:
+            raise ValidationError({"name": problem})
 
     def save(self, *args, **kwargs):
         # The slug is derived data, never typed by hand: keep it in step with the name.
@@ -271,3 +291,36 @@ class ApiToken(models.Model):
 
     def matches(self, raw_key: str) -> bool:
         return hmac.compare_digest(self.digest, token_digest(raw_key))
+
+
+class IdempotencyKeyQuerySet(models.QuerySet):
+    def expired(self, *, older_than: timedelta):
+        return self.filter(created_at__lt=timezone.now() - older_than)
+
+
+class IdempotencyKey(models.Model):
+    """A client's Idempotency-Key and the response its first request got.
+
+    Written in the same transaction as the request's effect: the key is stored if and
+    only if the effect is, so a replay can never describe something that did not happen.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=2048)
+    # SHA-256 of the request body: the same key with another body is a client error.
+    fingerprint = models.CharField(max_length=64)
+    # Null only inside the first request's own, uncommitted transaction.
+    response_status = models.PositiveSmallIntegerField(null=True)
+    response_headers = models.JSONField(default=dict)
+    response_body = models.BinaryField(default=bytes)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = IdempotencyKeyQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} [{self.key}] -> {self.response_status}"

@@ -1,5 +1,8 @@
 """OpenAPI descriptions drf-spectacular cannot infer on its own."""
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+
+from .serializers import ErrorSerializer
 
 
 class TokenAuthenticationScheme(OpenApiAuthenticationExtension):
@@ -13,3 +16,126 @@ class TokenAuthenticationScheme(OpenApiAuthenticationExtension):
             "name": "Authorization",
             "description": "`Token <key>` (or `Bearer <key>`). Issue keys with `manage.py issue_token`.",
         }
+
+
+# --- Retries and conditional requests ---------------------------------------------------
+# Shared declarations, so every endpoint documents these headers the same way.
+
+HEADER = OpenApiParameter.HEADER
+
+IDEMPOTENCY_KEY = OpenApiParameter(
+    "Idempotency-Key", str, HEADER,
+    description=(
+        "1-255 printable ASCII characters, unique per request you mean (a UUID is ideal). "
+        "A retry with the same key and body gets the first answer back instead of applying "
+        "twice; keys are kept for at least 24 hours and are private to your user."
+    ),
+)
+IDEMPOTENT_REPLAYED = OpenApiParameter(
+    "Idempotent-Replayed", str, HEADER, enum=["true"], response=[201, 400, 404, 409],
+    description="Present when this is the stored answer to an earlier request with the same Idempotency-Key.",
+)
+IDEMPOTENT = [IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED]
+IDEMPOTENT_RESPONSES = {
+    422: OpenApiResponse(
+        ErrorSerializer,
+        description="The Idempotency-Key was already used with another body or path (code `idempotency_key_reused`).",
+    ),
+}
+IN_FLIGHT = OpenApiResponse(
+    ErrorSerializer,
+    description="A request with the same Idempotency-Key is still in progress (code `idempotency_key_in_flight`).",
+)
+
+
+def etag_header(*codes: int) -> OpenApiParameter:
+    return OpenApiParameter(
+        "ETag", str, HEADER, response=list(codes),
+        description="Strong entity tag of the object's current version; send it back in If-Match / If-None-Match.",
+    )
+
+
+WIDGET_ETAG = OpenApiParameter(
+    "ETag", str, HEADER, response=[201], description="The adjusted widget's new entity tag."
+)
+IF_MATCH = OpenApiParameter(
+    "If-Match", str, HEADER,
+    description=(
+        "Apply only if the object's current ETag is one of these (strong comparison), or `*`. "
+        "Otherwise 412 and nothing changes. Required (428 without it) when the server sets "
+        "DJANGO_REQUIRE_IF_MATCH."
+    ),
+)
+IF_NONE_MATCH = OpenApiParameter(
+    "If-None-Match", str, HEADER, description="304 Not Modified if the object's ETag is one of these, or `*`."
+)
+PRECONDITION_FAILED = OpenApiResponse(
+    ErrorSerializer, description="If-Match did not match: the object changed since you read it. Nothing changed; the ETag header carries the current tag."
+)
+PRECONDITION_REQUIRED = OpenApiResponse(
+    ErrorSerializer, description="This server requires If-Match on writes (DJANGO_REQUIRE_IF_MATCH)."
+)
+
+
+def conditional_schema(serializer, *, idempotent_create: bool = False) -> dict:
+    """``extend_schema_view`` arguments for a ``ConditionalMixin`` viewset."""
+    conditional_write = {412: PRECONDITION_FAILED, 428: PRECONDITION_REQUIRED}
+    update = extend_schema(
+        parameters=[IF_MATCH, etag_header(200, 412)], responses={200: serializer, **conditional_write}
+    )
+    create_parameters = [etag_header(201), *(IDEMPOTENT if idempotent_create else [])]
+    create_responses = {201: serializer, **({**IDEMPOTENT_RESPONSES, 409: IN_FLIGHT} if idempotent_create else {})}
+    return {
+        "retrieve": extend_schema(
+            parameters=[IF_NONE_MATCH, etag_header(200, 304)],
+            responses={200: serializer, 304: OpenApiResponse(description="Not modified: your copy is current.")},
+        ),
+        "create": extend_schema(parameters=create_parameters, responses=create_responses),
+        "update": update,
+        "partial_update": update,
+        "destroy": extend_schema(
+            parameters=[IF_MATCH, etag_header(412)],
+            responses={
+                204: None,
+                409: OpenApiResponse(ErrorSerializer, description="Conflicts with the current state."),
+                **conditional_write,
+            },
+        ),
+    }
+
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+VALIDATION_ERROR = {
+    "type": "object",
+    "description": "Each invalid field or query parameter, with its messages.",
+    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+    "example": {"name": ["This field is required."]},
+}
+
+
+def _json(description: str, schema: dict) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def add_error_responses(result, generator, request, public):
+    """Post-processing hook: the error responses every operation shares, described once.
+
+    Views document only their own errors (409s); 400, 401, 403 and 404 follow from
+    validation, authentication, permissions and lookups alike.
+    """
+    result.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+        "Error",
+        {"type": "object", "properties": {"detail": {"type": "string"}, "code": {"type": "string"}},
+         "required": ["detail", "code"]},
+    )
+    for path, operations in result.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            takes_input = method in {"post", "put", "patch"} or operation.get("parameters")
+            if takes_input:
+                responses.setdefault("400", _json("Invalid input or query parameter.", VALIDATION_ERROR))
+            responses.setdefault("401", _json("Not authenticated (see WWW-Authenticate).", ERROR))
+            responses.setdefault("403", _json("Authenticated, but the role does not allow this.", ERROR))
+            if "{" in path:
+                responses.setdefault("404", _json("No such object.", ERROR))
+    return result
