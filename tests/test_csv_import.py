@@ -118,6 +118,7 @@ class TestImportCommand:
             (f"{HEADER}\nA-1,A,,,1,0,true,99999999999\n", "row 2, stock: Must be a whole number"),
             (f"{HEADER}\nA-1,{'x' * 101},,,1,0,true,1\n", "row 2, name: At most 100 characters"),
             (f"{HEADER}\nA-1,A,,,1,0,true,1\na-1,B,,,1,0,true,1\n", "row 3, sku: Duplicate of row 2."),
+            (f"{HEADER}\nA-1,A,bad\x00byte,,1,0,true,1\n", "row 2, description: Contains a NUL character."),
         ],
     )
     def test_file_level_errors(self, tmp_path, text, message):

@@ -158,6 +158,9 @@ def _validate_row(number: int, cells: dict[str, str], categories, errors: list[R
     def fail(column: str, message: str) -> None:
         found.append(RowError(number, column, message))
 
+    for column, text in cells.items():
+        if "\x00" in text:  # PostgreSQL text cannot hold NUL
+            fail(column, "Contains a NUL character.")
     sku = cells["sku"].strip().upper()
     if not _sku_re.match(sku):
         fail("sku", "Must be 1-32 characters of A-Z, 0-9 and '-'.")
