@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_WIDGETS ?= 500
 
-.PHONY: run test install migrate clean
+.PHONY: run test install migrate clean deploy-check
 
 install: $(VENV)/.installed
 
@@ -41,3 +41,8 @@ test: install
 
 clean:
 	rm -rf $(VENV) .local db.sqlite3 staticfiles .pytest_cache
+
+# The Elastic Beanstalk rehearsal (README, "Deploying"): the committed bundle, deployed and
+# served here against a fresh PostgreSQL database and Redis. Needs both running.
+deploy-check: install
+	$(BIN)/python deploy/check.py

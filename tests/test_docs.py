@@ -94,7 +94,7 @@ def test_docs_assets_are_served_by_the_app(static_served, url, settings):
     assert settings.DEBUG is False
     client = Client()  # a fresh client builds its middleware with the settings above
     page = client.get(url).content.decode()
-    assets = [a for a in ASSET.findall(page) if a.startswith("/static/")]
+    assets = [a for a in ASSET.findall(page) if a.startswith(settings.STATIC_URL)]
 
     assert assets, "the page references no static assets"
     for asset in assets:

@@ -139,3 +139,28 @@ def add_error_responses(result, generator, request, public):
             if "{" in path:
                 responses.setdefault("404", _json("No such object.", ERROR))
     return result
+
+
+REQUEST_ID_DESCRIPTION = (
+    "Identifies the request in the server's logs: the caller's own X-Request-ID when it is "
+    "1-128 characters of letters, digits and `._:-`, otherwise a generated one."
+)
+
+
+def add_request_id_header(result, generator, request, public):
+    """Postprocessing hook: every operation accepts X-Request-ID and every response echoes it
+    (config.middleware.RequestLogMiddleware does both for the whole site)."""
+    for path_item in result.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            operation.setdefault("parameters", []).append(
+                {"in": "header", "name": "X-Request-ID", "required": False,
+                 "schema": {"type": "string", "maxLength": 128}, "description": REQUEST_ID_DESCRIPTION}
+            )
+            for response in operation["responses"].values():
+                if "$ref" not in response:
+                    response.setdefault("headers", {})["X-Request-ID"] = {
+                        "schema": {"type": "string"}, "description": REQUEST_ID_DESCRIPTION,
+                    }
+    return result
