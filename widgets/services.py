@@ -372,10 +372,6 @@ class ImportSummary:
     stock_changes: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)  # SKU -> (old, new)
     unchanged: int = 0
 
-    @property
-    def changed_anything(self) -> bool:
-        return bool(self.created or self.updated or self.stock_changes)
-
 
 class ImportConflict(InventoryError):
     code = "import_conflict"
@@ -383,7 +379,6 @@ class ImportConflict(InventoryError):
 
 IMPORT_BATCH = 1000
 IMPORT_NOTE = "CSV import"
-IMPORTABLE_FIELDS = ["name", "description", "category", "price", "reorder_level", "is_active"]
 
 
 def import_widgets(*, rows, user=None, dry_run: bool = False, progress=None) -> ImportSummary:
