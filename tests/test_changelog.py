@@ -3,7 +3,12 @@ or the admin, with who, when and which fields changed; readable at GET /api/chan
 from datetime import timedelta
 
 import pytest
+from io import StringIO
+
 from django.contrib.auth.models import Group
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from django.test import Client
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -162,6 +167,52 @@ class TestWrittenByTheAdmin:
         assert staff.get("/admin/widgets/changelogentry/add/").status_code == 403
         assert staff.post(f"/admin/widgets/changelogentry/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
         assert ChangeLogEntry.objects.filter(pk=entry.pk).exists()
+
+
+class TestWrittenByTheCsvImport:
+    """Imports create and update widgets in bulk; each widget still gets its entry."""
+
+    HEADER = "sku,name,description,category,price,reorder_level,is_active,stock"
+
+    def test_import_logs_creates_and_updates_but_not_stock_corrections(self, create_widget):
+        old = create_widget(sku="OLD-1", name="Old", stock=5, price="1.00")
+        same = create_widget(sku="SAME-1", name="Same", stock=1)
+        staff = make_user("manager", is_staff=True)
+        client = Client()
+        client.force_login(staff)
+        before = ChangeLogEntry.objects.count()
+        text = (
+            f"{self.HEADER}\nOLD-1,Old,,,1.50,0,true,9\nSAME-1,Same,,,0.00,0,true,4\n"
+            "NEW-1,Fresh,,,2.00,0,true,3\n"
+        )
+
+        response = client.post(
+            "/admin/widgets/widget/import/",
+            {"file": SimpleUploadedFile("widgets.csv", text.encode(), content_type="text/csv")},
+            follow=True,
+        )
+
+        assert response.status_code == 200
+        log = list(ChangeLogEntry.objects.order_by("id")[before:])
+        fresh = Widget.objects.get(sku="NEW-1")
+        assert {(e.action, e.object_id) for e in log} == {("update", old["id"]), ("create", fresh.pk)}
+        assert {e.user for e in log} == {staff}
+        update = next(e for e in log if e.action == "update")
+        assert update.changes == {"price": ["1.00", "1.50"]}  # the stock change is in the ledger
+        create = next(e for e in log if e.action == "create")
+        assert create.changes["name"] == [None, "Fresh"]
+        assert create.changes["stock"] == [None, 3]
+        assert not ChangeLogEntry.objects.filter(object_type="widget", object_id=same["id"], action="update").exists()
+
+    def test_dry_run_logs_nothing(self, tmp_path, create_widget):
+        create_widget(sku="OLD-1", name="Old")
+        before = ChangeLogEntry.objects.count()
+        path = tmp_path / "widgets.csv"
+        path.write_text(f"{self.HEADER}\nOLD-1,Renamed,,,0,0,true,0\nNEW-1,New,,,0,0,true,0\n")
+
+        call_command("import_widgets", str(path), "--dry-run", stdout=StringIO())
+
+        assert ChangeLogEntry.objects.count() == before
 
 
 class TestChangesEndpoint:

@@ -159,6 +159,15 @@ MATRIX = {
         "GET":     "302 403 403 200 200 200 302 302",
         "POST":    "302 403 403 200 200 200 302 302",
     },
+    # The stock dashboard (view permission) and the CSV import (managers).
+    "admin/widgets/widget/dashboard/": {
+        "GET":     "302 403 200 200 200 200 302 302",
+        "POST":    "302 403 200 200 200 200 302 302",
+    },
+    "admin/widgets/widget/import/": {
+        "GET":     "302 403 403 403 200 200 302 302",
+        "POST":    "302 403 403 403 200 200 302 302",
+    },
     "admin/widgets/widget/": {
         "GET":     "302 403 200 200 200 200 302 302",
         "POST":    "302 403 200 200 200 200 302 302",

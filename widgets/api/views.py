@@ -1,12 +1,15 @@
 """API viewsets: declarations plus thin hand-offs to ``widgets.services``."""
 from django.contrib.auth import authenticate
 from django.db.models import ProtectedError
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import exceptions, generics, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.generics import get_object_or_404
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from .. import services
@@ -15,6 +18,7 @@ from .conditional import ConditionalMixin, etag_for
 from .filters import CategoryFilter, ChangeLogFilter, StockMovementFilter, WidgetFilter
 from .idempotency import IdempotentMixin
 from .permissions import HasPermission, IsAuthenticated
+from .renderers import WidgetCSVRenderer
 from .schema import conditional_schema, IDEMPOTENT, IDEMPOTENT_RESPONSES, WIDGET_ETAG
 from .serializers import (
     AdjustmentBatchSerializer,
@@ -60,7 +64,26 @@ class CategoryViewSet(ConditionalMixin, viewsets.ModelViewSet):
         services.delete_category(category=instance, user=self.request.user, expected_version=self.expected_version())
 
 
-@extend_schema_view(**conditional_schema(WidgetSerializer, idempotent_create=True))
+@extend_schema_view(
+    **conditional_schema(WidgetSerializer, idempotent_create=True),
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "format",
+                enum=["json", "csv"],
+                description=(
+                    "`csv` streams every matching widget (same filters and ordering, no "
+                    "pagination) in the import layout: sku, name, description, category "
+                    "(slug), price, reorder_level, is_active, stock."
+                ),
+            )
+        ],
+        responses={
+            (200, "application/json"): WidgetSerializer(many=True),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="The widgets as CSV."),
+        },
+    ),
+)
 class WidgetViewSet(IdempotentMixin, ConditionalMixin, viewsets.ModelViewSet):
     """Widgets. Stock is set on create and afterwards changed only through ``adjust``."""
 
@@ -76,6 +99,32 @@ class WidgetViewSet(IdempotentMixin, ConditionalMixin, viewsets.ModelViewSet):
             # The nested list is /api/movements/ narrowed to this widget.
             queryset = queryset.filter(widget_id=self.kwargs.get("pk"))
         return queryset
+
+    def get_renderers(self):
+        # CSV is offered by the list only; ?format=csv elsewhere is a 404.
+        renderers = super().get_renderers()
+        if self.action == "list":
+            renderers.append(WidgetCSVRenderer())
+        return renderers
+
+    def list(self, request, *args, **kwargs):
+        if isinstance(request.accepted_renderer, WidgetCSVRenderer):
+            # Streamed straight from the database; pagination does not apply to a file.
+            queryset = self.filter_queryset(self.get_queryset())
+            response = StreamingHttpResponse(
+                request.accepted_renderer.render(queryset), content_type="text/csv; charset=utf-8"
+            )
+            response["Content-Disposition"] = 'attachment; filename="widgets.csv"'
+            return response
+        return super().list(request, *args, **kwargs)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        # An error (bad filter, 401, 403) asked for as CSV is still a JSON error body.
+        if response.status_code >= 400 and isinstance(getattr(response, "accepted_renderer", None), WidgetCSVRenderer):
+            response.accepted_renderer = JSONRenderer()
+            response.accepted_media_type = JSONRenderer.media_type
+        return response
 
     def perform_create(self, serializer):
         data = serializer.validated_data

@@ -29,7 +29,7 @@ def revoke_view_permission(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('widgets', '0003_idempotency_keys'),
+        ('widgets', '0004_low_stock_urgency_index'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
