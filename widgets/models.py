@@ -8,15 +8,15 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
-from datetime import timedelta
+from datetime import datetime, time, timedelta
+from time import monotonic
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import connections, models
-from django.db.models import F, OuterRef, Q, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Count, DecimalField, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -73,12 +73,12 @@ def _table_size(queryset) -> int:
     """PostgreSQL's estimate of the rows in the queryset's table (-1: never analysed)."""
     key = (queryset.db, queryset.model._meta.db_table)
     cached = _table_sizes.get(key)
-    if cached is not None and cached[0] > time.monotonic():
+    if cached is not None and cached[0] > monotonic():
         return cached[1]
     with connections[queryset.db].cursor() as cursor:
         cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [key[1]])
         size = int(cursor.fetchone()[0])
-    _table_sizes[key] = (time.monotonic() + TABLE_SIZE_SECONDS, size)
+    _table_sizes[key] = (monotonic() + TABLE_SIZE_SECONDS, size)
     return size
 
 
@@ -113,6 +113,32 @@ class WidgetQuerySet(models.QuerySet):
 
     def active(self):
         return self.filter(is_active=True)
+
+    def stock_summary(self) -> dict:
+        """Totals for the staff dashboard, in one aggregate query: ``widgets``,
+        ``active``, ``units`` in stock, stock ``value`` (sum of price x stock) and
+        ``low_stock`` (active widgets at or below their reorder level)."""
+        value = ExpressionWrapper(F("price") * F("stock"), output_field=DecimalField(max_digits=24, decimal_places=2))
+        totals = self.aggregate(
+            widgets=Count("id"),
+            active=Count("id", filter=Q(is_active=True)),
+            units=Coalesce(Sum("stock"), 0),
+            value=Coalesce(Sum(value), 0, output_field=DecimalField(max_digits=24, decimal_places=2)),
+            low_stock=Count("id", filter=Q(is_active=True, stock__lte=F("reorder_level"))),
+        )
+        return totals
+
+    def most_urgent_low_stock(self, limit: int):
+        """Active low-stock widgets, furthest below their reorder level first. Written as
+        ``stock - reorder_level <= 0`` so that it reads the ``widget_low_stock_urgency``
+        index instead of sorting every widget."""
+        return (
+            self.filter(is_active=True)
+            .alias(headroom=F("stock") - F("reorder_level"))
+            .filter(headroom__lte=0)
+            .select_related("category")
+            .order_by("headroom", "id")[:limit]
+        )
 
     def ledger_mismatches(self):
         """Widgets whose stock is not the sum of their ledger, or whose newest
@@ -164,7 +190,14 @@ class Widget(models.Model):
                 condition=Q(reorder_level__gte=0), name="widget_reorder_level_not_negative"
             ),
         ]
-        indexes = [models.Index(fields=["name"]), models.Index(fields=["stock"])]
+        indexes = [
+            models.Index(fields=["name"]),
+            models.Index(fields=["stock"]),
+            # The staff dashboard's "needs reordering" list: its top rows without a sort.
+            models.Index(
+                F("stock") - F("reorder_level"), F("id"), name="widget_low_stock_urgency", condition=Q(is_active=True)
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.sku} {self.name}"
@@ -175,16 +208,41 @@ class Widget(models.Model):
 
 
 class AppendOnlyQuerySet(models.QuerySet):
-    """The ledger is history: rows are inserted, never rewritten or removed."""
+    """History (the ledger, the change log): rows are inserted, never rewritten or removed."""
 
     def update(self, **kwargs):
-        raise TypeError("Stock movements are append-only and cannot be updated.")
+        raise TypeError(f"{self.model._meta.verbose_name_plural.capitalize()} are append-only and cannot be updated.")
 
     def delete(self):
-        raise TypeError("Stock movements are append-only and cannot be deleted.")
+        raise TypeError(f"{self.model._meta.verbose_name_plural.capitalize()} are append-only and cannot be deleted.")
 
     update.queryset_only = True
     delete.queryset_only = True
+
+
+class StockMovementQuerySet(AppendOnlyQuerySet):
+    def daily_flow(self, *, days: int, today):
+        """Units received and units sold per day for the ``days`` days up to ``today``
+        (a date, UTC), one row per day with movements: ``{"day", "received", "sold"}``;
+        ``sold`` is a positive number of units. One grouped query."""
+        since = datetime.combine(today - timedelta(days=days - 1), time.min, tzinfo=timezone.get_current_timezone())
+        reason = StockMovement.Reason
+        return (
+            self.filter(created_at__gte=since, reason__in=[reason.RECEIVED, reason.SOLD])
+            .annotate(day=TruncDate("created_at"))
+            .values("day")
+            .annotate(
+                received=Coalesce(Sum("delta", filter=Q(reason=reason.RECEIVED)), 0),
+                sold=Coalesce(-Sum("delta", filter=Q(reason=reason.SOLD)), 0),
+            )
+            .order_by("day")
+        )
+
+    def stock_history(self, *, widget_id: int, limit: int) -> list[tuple]:
+        """The newest ``limit`` ``(created_at, stock_after)`` points of one widget's
+        ledger, oldest first (served by the ``movement_widget_newest`` index)."""
+        newest = self.filter(widget_id=widget_id).order_by("-id").values_list("created_at", "stock_after")[:limit]
+        return list(reversed(newest))
 
 
 class StockMovement(models.Model):
@@ -210,7 +268,7 @@ class StockMovement(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
-    objects = AppendOnlyQuerySet.as_manager()
+    objects = StockMovementQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -255,6 +313,10 @@ class ApiTokenQuerySet(models.QuerySet):
         )
         return token, raw_key
 
+    def revoke(self) -> int:
+        """Revoke the tokens not revoked yet; an earlier revocation keeps its time."""
+        return self.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
 
 class ApiToken(models.Model):
     """A named API credential. Several per user; stored as an HMAC digest only."""
@@ -287,6 +349,61 @@ class ApiToken(models.Model):
 
     def matches(self, raw_key: str) -> bool:
         return hmac.compare_digest(self.digest, token_digest(raw_key))
+
+
+class ChangeLogEntry(models.Model):
+    """Who created, changed or deleted which widget or category, and what changed.
+
+    Written by ``widgets.services`` in the same transaction as the change itself. Stock
+    adjustments are not here: the ledger is their log. Like the ledger, append-only.
+    """
+
+    class Action(models.TextChoices):
+        CREATE = "create"
+        UPDATE = "update"
+        DELETE = "delete"
+
+    class ObjectType(models.TextChoices):
+        WIDGET = "widget"
+        CATEGORY = "category"
+
+    timestamp = models.DateTimeField(auto_now_add=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="change_log_entries",
+    )
+    action = models.CharField(max_length=10, choices=Action.choices)
+    object_type = models.CharField(max_length=20, choices=ObjectType.choices)
+    # A plain number, not a foreign key: the entry outlives a deleted object.
+    object_id = models.PositiveBigIntegerField()
+    object_repr = models.CharField(max_length=200)
+    # {field: [old, new]}; old is null on create, new is null on delete.
+    changes = models.JSONField(default=dict)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+        verbose_name = "change log entry"
+        verbose_name_plural = "change log entries"
+        indexes = [
+            models.Index(fields=["-timestamp", "-id"], name="changelog_newest"),
+            models.Index(fields=["object_type", "object_id"], name="changelog_object"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.object_type} {self.object_id} ({self.object_repr})"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise TypeError("Change log entries are append-only and cannot be updated.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("Change log entries are append-only and cannot be deleted.")
 
 
 class IdempotencyKeyQuerySet(models.QuerySet):

@@ -1,14 +1,20 @@
-"""JSON in and out through orjson: the same bytes as DRF's JSON renderer and parser
-for everything this API sends and receives, several times faster.
+"""Renderers and parsers of the API.
 
-Whatever orjson cannot take as is (DRF's pretty-printing for the browsable API, an
-integer beyond 64 bits, a non-UTF-8 charset) goes to DRF's own implementation.
+- JSON in and out through orjson: the same bytes as DRF's JSON renderer and parser for
+  everything this API sends and receives, several times faster. Whatever orjson cannot
+  take as is (DRF's pretty-printing for the browsable API, an integer beyond 64 bits, a
+  non-UTF-8 charset) goes to DRF's own implementation.
+- CSV for the widget list: ``GET /api/widgets/?format=csv`` (or ``Accept: text/csv``).
+  The renderer takes part in content negotiation like any other; the list action then
+  streams the filtered, ordered queryset through ``render`` instead of paginating it.
 """
 import orjson
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
-from rest_framework.renderers import JSONRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.utils.encoders import JSONEncoder
+
+from ..csv_io import csv_lines, export_rows
 
 # Datetimes through DRF's encoder: the same format as the standard renderer.
 OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
@@ -42,3 +48,14 @@ class ORJSONParser(JSONParser):
             return orjson.loads(stream.read() if stream is not None else b"")
         except orjson.JSONDecodeError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
+
+
+class WidgetCSVRenderer(BaseRenderer):
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        """``data`` is a widget queryset; returns an iterator of CSV lines for a
+        ``StreamingHttpResponse`` (the list view never builds the file in memory)."""
+        return csv_lines(export_rows(data))

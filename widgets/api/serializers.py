@@ -4,11 +4,12 @@ from collections.abc import Mapping
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import SkipField
 from rest_framework.relations import PKOnlyObject
 
-from ..models import SKU_PATTERN, Category, StockMovement, Widget
+from ..models import SKU_PATTERN, ApiToken, Category, ChangeLogEntry, StockMovement, Widget
 from ..services import MAX_BATCH_ITEMS, MAX_STOCK
 from .exceptions import ItemError
 
@@ -259,3 +260,67 @@ class ItemErrorSerializer(ErrorSerializer):
     index = serializers.IntegerField(help_text="0-based position of the first failing item.")
     field = serializers.CharField(required=False, help_text="The item's field at fault, when one is.")
     available = serializers.IntegerField(required=False, help_text="Stock available, on 409.")
+
+
+# --- Tokens -------------------------------------------------------------------------------------
+
+MAX_TOKEN_DAYS = 365
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    """The body of ``POST /api/auth/token/``: credentials plus the new token's options."""
+
+    username = serializers.CharField(trim_whitespace=False)
+    password = serializers.CharField(trim_whitespace=False, write_only=True, style={"input_type": "password"})
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    expires_in_days = serializers.IntegerField(
+        min_value=1,
+        max_value=MAX_TOKEN_DAYS,
+        required=False,
+        help_text="Lifetime in days; the server default (DJANGO_TOKEN_EXPIRY_DAYS) when omitted.",
+    )
+    read_only = serializers.BooleanField(default=False, help_text="Allow only GET, HEAD and OPTIONS.")
+
+
+class ApiTokenSerializer(serializers.ModelSerializer):
+    """A token as its owner sees it later: never the key, only its prefix."""
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "prefix", "read_only", "created_at", "last_used_at", "expires_at", "revoked_at"]
+        read_only_fields = fields
+
+
+class IssuedTokenSerializer(serializers.ModelSerializer):
+    """A token just issued: the only time its key is shown."""
+
+    token = serializers.CharField(source="raw_key", help_text="The key. Shown only this once.")
+
+    class Meta:
+        model = ApiToken
+        fields = ["token", "id", "name", "prefix", "read_only", "expires_at"]
+        read_only_fields = fields
+
+
+# --- Change log ----------------------------------------------------------------------------------
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "Changed fields: `{field: [old, new]}`; old is null on create, new on delete.",
+        "additionalProperties": {"type": "array", "items": {}, "minItems": 2, "maxItems": 2},
+    }
+)
+class ChangesField(serializers.JSONField):
+    pass
+
+
+class ChangeLogEntrySerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    changes = ChangesField(read_only=True)
+
+    class Meta:
+        model = ChangeLogEntry
+        fields = ["id", "timestamp", "user", "action", "object_type", "object_id", "object_repr", "changes"]
+        read_only_fields = fields

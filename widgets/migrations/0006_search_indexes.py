@@ -29,6 +29,6 @@ def drop(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("widgets", "0003_idempotency_keys")]
+    dependencies = [("widgets", "0005_changelog")]
 
     operations = [migrations.RunPython(create, drop, elidable=False)]
