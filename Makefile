@@ -42,6 +42,14 @@ test: install
 clean:
 	rm -rf $(VENV) .local db.sqlite3 staticfiles .pytest_cache
 
+# --- Benchmark (bench/README.md): not part of `make test`. Needs PostgreSQL, Redis and wrk.
+.PHONY: bench bench-quick
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-quick: install
+	$(BIN)/python bench/run.py --quick $(BENCH_ARGS)
+
 # The Elastic Beanstalk rehearsal (README, "Deploying"): the committed bundle, deployed and
 # served here against a fresh PostgreSQL database and Redis. Needs both running.
 deploy-check: install

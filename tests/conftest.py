@@ -34,6 +34,9 @@ def _test_settings(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+    # Tests revoke tokens and change roles mid-test and expect it at once; the token
+    # cache has its own tests (tests/test_performance.py).
+    settings.API_TOKEN_CACHE_SECONDS = 0
     # Throttle counts live in the cache. A fresh key prefix per test gives each test its own
     # counts without flushing a Redis database that a parallel run may share; the keys expire
     # with their throttle window.

@@ -3,8 +3,10 @@ import io
 from datetime import timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import F
 from django.forms.models import BaseInlineFormSet
@@ -13,17 +15,27 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from . import csv_io, services
 from .charts import line_chart
-from .models import ApiToken, Category, ChangeLogEntry, StockMovement, Widget
+from .models import ApiToken, Category, ChangeLogEntry, StockMovement, Widget, bounded_count
 
 INLINE_MOVEMENTS = 20
 DASHBOARD_DAYS = 30
 DASHBOARD_LOW_STOCK = 10  # the rest are one click away, on the filtered change list
 HISTORY_POINTS = 100
 IMPORT_ERRORS_SHOWN = 200
+
+
+class BoundedCountPaginator(Paginator):
+    """Counts as the API does: exact up to API_EXACT_COUNT_LIMIT, then PostgreSQL's
+    estimate, so a changelist page never counts a million rows."""
+
+    @cached_property
+    def count(self):
+        return bounded_count(self.object_list, settings.API_EXACT_COUNT_LIMIT)[0]
 
 
 class LowStockFilter(admin.SimpleListFilter):
@@ -43,6 +55,7 @@ class LowStockFilter(admin.SimpleListFilter):
 
 class RecentMovementsFormSet(BaseInlineFormSet):
     # A widget may have a long history: show the newest rows and link to the rest.
+    # The same sliced queryset each time, so the page loads the rows once, not once per form.
     def get_queryset(self):
         # Kept, so the slice is read once: a fresh slice per call re-queried for every form.
         if not hasattr(self, "_recent"):
@@ -120,6 +133,7 @@ class WidgetAdmin(admin.ModelAdmin):
     ]
     inlines = [StockMovementInline]
     show_full_result_count = False
+    paginator = BoundedCountPaginator
     change_form_template = "admin/widgets/widget/change_form.html"
     delete_confirmation_template = "admin/widgets/widget/delete_confirmation.html"
     change_list_template = "admin/widgets/widget/change_list.html"
@@ -338,6 +352,7 @@ class StockMovementAdmin(admin.ModelAdmin):
     search_fields = ["widget__sku", "note"]
     raw_id_fields = ["widget"]
     show_full_result_count = False
+    paginator = BoundedCountPaginator
     date_hierarchy = None
 
     def has_add_permission(self, request):

@@ -6,13 +6,15 @@ A widget's ``stock`` is a cached sum of its ``StockMovement`` deltas; only
 """
 import hashlib
 import hmac
+import json
 import secrets
 from datetime import datetime, time, timedelta
+from time import monotonic
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
-from django.db import models
+from django.db import connections, models
 from django.db.models import Count, DecimalField, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
@@ -60,6 +62,49 @@ class Category(models.Model):
         # The slug is derived data, never typed by hand: keep it in step with the name.
         self.slug = slugify(self.name)[:100]
         super().save(*args, **kwargs)
+
+
+# The planner's row count of each table (pg_class.reltuples), remembered per process.
+TABLE_SIZE_SECONDS = 60
+_table_sizes: dict[tuple[str, str], tuple[float, int]] = {}
+
+
+def _table_size(queryset) -> int:
+    """PostgreSQL's estimate of the rows in the queryset's table (-1: never analysed)."""
+    key = (queryset.db, queryset.model._meta.db_table)
+    cached = _table_sizes.get(key)
+    if cached is not None and cached[0] > monotonic():
+        return cached[1]
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [key[1]])
+        size = int(cursor.fetchone()[0])
+    _table_sizes[key] = (monotonic() + TABLE_SIZE_SECONDS, size)
+    return size
+
+
+def bounded_count(queryset, limit: int) -> tuple[int, bool]:
+    """``(count, is_estimate)``: exact up to ``limit`` rows, above it PostgreSQL's
+    estimate from the planner's statistics, so that counting never reads a large table.
+    Other databases always count exactly.
+
+    A table the statistics call small is counted at once (capped at ``limit + 1`` rows,
+    one query, as a plain count would be); a large one is asked of the planner first.
+    """
+    if connections[queryset.db].vendor != "postgresql":
+        return queryset.count(), False
+    unordered = queryset.order_by()
+    estimate = None
+    if _table_size(queryset) > limit:
+        estimate = int(json.loads(unordered.explain(format="json"))[0]["Plan"]["Plan Rows"])
+        if estimate > limit:
+            return estimate, True
+    # At most limit + 1 rows are counted, never the whole table.
+    exact = unordered[: limit + 1].count()
+    if exact <= limit:
+        return exact, False
+    if estimate is None:
+        estimate = int(json.loads(unordered.explain(format="json"))[0]["Plan"]["Plan Rows"])
+    return max(estimate, exact), True
 
 
 class WidgetQuerySet(models.QuerySet):

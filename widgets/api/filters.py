@@ -7,6 +7,7 @@ from django import forms
 from django.db.models import F, Q
 from django_filters import filters as base_filters
 from django_filters import rest_framework as filters
+from django_filters.rest_framework import DjangoFilterBackend
 
 from ..models import Category, ChangeLogEntry, StockMovement, Widget
 
@@ -32,6 +33,20 @@ class StrictBooleanFilter(base_filters.BooleanFilter):
     # The base class, not the rest_framework one: that swaps in a widget which turns
     # unknown values into "no filter" before the field can refuse them.
     field_class = StrictBooleanField
+
+
+class FilterBackend(DjangoFilterBackend):
+    """django-filter's backend, without building a FilterSet (a form and a copy of
+    every filter) for a request that names none of its filters: the queryset would
+    come back unchanged. Most requests, every detail request included, name none."""
+
+    def filter_queryset(self, request, queryset, view):
+        filterset_class = self.get_filterset_class(view, queryset)
+        if filterset_class is not None:
+            names = tuple(filterset_class.base_filters)
+            if not any(key.startswith(names) for key in request.query_params):
+                return queryset
+        return super().filter_queryset(request, queryset, view)
 
 
 class IntegerFilter(filters.NumberFilter):

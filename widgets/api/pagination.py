@@ -1,6 +1,24 @@
-"""Limit/offset pagination that rejects bad parameters instead of guessing."""
+"""Limit/offset pagination that rejects bad parameters instead of guessing, with a
+bounded ``count`` and a keyset mode for walking a whole table.
+
+``count`` is exact up to ``API_EXACT_COUNT_LIMIT`` rows. On PostgreSQL a larger
+result is not counted on every request: ``count`` is then the planner's estimate
+(from the table statistics) and the response carries ``"count_is_estimate": true``
+(absent when the count is exact). SQLite always counts.
+
+``?start=<id>`` is the keyset mode: the objects with ``id >= start`` in id order, no
+count, and a ``next`` link that starts after the last object. Its cost does not grow
+with the depth into the table, unlike a large ``offset``.
+"""
+from django.conf import settings
 from rest_framework import pagination
 from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
+
+from ..models import bounded_count
+
+ORDERING_PARAM = "ordering"
 
 
 class LimitOffsetPagination(pagination.LimitOffsetPagination):
@@ -12,6 +30,92 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
 
     default_limit = 50
     max_limit = 1000
+    start_query_param = "start"
+    count_is_estimate = False
+    start = None
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.request = request
+        self.limit = self.get_limit(request)
+        raw_start = request.query_params.get(self.start_query_param)
+        if raw_start is not None:
+            return self._paginate_by_key(queryset, request, raw_start)
+        self.count = self.get_count(queryset)
+        self.offset = self.get_offset(request)
+        if self.count > self.limit:
+            self.display_page_controls = True
+        if not self.count_is_estimate and (self.count == 0 or self.offset > self.count):
+            return []
+        page = list(queryset[self.offset : self.offset + self.limit])
+        if self.count_is_estimate:
+            # An estimate may be short of the truth: a full page means there may be more.
+            self.count = max(self.count, self.offset + len(page) + (1 if len(page) == self.limit else 0))
+        return page
+
+    def _paginate_by_key(self, queryset, request, raw_start):
+        self.start = self._parse(self.start_query_param, raw_start, minimum=0)
+        for conflicting in (self.offset_query_param, ORDERING_PARAM):
+            if request.query_params.get(conflicting):
+                raise ValidationError(
+                    {conflicting: [f"Cannot be combined with '{self.start_query_param}' (keyset mode is in id order)."]}
+                )
+        rows = list(queryset.filter(pk__gte=self.start).order_by("pk")[: self.limit + 1])
+        self.next_start = rows[self.limit].pk if len(rows) > self.limit else None
+        return rows[: self.limit]
+
+    def get_count(self, queryset):
+        count, self.count_is_estimate = bounded_count(queryset, settings.API_EXACT_COUNT_LIMIT)
+        return count
+
+    def get_paginated_response(self, data):
+        if self.start is not None:
+            return Response({"next": self.get_next_link(), "previous": None, "results": data})
+        body = {"count": self.count}
+        if self.count_is_estimate:
+            # Only then: an exact count keeps the envelope clients already know.
+            body["count_is_estimate"] = True
+        return Response({**body, "next": self.get_next_link(), "previous": self.get_previous_link(), "results": data})
+
+    def get_next_link(self):
+        if self.start is None:
+            return super().get_next_link()
+        if self.next_start is None:
+            return None
+        url = replace_query_param(self.request.build_absolute_uri(), self.limit_query_param, self.limit)
+        return replace_query_param(url, self.start_query_param, self.next_start)
+
+    def get_paginated_response_schema(self, schema):
+        response = super().get_paginated_response_schema(schema)
+        response["required"] = ["results"]
+        response["properties"]["count"]["description"] = (
+            "Number of results: exact up to a server-set limit (10,000 by default), above it "
+            "an estimate (see count_is_estimate). Absent in keyset mode (?start=)."
+        )
+        response["properties"] = {
+            "count": response["properties"].pop("count"),
+            "count_is_estimate": {
+                "type": "boolean",
+                "description": "Present, and true, only when count is PostgreSQL's estimate rather "
+                "than an exact count (more results than the server's exact-count limit).",
+                "enum": [True],
+            },
+            **response["properties"],
+        }
+        return response
+
+    def get_schema_operation_parameters(self, view):
+        return [
+            *super().get_schema_operation_parameters(view),
+            {
+                "name": self.start_query_param,
+                "required": False,
+                "in": "query",
+                "description": "Keyset mode: results with id >= start, in id order, without a count; "
+                "follow `next` to walk the whole list at a constant cost per page. "
+                "Cannot be combined with offset or ordering.",
+                "schema": {"type": "integer", "minimum": 0},
+            },
+        ]
 
     def get_limit(self, request):
         raw = request.query_params.get(self.limit_query_param)

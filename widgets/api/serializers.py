@@ -1,7 +1,13 @@
 """Representations of the API. Validation lives here; writes go through services."""
+from collections.abc import Mapping
+
+from django.core.exceptions import FieldDoesNotExist
+from django.db import models
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import SkipField
+from rest_framework.relations import PKOnlyObject
 
 from ..models import SKU_PATTERN, ApiToken, Category, ChangeLogEntry, StockMovement, Widget
 from ..services import MAX_BATCH_ITEMS, MAX_STOCK
@@ -13,7 +19,108 @@ ADJUSTABLE_REASONS = [c for c in StockMovement.Reason.choices if c[0] != StockMo
 STOCK_READ_ONLY = "Stock cannot be edited directly; use POST {adjust_url} to record a movement."
 
 
-class CategorySerializer(serializers.HyperlinkedModelSerializer):
+class IdentityUrlField(serializers.HyperlinkedIdentityField):
+    """The object's ``url``, with ``reverse()`` run once per request instead of once
+    per row: only the id differs between rows. Same output as DRF's field."""
+
+    PLACEHOLDER = "987654321987654321"
+
+    def get_url(self, obj, view_name, request, format):
+        lookup_value = getattr(obj, self.lookup_field, None)
+        if format or request is None or lookup_value in (None, ""):
+            return super().get_url(obj, view_name, request, format)
+        cached = getattr(self, "_url_template", None)
+        if cached is None or cached[0] is not request:
+            url = self.reverse(view_name, kwargs={self.lookup_url_kwarg: self.PLACEHOLDER}, request=request)
+            cached = self._url_template = (request, *url.split(self.PLACEHOLDER))
+        if len(cached) != 3:  # the placeholder did not appear exactly once
+            return super().get_url(obj, view_name, request, format)
+        return f"{cached[1]}{lookup_value}{cached[2]}"
+
+
+class DateTimeField(serializers.DateTimeField):
+    """DRF's DateTimeField, asking for the active time zone (a context-local look-up)
+    once per request rather than for every value of every row. Same output."""
+
+    def to_representation(self, value):
+        if not hasattr(self, "timezone"):
+            self.timezone = self.default_timezone()
+        return super().to_representation(value)
+
+
+FIELD_MAPPING = {**serializers.ModelSerializer.serializer_field_mapping, models.DateTimeField: DateTimeField}
+
+
+# Fields whose output is a plain conversion of the model attribute (their own
+# to_representation is exactly this).
+PLAIN_OUTPUT = {
+    serializers.IntegerField: int,
+    serializers.CharField: str,
+    serializers.RegexField: str,
+    serializers.SlugField: str,
+    serializers.ReadOnlyField: lambda value: value,
+}
+# Fields whose own to_representation is cheap once the attribute is read.
+OWN_OUTPUT = {serializers.BooleanField, serializers.BigIntegerField}
+
+
+class ReadPlanMixin:
+    """DRF's ``to_representation`` with the per-field decisions made once per
+    serializer instead of once per row: which fields are readable and, for fields that
+    render a model attribute as it is (integers, strings, booleans, foreign-key ids),
+    a direct read of the attribute. Every other field goes through its own
+    ``get_attribute``/``to_representation`` as in DRF. The output is identical."""
+
+    def to_representation(self, instance):
+        model = self.Meta.model
+        if type(instance) is not model or isinstance(instance, Mapping):
+            return super().to_representation(instance)
+        plan = self.__dict__.get("_read_plan")
+        if plan is None:
+            plan = self._read_plan = [self._read_step(field, model) for field in self._readable_fields]
+        ret = {}
+        for name, attname, convert, field in plan:
+            if attname is not None:
+                value = getattr(instance, attname)
+                ret[name] = None if value is None else convert(value)
+                continue
+            try:
+                attribute = field.get_attribute(instance)
+            except SkipField:
+                continue
+            check_for_none = attribute.pk if isinstance(attribute, PKOnlyObject) else attribute
+            ret[name] = None if check_for_none is None else field.to_representation(attribute)
+        return ret
+
+    @staticmethod
+    def _read_step(field, model):
+        slow = (field.field_name, None, None, field)
+        if len(field.source_attrs) != 1:
+            return slow
+        source = field.source_attrs[0]
+        try:
+            model_field = model._meta.get_field(source)
+        except FieldDoesNotExist:  # a property, perhaps
+            model_field = None
+        if type(field) is serializers.PrimaryKeyRelatedField and field.pk_field is None:
+            if model_field is not None and model_field.many_to_one and model_field.concrete:
+                return (field.field_name, model_field.attname, lambda value: value, field)
+            return slow
+        if model_field is None:
+            if type(field) is serializers.BooleanField and isinstance(getattr(model, source, None), property):
+                return (field.field_name, source, field.to_representation, field)
+            return slow
+        if model_field.is_relation or not model_field.concrete:
+            return slow
+        if type(field) in OWN_OUTPUT:
+            return (field.field_name, source, field.to_representation, field)
+        convert = PLAIN_OUTPUT.get(type(field))
+        return slow if convert is None else (field.field_name, source, convert, field)
+
+
+class CategorySerializer(ReadPlanMixin, serializers.HyperlinkedModelSerializer):
+    serializer_url_field = IdentityUrlField
+
     class Meta:
         model = Category
         fields = ["id", "url", "name", "slug", "description"]
@@ -26,7 +133,9 @@ class CategorySerializer(serializers.HyperlinkedModelSerializer):
         return value
 
 
-class WidgetSerializer(serializers.HyperlinkedModelSerializer):
+class WidgetSerializer(ReadPlanMixin, serializers.HyperlinkedModelSerializer):
+    serializer_url_field = IdentityUrlField
+    serializer_field_mapping = FIELD_MAPPING
     sku = serializers.RegexField(
         SKU_PATTERN,
         max_length=32,
@@ -75,7 +184,8 @@ class WidgetSerializer(serializers.HyperlinkedModelSerializer):
         return value
 
 
-class StockMovementSerializer(serializers.ModelSerializer):
+class StockMovementSerializer(ReadPlanMixin, serializers.ModelSerializer):
+    serializer_field_mapping = FIELD_MAPPING
     created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
 
     class Meta:

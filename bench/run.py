@@ -1,0 +1,326 @@
+"""Benchmark the API against the raw floor, side by side. See bench/README.md.
+
+    python bench/run.py            # full run: 10k, 100k, 1M widgets, 3 repetitions
+    python bench/run.py --quick    # 10k widgets, 1 repetition, short runs
+
+Recreates the benchmark database (BENCH_DATABASE_URL, default widgets_bench), seeds
+it incrementally with seed_widgets, serves the app (gunicorn, production settings,
+2 workers) and the floor (bench/floor.py, same gunicorn settings), drives both with
+wrk and writes the results into bench/RESULTS.md between the results markers.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+OUT = BENCH / "results"
+PYTHON = sys.executable
+SCENARIOS = ["list", "filtered", "retrieve", "adjust", "batch", "keyset"]
+APP_PORT, FLOOR_PORT = 8601, 8602
+MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def log(message):
+    print(f"[{datetime.datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+def run(args, env, **kwargs):
+    return subprocess.run(args, env=env, cwd=ROOT, check=True, text=True, **kwargs)
+
+
+def manage(env, *args, capture=False):
+    result = run([PYTHON, "manage.py", *args], env, capture_output=capture)
+    return result.stdout.strip() if capture else None
+
+
+def psql(admin_url, sql):
+    run(["psql", admin_url, "-qc", sql], os.environ.copy())
+
+
+def gunicorn_args(port, target):
+    # As deployed: the project's gunicorn.conf.py when it exists, 2 worker processes.
+    # Its logging (the app's JSON access log included) goes to bench/results/server-<port>.log.
+    conf = ["-c", "gunicorn.conf.py"] if (ROOT / "gunicorn.conf.py").exists() else []
+    return [PYTHON, "-m", "gunicorn", *conf, "--workers", "2", "--bind", f"127.0.0.1:{port}", target]
+
+
+def port_is_free(port):
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def wait_until_up(port, server):
+    for _ in range(100):
+        if server.poll() is not None:
+            raise RuntimeError(f"the server for port {port} exited; see {OUT}/server-{port}.log")
+        try:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/widgets/", headers={"X-Forwarded-Proto": "https"}
+            )
+            urllib.request.urlopen(request, timeout=2)
+        except urllib.error.HTTPError:
+            return  # 401 without a token: it answers
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"server on port {port} did not start")
+
+
+def workers_of(master):
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def peak_memory_mb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class PeakMemory(threading.Thread):
+    """Samples the workers' VmHWM every second: gunicorn recycles workers (max_requests),
+    so reading them once at the end would miss the ones already gone."""
+
+    def __init__(self, servers):
+        super().__init__(daemon=True)
+        self.servers, self.peaks, self.stopped = servers, {name: [] for name in servers}, threading.Event()
+
+    def run(self):
+        while not self.stopped.wait(1.0):
+            self.sample()
+
+    def sample(self):
+        for name, server in self.servers.items():
+            try:
+                current = sorted((peak_memory_mb(pid) for pid in workers_of(server.pid)), reverse=True)
+            except OSError:
+                continue
+            peaks = self.peaks[name]
+            for index, value in enumerate(current):
+                if index >= len(peaks):
+                    peaks.append(value)
+                peaks[index] = max(peaks[index], value)
+
+    def result(self):
+        self.stopped.set()
+        self.sample()
+        return {name: [round(value, 1) for value in peaks] for name, peaks in self.peaks.items()}
+
+
+def wrk(port, scenario, seconds, connections, env):
+    args = [
+        "wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+        "-H", "X-Forwarded-Proto: https",  # as the load balancer sends it
+        "-s", str(BENCH / "wrk" / "scenario.lua"), f"http://127.0.0.1:{port}",
+    ]
+    output = run(args, {**env, "SCENARIO": scenario}, capture_output=True).stdout
+    result = json.loads(re.search(r"^RESULT (.*)$", output, re.M).group(1))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def loadavg():
+    return Path("/proc/loadavg").read_text().split()[:3]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="10k widgets, 1 repetition, 5 s runs")
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    parser.add_argument("--label", default="", help="a note for the results, e.g. the change measured")
+    options = parser.parse_args()
+    if options.quick:
+        options.sizes, options.reps, options.seconds = "10000", 1, 5
+    if shutil.which("wrk") is None:
+        log("wrk is missing: installing Debian's package")
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True)
+    sizes = [int(s) for s in options.sizes.split(",")]
+    scenarios = options.scenarios.split(",")
+    OUT.mkdir(exist_ok=True)
+
+    db_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/widgets_bench")
+    db_name = db_url.rsplit("/", 1)[1]
+    admin_url = db_url.rsplit("/", 1)[0] + "/postgres"
+    env = {
+        **os.environ,
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DATABASE_URL": db_url,
+        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6"),
+        "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",
+        "PYTHONPATH": str(ROOT),
+        # The throttles stay in the request path (their cache round trips are measured),
+        # with a user limit high enough that one benchmark user is never refused.
+        "DJANGO_THROTTLE_USER": os.environ.get("BENCH_THROTTLE_USER", "100000000/min"),
+    }
+    env.pop("DJANGO_DEBUG", None)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_before = loadavg()
+
+    log(f"recreating database {db_name}")
+    psql(admin_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+    psql(admin_url, f'CREATE DATABASE "{db_name}"')
+    manage(env, "migrate", "--noinput", "-v0")
+    manage(env, "collectstatic", "--noinput", "-v0")
+    manage(env, "shell", "-c", (
+        "from django.contrib.auth.models import User, Group; "
+        "u = User.objects.create_user('bench'); u.groups.add(Group.objects.get(name='clerk'))"
+    ))
+    token = manage(env, "issue_token", "bench", "--name", "bench", "--expires-days", "0", capture=True)
+    env["TOKEN"] = token
+
+    results = {"sizes": {}, "options": vars(options)}
+    seeded = 0
+    for size in sizes:
+        log(f"seeding to {size} widgets")
+        t0 = time.monotonic()
+        manage(env, "seed_widgets", "--count", str(size - seeded), "-v0")
+        seeded = size
+        psql(db_url, "VACUUM ANALYZE")
+        seed_seconds = time.monotonic() - t0
+        ids = run(
+            ["psql", db_url, "-Atc", "SELECT min(id), max(id) FROM widgets_widget"], env, capture_output=True
+        ).stdout.strip().split("|")
+        env["MIN_ID"], env["MAX_ID"] = ids
+        adjust_ids = OUT / "adjust_ids.txt"
+        adjust_ids.write_text(run(
+            ["psql", db_url, "-Atc", "SELECT id FROM widgets_widget WHERE stock >= 20 ORDER BY random() LIMIT 5000"],
+            env, capture_output=True,
+        ).stdout)
+        env["ADJUST_IDS"] = str(adjust_ids)
+        queries = json.loads(run([PYTHON, "bench/queries.py", token], env, capture_output=True).stdout.splitlines()[-1])
+
+        for port in (APP_PORT, FLOOR_PORT):
+            if not port_is_free(port):
+                raise SystemExit(f"port {port} is in use: stop whatever listens there first")
+        server_log = {port: open(OUT / f"server-{port}.log", "w") for port in (APP_PORT, FLOOR_PORT)}
+        servers = {
+            name: subprocess.Popen(
+                gunicorn_args(port, target), env=env, cwd=ROOT, stdout=server_log[port], stderr=subprocess.STDOUT
+            )
+            for name, port, target in (("app", APP_PORT, "config.wsgi"), ("floor", FLOOR_PORT, "bench.floor:app"))
+        }
+        ports = {"app": APP_PORT, "floor": FLOOR_PORT}
+        try:
+            for name, port in ports.items():
+                wait_until_up(port, servers[name])
+            sampler = PeakMemory(servers)
+            sampler.start()
+            log(f"{size}: warming up")
+            for scenario in scenarios:
+                for name in ports:
+                    wrk(ports[name], scenario, 2, options.connections, env)
+            runs = {s: {"app": [], "floor": []} for s in scenarios}
+            for rep in range(options.reps):
+                for scenario in scenarios:
+                    # Alternate who goes first, so neither always meets a warmer machine.
+                    order = ["app", "floor"] if rep % 2 == 0 else ["floor", "app"]
+                    for name in order:
+                        result = wrk(ports[name], scenario, options.seconds, options.connections, env)
+                        runs[scenario][name].append(result)
+                        log(f"{size} rep {rep + 1} {scenario:9} {name:5} {result['rps']:8.0f} req/s "
+                            f"p50 {result['p50_us'] / 1000:.1f} ms p99 {result['p99_us'] / 1000:.1f} ms "
+                            f"errors {result['errors'] + result['non2xx']}")
+            memory = sampler.result()
+        finally:
+            for server in servers.values():
+                server.terminate()
+            for server in servers.values():
+                server.wait(timeout=30)
+        results["sizes"][size] = {
+            "runs": runs, "memory_mb": memory, "queries": queries, "seed_seconds": round(seed_seconds, 1),
+        }
+
+    results["load"] = {"before": load_before, "after": loadavg()}
+    finished = datetime.datetime.now(datetime.timezone.utc)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    (OUT / f"{stamp}.json").write_text(json.dumps(results, indent=1))
+    report = render(results, options, started, finished, " ".join(sys.argv))
+    (OUT / f"{stamp}.md").write_text(report)
+    print(report)
+    if not options.no_write:
+        path = BENCH / "RESULTS.md"
+        text = path.read_text() if path.exists() else f"# Benchmark results\n\n{MARK_START}\n{MARK_END}\n"
+        head, rest = text.split(MARK_START, 1)
+        path.write_text(f"{head}{MARK_START}\n{report}\n{MARK_END}{rest.split(MARK_END, 1)[1]}")
+        log(f"wrote {path}")
+    psql(admin_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)') if os.environ.get("BENCH_DROP") else None
+
+
+def median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def version(args):
+    try:
+        return subprocess.run(args, capture_output=True, text=True).stdout.strip().splitlines()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+def render(results, options, started, finished, command):
+    import django
+    import rest_framework
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "?")
+    lines = [
+        f"Run {started:%Y-%m-%d %H:%M} to {finished:%H:%M} UTC{' — ' + options.label if options.label else ''}",
+        "",
+        f"- Command: `{command}` ({options.reps} repetition(s) of {options.seconds} s per scenario and server, "
+        f"{options.connections} connections, wrk -t2; medians reported)",
+        f"- Machine: {os.cpu_count()} CPUs ({cpu}), {platform.platform()}; load average before "
+        f"{' '.join(results['load']['before'])}, after {' '.join(results['load']['after'])} "
+        "(the machine is shared with other engineers running tests)",
+        f"- Versions: Python {platform.python_version()}, Django {django.__version__}, DRF {rest_framework.__version__}, "
+        f"{version(['psql', '--version'])}, {version(['wrk', '-v'])}",
+        "",
+        "| widgets | scenario | app req/s | floor req/s | ratio | app p50 ms | app p99 ms | p99/p50 | "
+        "floor p50 ms | errors app/floor | SQL/request |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for size, data in results["sizes"].items():
+        for scenario, runs in data["runs"].items():
+            app, floor = runs["app"], runs["floor"]
+            app_rps, floor_rps = median([r["rps"] for r in app]), median([r["rps"] for r in floor])
+            p50, p99 = median([r["p50_us"] for r in app]) / 1000, median([r["p99_us"] for r in app]) / 1000
+            errors = (sum(r["errors"] + r["non2xx"] for r in app), sum(r["errors"] + r["non2xx"] for r in floor))
+            lines.append(
+                f"| {int(size):,} | {scenario} | {app_rps:.0f} | {floor_rps:.0f} | {app_rps / floor_rps:.2f}x | "
+                f"{p50:.1f} | {p99:.1f} | {p99 / p50:.1f} | {median([r['p50_us'] for r in floor]) / 1000:.1f} | "
+                f"{errors[0]}/{errors[1]} | {data['queries'].get(scenario, '?')} |"
+            )
+    lines += ["", "Peak memory per worker (VmHWM, MB) and seeding time:", ""]
+    for size, data in results["sizes"].items():
+        lines.append(f"- {int(size):,} widgets: app {data['memory_mb']['app']}, floor {data['memory_mb']['floor']}; "
+                     f"seeding to this size took {data['seed_seconds']} s")
+    sizes = list(results["sizes"])
+    if len(sizes) > 1:
+        lines += ["", f"Growth, app p50 at {int(sizes[-1]):,} / p50 at {int(sizes[0]):,}:", ""]
+        first, last = results["sizes"][sizes[0]]["runs"], results["sizes"][sizes[-1]]["runs"]
+        for scenario in last:
+            ratio = median([r["p50_us"] for r in last[scenario]["app"]]) / median([r["p50_us"] for r in first[scenario]["app"]])
+            lines.append(f"- {scenario}: {ratio:.2f}x")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

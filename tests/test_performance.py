@@ -1,0 +1,289 @@
+"""What keeps the service fast at a million widgets, proved through HTTP and the admin:
+a fixed number of SQL queries per request whatever the page size, bounded counts,
+keyset pagination, and a token cache whose revocation delay is bounded.
+
+Speed itself is measured in bench/, never timed here.
+"""
+import re
+import time
+
+import pytest
+from django.core.management import call_command
+
+from tests.conftest import IS_POSTGRES, postgres_only
+from widgets.models import StockMovement, Widget
+
+pytestmark = pytest.mark.django_db
+
+# Token lookup, the user's and the groups' permissions, then the page: with the token
+# cache off (as in tests), plus the count's estimate and the count on PostgreSQL.
+LIST_QUERIES = 6 if IS_POSTGRES else 5
+
+
+@pytest.fixture
+def widgets(db):
+    """120 seeded widgets (about two thirds with an initial movement)."""
+    call_command("seed_widgets", count=120, verbosity=0)
+    return list(Widget.objects.order_by("id").values_list("id", flat=True))
+
+
+def warm(client, url):
+    # The first request of a token records last_used_at; count the steady state.
+    assert client.get(url).status_code == 200
+
+
+class TestQueriesPerRequest:
+    @pytest.mark.parametrize("limit", [1, 50, 120])
+    def test_widget_list_costs_the_same_queries_whatever_the_page_size(
+        self, viewer, widgets, limit, django_assert_max_num_queries
+    ):
+        warm(viewer, "/api/widgets/")
+        with django_assert_max_num_queries(LIST_QUERIES):
+            response = viewer.get(f"/api/widgets/?limit={limit}")
+
+        assert response.status_code == 200
+        assert len(response.json()["results"]) == limit
+
+    def test_filtered_list_costs_the_same_queries(self, viewer, widgets, django_assert_max_num_queries):
+        warm(viewer, "/api/widgets/")
+        with django_assert_max_num_queries(LIST_QUERIES):
+            response = viewer.get("/api/widgets/?search=brass&low_stock=true&limit=100")
+
+        assert response.status_code == 200
+        assert all("Brass" in w["name"] and w["low_stock"] for w in response.json()["results"])
+
+    @pytest.mark.parametrize("limit", [1, 50])
+    def test_movement_list_has_no_per_row_queries(self, viewer, clerk, widgets, limit, django_assert_max_num_queries):
+        for widget_id in widgets[:5]:  # movements by a user: created_by is rendered per row
+            assert clerk.post(f"/api/widgets/{widget_id}/adjust/", {"delta": 2, "reason": "received"}).status_code == 201
+        warm(viewer, "/api/movements/")
+        with django_assert_max_num_queries(LIST_QUERIES):
+            response = viewer.get(f"/api/movements/?limit={limit}")
+
+        assert response.status_code == 200
+        results = response.json()["results"]
+        assert len(results) == limit
+        assert results[0]["created_by"] == clerk.user.username
+
+    def test_retrieve_costs_a_fixed_number_of_queries(self, viewer, widgets, django_assert_max_num_queries):
+        warm(viewer, "/api/widgets/")
+        with django_assert_max_num_queries(4):
+            response = viewer.get(f"/api/widgets/{widgets[7]}/")
+
+        assert response.status_code == 200
+
+    def test_adjust_costs_a_fixed_number_of_queries(self, clerk, widgets, django_assert_max_num_queries):
+        widget = Widget.objects.filter(stock__gt=0).first()
+        warm(clerk, "/api/widgets/")
+        # auth (3) + BEGIN/SAVEPOINT, lock, update, insert, COMMIT/RELEASE
+        with django_assert_max_num_queries(8):
+            response = clerk.post(f"/api/widgets/{widget.pk}/adjust/", {"delta": -1, "reason": "sold"})
+
+        assert response.status_code == 201, response.content
+        assert response.json()["stock_after"] == widget.stock - 1
+
+    def test_with_the_token_cache_a_list_costs_no_authentication_queries(
+        self, settings, viewer, widgets, django_assert_max_num_queries
+    ):
+        settings.API_TOKEN_CACHE_SECONDS = 60
+        warm(viewer, "/api/widgets/")
+        # Only the count (its estimate on PostgreSQL) and the page remain.
+        with django_assert_max_num_queries(3 if IS_POSTGRES else 2):
+            response = viewer.get("/api/widgets/?limit=100")
+
+        assert response.status_code == 200
+        assert len(response.json()["results"]) == 100
+
+
+class TestTokenCache:
+    def test_revoked_token_is_refused_once_the_cache_expires(self, settings, client, superuser, viewer, widgets):
+        settings.API_TOKEN_CACHE_SECONDS = 1
+        assert viewer.get("/api/widgets/").status_code == 200
+        client.force_login(superuser.user)
+        token_id = viewer.user.api_tokens.get().pk
+        response = client.post(
+            "/admin/widgets/apitoken/", {"action": "revoke", "_selected_action": [token_id]}
+        )
+        assert response.status_code == 302
+
+        time.sleep(1.1)
+
+        response = viewer.get("/api/widgets/")
+        assert response.status_code == 401
+        assert response.json()["detail"] == "Token has been revoked."
+
+    def test_a_role_removed_takes_effect_once_the_cache_expires(self, settings, viewer, widgets):
+        settings.API_TOKEN_CACHE_SECONDS = 1
+        assert viewer.get("/api/widgets/").status_code == 200
+        viewer.user.groups.clear()
+
+        time.sleep(1.1)
+
+        assert viewer.get("/api/widgets/").status_code == 403
+
+    def test_cache_off_refuses_a_revoked_token_at_once(self, settings, client, superuser, viewer, widgets):
+        settings.API_TOKEN_CACHE_SECONDS = 0
+        assert viewer.get("/api/widgets/").status_code == 200
+        client.force_login(superuser.user)
+        token_id = viewer.user.api_tokens.get().pk
+        client.post("/admin/widgets/apitoken/", {"action": "revoke", "_selected_action": [token_id]})
+
+        assert viewer.get("/api/widgets/").status_code == 401
+
+
+class TestKeysetPagination:
+    def test_following_next_walks_every_widget_once_in_id_order(self, viewer, widgets):
+        seen, url, pages = [], "/api/widgets/?start=0&limit=50", 0
+        while url:
+            body = viewer.get(url).json()
+            assert "count" not in body and body["previous"] is None
+            seen += [w["id"] for w in body["results"]]
+            url, pages = body["next"], pages + 1
+
+        assert seen == widgets
+        assert pages == 3
+
+    def test_start_returns_ids_from_start_on(self, viewer, widgets):
+        body = viewer.get(f"/api/widgets/?start={widgets[100]}&limit=5").json()
+
+        assert [w["id"] for w in body["results"]] == widgets[100:105]
+        assert f"start={widgets[105]}" in body["next"]
+
+    def test_start_combines_with_filters(self, viewer, widgets):
+        body = viewer.get("/api/widgets/?start=0&limit=1000&low_stock=true").json()
+
+        assert [w["id"] for w in body["results"]] == list(
+            Widget.objects.low_stock().order_by("id").values_list("id", flat=True)
+        )
+
+    def test_deep_page_costs_the_same_queries_as_the_first(self, viewer, widgets, django_assert_max_num_queries):
+        warm(viewer, "/api/widgets/")
+        for start in (0, widgets[-3]):
+            # Auth (3 with the cache off) and the page: no count at all.
+            with django_assert_max_num_queries(4):
+                assert viewer.get(f"/api/widgets/?start={start}&limit=50").status_code == 200
+
+    @pytest.mark.parametrize(
+        "query, field",
+        [("start=abc", "start"), ("start=-1", "start"), ("start=1&offset=50", "offset"), ("start=1&ordering=name", "ordering")],
+    )
+    def test_bad_keyset_parameters_are_400_naming_the_parameter(self, viewer, widgets, query, field):
+        response = viewer.get(f"/api/widgets/?{query}")
+
+        assert response.status_code == 400
+        assert field in response.json()
+
+
+class TestBoundedCount:
+    def test_count_is_exact_up_to_the_limit(self, settings, viewer, widgets):
+        settings.API_EXACT_COUNT_LIMIT = 1000
+        body = viewer.get("/api/widgets/?limit=10").json()
+
+        assert body["count"] == 120
+        assert "count_is_estimate" not in body
+
+    @postgres_only
+    def test_count_above_the_limit_is_postgresql_estimate_and_says_so(self, settings, viewer, widgets):
+        settings.API_EXACT_COUNT_LIMIT = 20
+        body = viewer.get("/api/widgets/?limit=10").json()
+
+        assert body["count_is_estimate"] is True
+        assert body["count"] > 20
+        assert len(body["results"]) == 10
+        assert "offset=10" in body["next"]
+
+    @postgres_only
+    def test_small_filtered_result_is_counted_exactly_even_with_a_large_table(self, settings, viewer, widgets):
+        settings.API_EXACT_COUNT_LIMIT = 20
+        sku = Widget.objects.get(pk=widgets[3]).sku
+        body = viewer.get(f"/api/widgets/?search={sku}").json()
+
+        assert body["count"] == 1
+        assert "count_is_estimate" not in body
+
+    @pytest.mark.skipif(IS_POSTGRES, reason="SQLite behaviour; PostgreSQL estimates (tested above)")
+    def test_sqlite_always_counts_exactly(self, settings, viewer, widgets):
+        settings.API_EXACT_COUNT_LIMIT = 20
+        body = viewer.get("/api/widgets/?limit=10").json()
+
+        assert body["count"] == 120
+        assert "count_is_estimate" not in body
+
+
+class TestSeeding:
+    def test_seeding_again_adds_the_next_widgets_of_the_series_with_their_ledger(self):
+        call_command("seed_widgets", count=30, verbosity=0)
+        call_command("seed_widgets", count=20, verbosity=0)
+
+        skus = list(Widget.objects.order_by("id").values_list("sku", flat=True))
+        assert skus == [f"S1-{n:07d}" for n in range(50)]
+        stocked = Widget.objects.filter(stock__gt=0)
+        assert StockMovement.objects.filter(reason="initial").count() == stocked.count() > 0
+
+
+class TestAdminAtScale:
+    """Pages cost a bounded number of queries and never list every widget in a <select>."""
+
+    @pytest.fixture
+    def staff(self, client, superuser, widgets):
+        client.force_login(superuser.user)
+        return client
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "/admin/widgets/widget/",
+            "/admin/widgets/widget/?q=brass",
+            "/admin/widgets/widget/?low_stock=yes&category__id__exact=1",
+            "/admin/widgets/stockmovement/",
+            "/admin/widgets/stockmovement/?reason__exact=initial&q=S1",
+        ],
+    )
+    def test_changelists_cost_a_bounded_number_of_queries(self, staff, url, django_assert_max_num_queries):
+        staff.get(url)
+        with django_assert_max_num_queries(12):
+            response = staff.get(url)
+
+        assert response.status_code == 200
+
+    def test_widget_change_page_is_bounded_and_lists_no_widgets(self, staff, widgets, django_assert_max_num_queries):
+        with django_assert_max_num_queries(14):
+            response = staff.get(f"/admin/widgets/widget/{widgets[0]}/change/")
+
+        assert response.status_code == 200
+        assert len(re.findall(r"<option", response.content.decode())) < 20  # categories, not widgets
+
+    def test_movement_page_shows_the_widget_without_a_select_of_widgets(
+        self, staff, widgets, django_assert_max_num_queries
+    ):
+        movement = StockMovement.objects.first()
+        with django_assert_max_num_queries(10):
+            response = staff.get(f"/admin/widgets/stockmovement/{movement.pk}/change/")
+
+        assert response.status_code == 200
+        assert len(re.findall(r"<option", response.content.decode())) < 20
+
+    def test_browsable_api_list_is_bounded(self, staff, widgets, django_assert_max_num_queries):
+        staff.get("/api/widgets/", HTTP_ACCEPT="text/html")
+        with django_assert_max_num_queries(14):
+            response = staff.get("/api/widgets/?limit=100", HTTP_ACCEPT="text/html")
+
+        assert response.status_code == 200
+        assert len(re.findall(r"<option", response.content.decode())) < 60
+
+
+class TestListRepresentation:
+    def test_list_rows_render_every_field_as_the_detail_does(self, viewer, create_widget, create_category):
+        category = create_category()
+        created = [
+            create_widget(name="With category", category=category["id"], price="12.5", reorder_level=3, stock=7),
+            create_widget(name="Without category", is_active=False),
+        ]
+
+        rows = viewer.get("/api/widgets/?ordering=id").json()["results"]
+
+        assert rows == [viewer.get(f"/api/widgets/{w['id']}/").json() for w in created]
+        assert rows[0]["category"] == category["id"] and rows[1]["category"] is None
+        assert rows[0]["price"] == "12.50" and rows[0]["low_stock"] is False and rows[1]["is_active"] is False
+        assert rows[0]["created_at"].endswith("Z")
+        assert rows[0]["url"] == f"http://testserver/api/widgets/{created[0]['id']}/"
