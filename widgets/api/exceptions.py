@@ -2,7 +2,12 @@
 
 Validation errors keep DRF's ``{field: [messages]}`` shape, which names the field.
 """
+import logging
+
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.db.models import ProtectedError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -11,8 +16,33 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from ..services import InventoryError
 
+logger = logging.getLogger(__name__)
+
+
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+
+    def __init__(self):
+        super().__init__(
+            f"The request body is larger than the limit of {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+        )
+
+
+class DatabaseUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "database_unavailable"
+    default_detail = "The database is unavailable; retry shortly. Nothing was changed."
+
 
 def exception_handler(exc, context):
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database went away (or refused, or timed out). The transaction was rolled back,
+        # so the client can retry; Django reconnects by itself on a later request.
+        logger.warning("Database unavailable: %s", exc)
+        exc = DatabaseUnavailable()
+    elif isinstance(exc, RequestDataTooBig):  # form bodies, checked by Django itself
+        exc = RequestTooLarge()
     if isinstance(exc, InventoryError):
         return Response({"detail": exc.detail, "code": exc.code, **exc.extra}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, ProtectedError):
@@ -32,4 +62,6 @@ def exception_handler(exc, context):
             response.data["code"] = codes
         elif isinstance(codes, dict) and isinstance(codes.get("detail"), str):
             response.data["code"] = codes["detail"]
+    if isinstance(exc, DatabaseUnavailable):
+        response["Retry-After"] = "2"
     return response

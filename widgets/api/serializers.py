@@ -1,40 +1,156 @@
-"""Representations of the API. Validation lives here; writes go through services."""
+"""Representations of the API. Validation lives here; writes go through services.
+
+Input types are strict, so what the OpenAPI schema says is exactly what is accepted:
+text must be a JSON string (no control characters, no surrounding whitespace on one-line
+fields; stored verbatim), a boolean a JSON boolean, a price a decimal string or an
+integer. HTML forms of the browsable API send only text and keep DRF's coercions.
+"""
+import re
+from django.core.validators import RegexValidator
+from django.db import models
 from django.urls import reverse
 from django.utils.text import slugify
-from rest_framework import serializers
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import exceptions, serializers
+from rest_framework.utils import html
 
-from ..models import SKU_PATTERN, Category, StockMovement, Widget
+from ..models import Category, StockMovement, Widget
 from ..services import MAX_STOCK
 
 STOCK_READ_ONLY = "Stock cannot be edited directly; use POST {adjust_url} to record a movement."
 
+# Control characters never belong in stored text; PostgreSQL cannot even store NUL.
+# The same patterns are published in the schema; drf-spectacular turns \Z (Python's true
+# end of string, where $ would allow a trailing newline) into ECMA's $.
+_CONTROL = r"\x00-\x1f\x7f-\x9f\ufeff"
+ONE_LINE_PATTERN = rf"^(?:[^\s{_CONTROL}](?:[^{_CONTROL}]*[^\s{_CONTROL}])?)?\Z"
+# One-line text with at least one ASCII letter or digit, so that the slug is never empty.
+CATEGORY_NAME_PATTERN = (
+    rf"^(?:[A-Za-z0-9](?:[^{_CONTROL}]*[^\s{_CONTROL}])?"
+    rf"|[^\s{_CONTROL}][^{_CONTROL}]*[A-Za-z0-9](?:[^{_CONTROL}]*[^\s{_CONTROL}])?)\Z"
+)
+MULTI_LINE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff]*\Z"
+one_line = RegexValidator(
+    ONE_LINE_PATTERN, "Must not contain control characters or start or end with whitespace."
+)
+multi_line = RegexValidator(
+    MULTI_LINE_PATTERN, "Must not contain control characters other than tab and line breaks."
+)
 
-class CategorySerializer(serializers.HyperlinkedModelSerializer):
+
+class StrictInputMixin:
+    """Refuses JSON values of the wrong type; form input (always text) is parsed as usual."""
+
+    json_types: tuple[type, ...] = ()
+
+    def get_value(self, dictionary):
+        self.from_form = html.is_html_input(dictionary)
+        return super().get_value(dictionary)
+
+    def to_internal_value(self, data):
+        if not getattr(self, "from_form", False) and (
+            isinstance(data, bool) != (bool in self.json_types) or not isinstance(data, self.json_types)
+        ):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class OneLineTextField(StrictInputMixin, serializers.CharField):
+    json_types = (str,)
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)  # stored verbatim; the pattern refuses edges
+        super().__init__(**kwargs)
+        self.validators.append(one_line)
+
+
+class MultiLineTextField(StrictInputMixin, serializers.CharField):
+    json_types = (str,)
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+        self.validators.append(multi_line)
+
+
+class StrictBooleanField(StrictInputMixin, serializers.BooleanField):
+    json_types = (bool,)
+
+
+class SkuField(StrictInputMixin, serializers.RegexField):
+    """Case-insensitive on input, stored upper-case."""
+
+    json_types = (str,)
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("error_messages", {"invalid": "SKU must be 1-32 characters of A-Z, 0-9 and '-'."})
+        super().__init__(r"^[A-Za-z0-9-]{1,32}\Z", max_length=32, **kwargs)
+
+    def to_internal_value(self, data):
+        return super().to_internal_value(data).upper()
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "format": "decimal", "pattern": r"^[0-9]{1,10}(?:\.[0-9]{1,2})?$"},
+            {"type": "integer", "minimum": 0, "maximum": 9_999_999_999},
+        ],
+        "example": "9.99",
+    }
+)
+class PriceField(StrictInputMixin, serializers.DecimalField):
+    """A non-negative amount: a decimal string such as "9.99", or a whole number."""
+
+    json_types = (str, int)
+    PATTERN = r"^[0-9]{1,10}(?:\.[0-9]{1,2})?$"
+    default_error_messages = {"invalid": 'Send a decimal string such as "9.99", or a whole number.'}
+
+    def to_internal_value(self, data):
+        # Floats are refused: 0.1 is not exactly representable and would be rounded silently.
+        if isinstance(data, str) and not getattr(self, "from_form", False) and not re.fullmatch(self.PATTERN, data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class Conflict(exceptions.APIException):
+    """409 with the field-naming body of a validation error: the value clashes with stored data."""
+
+    status_code = 409
+    default_code = "conflict"
+
+
+class StrictFieldsMixin:
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: OneLineTextField,
+        models.TextField: MultiLineTextField,
+        models.BooleanField: StrictBooleanField,
+    }
+
+
+class CategorySerializer(StrictFieldsMixin, serializers.HyperlinkedModelSerializer):
+    # Unique by slug (so also by name); a clash is a 409 raised by the view.
+    name = OneLineTextField(
+        max_length=100,
+        validators=[RegexValidator(CATEGORY_NAME_PATTERN, "The name must contain a letter (A-Z) or a digit.")],
+    )
+
     class Meta:
         model = Category
         fields = ["id", "url", "name", "slug", "description"]
         read_only_fields = ["slug"]
 
-    def validate_name(self, value):
-        slug = slugify(value)
-        if not slug:
-            raise serializers.ValidationError("The name must contain at least one letter or digit.")
-        clash = Category.objects.filter(slug=slug)
-        if self.instance is not None:
-            clash = clash.exclude(pk=self.instance.pk)
-        if clash.exists():
-            raise serializers.ValidationError(f"A category with the slug '{slug}' already exists.")
-        return value
 
-
-class WidgetSerializer(serializers.HyperlinkedModelSerializer):
-    sku = serializers.RegexField(
-        SKU_PATTERN,
-        max_length=32,
+class WidgetSerializer(StrictFieldsMixin, serializers.HyperlinkedModelSerializer):
+    sku = SkuField(
         required=False,
-        help_text="Unique, case-insensitive, stored upper-case. Assigned (WGT-000042) when omitted.",
-        error_messages={"invalid": "SKU must be 1-32 characters of A-Z, 0-9 and '-'."},
+        help_text=(
+            "Unique, case-insensitive, stored upper-case; a clash is 409. "
+            "Assigned (WGT-000042) when omitted."
+        ),
     )
+    price = PriceField(max_digits=12, decimal_places=2, min_value=0, required=False)
     category = serializers.PrimaryKeyRelatedField(
         queryset=Category.objects.all(), allow_null=True, required=False
     )
@@ -54,21 +170,6 @@ class WidgetSerializer(serializers.HyperlinkedModelSerializer):
         ]
         read_only_fields = ["created_at", "updated_at"]
 
-    def to_internal_value(self, data):
-        # Upper-case before the pattern check, so 'wgt-1' is accepted as 'WGT-1'.
-        if hasattr(data, "get") and isinstance(data.get("sku"), str):
-            data = data.copy()
-            data["sku"] = data["sku"].strip().upper()
-        return super().to_internal_value(data)
-
-    def validate_sku(self, value):
-        clash = Widget.objects.filter(sku=value)
-        if self.instance is not None:
-            clash = clash.exclude(pk=self.instance.pk)
-        if clash.exists():
-            raise serializers.ValidationError("A widget with this SKU already exists.")
-        return value
-
     def validate_stock(self, value):
         if self.instance is not None and value != self.instance.stock:
             adjust_url = reverse("widget-adjust", args=[self.instance.pk])
@@ -76,8 +177,14 @@ class WidgetSerializer(serializers.HyperlinkedModelSerializer):
         return value
 
 
+class WidgetUpdateSerializer(WidgetSerializer):
+    """The schema of PUT/PATCH: stock is not among the fields that can be changed there."""
+
+    stock = serializers.IntegerField(read_only=True)
+
+
 class StockMovementSerializer(serializers.ModelSerializer):
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = StockMovement
@@ -94,7 +201,7 @@ class AdjustmentSerializer(serializers.Serializer):
     reason = serializers.ChoiceField(
         choices=[c for c in StockMovement.Reason.choices if c[0] != StockMovement.Reason.INITIAL]
     )
-    note = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    note = OneLineTextField(max_length=255, required=False, allow_blank=True, default="")
 
     def validate_delta(self, value):
         if value == 0:

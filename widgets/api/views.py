@@ -1,7 +1,7 @@
 """API viewsets: declarations plus thin hand-offs to ``widgets.services``."""
-from django.db.models import ProtectedError
+from django.db import IntegrityError
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.generics import get_object_or_404
@@ -14,16 +14,29 @@ from .permissions import HasPermission
 from .serializers import (
     AdjustmentSerializer,
     CategorySerializer,
+    Conflict,
     ErrorSerializer,
     InsufficientStockSerializer,
     StockMovementSerializer,
     WidgetSerializer,
+    WidgetUpdateSerializer,
 )
 
 CONFLICT = OpenApiResponse(ErrorSerializer, description="Conflicts with the current state.")
+CLASH = OpenApiResponse(
+    {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
+    description="A unique value (name, SKU) is already taken: `{field: [message]}`.",
+)
+CATEGORY_CLASH = {"name": ["A category with this name (or one with the same slug) already exists."]}
+SKU_CLASH = {"sku": ["A widget with this SKU already exists."]}
 
 
-@extend_schema_view(destroy=extend_schema(responses={204: None, 409: CONFLICT}))
+@extend_schema_view(
+    create=extend_schema(responses={201: CategorySerializer, 409: CLASH}),
+    update=extend_schema(responses={200: CategorySerializer, 409: CLASH}),
+    partial_update=extend_schema(responses={200: CategorySerializer, 409: CLASH}),
+    destroy=extend_schema(responses={204: None, 409: CONFLICT}),
+)
 class CategoryViewSet(viewsets.ModelViewSet):
     """Widget categories. A category that still has widgets cannot be deleted (409)."""
 
@@ -32,19 +45,31 @@ class CategoryViewSet(viewsets.ModelViewSet):
     serializer_class = CategorySerializer
     filterset_class = CategoryFilter
 
+    # Name and slug are unique in the database; the constraint, not a racy pre-check, decides.
     def perform_create(self, serializer):
-        serializer.instance = services.create_category(user=self.request.user, **serializer.validated_data)
+        try:
+            serializer.instance = services.create_category(user=self.request.user, **serializer.validated_data)
+        except IntegrityError:
+            raise Conflict(CATEGORY_CLASH) from None
 
     def perform_update(self, serializer):
-        serializer.instance = services.update_category(
-            category=serializer.instance, changes=serializer.validated_data, user=self.request.user
-        )
+        try:
+            serializer.instance = services.update_category(
+                category=serializer.instance, changes=serializer.validated_data, user=self.request.user
+            )
+        except IntegrityError:
+            raise Conflict(CATEGORY_CLASH) from None
 
     def perform_destroy(self, instance):
         services.delete_category(category=instance, user=self.request.user)
 
 
-@extend_schema_view(destroy=extend_schema(responses={204: None, 409: CONFLICT}))
+@extend_schema_view(
+    create=extend_schema(responses={201: WidgetSerializer, 409: CLASH}),
+    update=extend_schema(request=WidgetUpdateSerializer, responses={200: WidgetSerializer, 409: CLASH}),
+    partial_update=extend_schema(request=WidgetUpdateSerializer, responses={200: WidgetSerializer, 409: CLASH}),
+    destroy=extend_schema(responses={204: None, 409: CONFLICT}),
+)
 class WidgetViewSet(viewsets.ModelViewSet):
     """Widgets. Stock is set on create and afterwards changed only through ``adjust``."""
 
@@ -65,7 +90,7 @@ class WidgetViewSet(viewsets.ModelViewSet):
         try:
             serializer.instance = services.create_widget(user=self.request.user, **data)
         except services.DuplicateSku:
-            raise serializers.ValidationError({"sku": ["A widget with this SKU already exists."]}) from None
+            raise Conflict(SKU_CLASH) from None
 
     def perform_update(self, serializer):
         changes = {k: v for k, v in serializer.validated_data.items() if k != "stock"}
@@ -74,7 +99,7 @@ class WidgetViewSet(viewsets.ModelViewSet):
                 widget=serializer.instance, changes=changes, user=self.request.user
             )
         except services.DuplicateSku:
-            raise serializers.ValidationError({"sku": ["A widget with this SKU already exists."]}) from None
+            raise Conflict(SKU_CLASH) from None
 
     def perform_destroy(self, instance):
         services.delete_widget(widget=instance, user=self.request.user)
