@@ -184,6 +184,10 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"StockMovementReasonEnum": "widgets.models.StockMovement.Reason"},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "widgets.api.schema.allow_empty_query_values",
+    ],
 }
 
 # --- Logging ------------------------------------------------------------------------------

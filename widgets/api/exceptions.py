@@ -35,6 +35,14 @@ class DatabaseUnavailable(exceptions.APIException):
     default_detail = "The database is unavailable; retry shortly. Nothing was changed."
 
 
+def _only_missing_references(codes) -> bool:
+    if isinstance(codes, dict):
+        return bool(codes) and all(_only_missing_references(c) for c in codes.values())
+    if isinstance(codes, list):
+        return bool(codes) and all(_only_missing_references(c) for c in codes)
+    return codes == "does_not_exist"
+
+
 def exception_handler(exc, context):
     if isinstance(exc, (OperationalError, InterfaceError)):
         # The database went away (or refused, or timed out). The transaction was rolled back,
@@ -55,6 +63,10 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    if isinstance(exc, exceptions.ValidationError) and _only_missing_references(exc.get_codes()):
+        # Well-formed input naming an object that does not exist (now): a conflict with the
+        # current state, like a taken SKU, not malformed input.
+        exc.status_code = status.HTTP_409_CONFLICT
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict) and "detail" in response.data:
         codes = exc.get_codes()

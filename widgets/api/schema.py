@@ -68,3 +68,17 @@ class AutoSchema(openapi.AutoSchema):
             errors["429"] = _error("Too many requests; retry after the Retry-After header's seconds.")
         errors["503"] = _error("The database is unreachable; retry shortly.")
         return errors
+
+
+def allow_empty_query_values(result, generator, request, public):
+    """drf-spectacular postprocessing hook: an empty query value (``?min_stock=``) means the
+    parameter was not given, as HTML filter forms send it; say so for every typed parameter."""
+    for path in result.get("paths", {}).values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                schema = parameter.get("schema", {})
+                # (An empty list already reads as an empty value.)
+                typed = schema.get("type") not in ("string", "array") or {"enum", "format", "pattern"} & schema.keys()
+                if parameter.get("in") == "query" and typed:
+                    parameter["schema"] = {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
+    return result

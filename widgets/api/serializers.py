@@ -23,13 +23,14 @@ STOCK_READ_ONLY = "Stock cannot be edited directly; use POST {adjust_url} to rec
 # The same patterns are published in the schema; drf-spectacular turns \Z (Python's true
 # end of string, where $ would allow a trailing newline) into ECMA's $.
 _CONTROL = r"\x00-\x1f\x7f-\x9f\ufeff"
-ONE_LINE_PATTERN = rf"^(?:[^\s{_CONTROL}](?:[^{_CONTROL}]*[^\s{_CONTROL}])?)?\Z"
+# Both refuse the empty string: drf-spectacular documents "" itself where a field allows blank.
+ONE_LINE_PATTERN = rf"^[^\s{_CONTROL}](?:[^{_CONTROL}]*[^\s{_CONTROL}])?\Z"
 # One-line text with at least one ASCII letter or digit, so that the slug is never empty.
 CATEGORY_NAME_PATTERN = (
     rf"^(?:[A-Za-z0-9](?:[^{_CONTROL}]*[^\s{_CONTROL}])?"
     rf"|[^\s{_CONTROL}][^{_CONTROL}]*[A-Za-z0-9](?:[^{_CONTROL}]*[^\s{_CONTROL}])?)\Z"
 )
-MULTI_LINE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff]*\Z"
+MULTI_LINE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff]+\Z"
 one_line = RegexValidator(
     ONE_LINE_PATTERN, "Must not contain control characters or start or end with whitespace."
 )
@@ -195,8 +196,12 @@ class StockMovementSerializer(serializers.ModelSerializer):
 class AdjustmentSerializer(serializers.Serializer):
     """One stock adjustment: the body of ``POST /api/widgets/{id}/adjust/``."""
 
-    delta = serializers.IntegerField(
-        min_value=-MAX_STOCK, max_value=MAX_STOCK, help_text="Units added (+) or removed (-); not zero."
+    delta = extend_schema_field(
+        {"type": "integer", "minimum": -MAX_STOCK, "maximum": MAX_STOCK, "not": {"enum": [0]}}
+    )(
+        serializers.IntegerField(
+            min_value=-MAX_STOCK, max_value=MAX_STOCK, help_text="Units added (+) or removed (-); not zero."
+        )
     )
     reason = serializers.ChoiceField(
         choices=[c for c in StockMovement.Reason.choices if c[0] != StockMovement.Reason.INITIAL]
