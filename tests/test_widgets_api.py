@@ -68,7 +68,6 @@ class TestCreate:
             ({"name": "W", "stock": -1}, "stock"),
             ({"name": "W", "stock": "many"}, "stock"),
             ({"name": "W", "reorder_level": -1}, "reorder_level"),
-            ({"name": "W", "category": 999999}, "category"),
             ({"name": "W", "is_active": "maybe"}, "is_active"),
         ],
     )
@@ -77,6 +76,13 @@ class TestCreate:
 
         assert response.status_code == 400
         assert field in response.json()
+        assert not Widget.objects.exists()
+
+    def test_unknown_category_is_409_naming_it_and_creates_nothing(self, manager):
+        response = manager.post("/api/widgets/", {"name": "W", "category": 999999}, format="json")
+
+        assert response.status_code == 409
+        assert "does not exist" in response.json()["category"][0]
         assert not Widget.objects.exists()
 
 

@@ -72,13 +72,18 @@ class AutoSchema(openapi.AutoSchema):
 
 def allow_empty_query_values(result, generator, request, public):
     """drf-spectacular postprocessing hook: an empty query value (``?min_stock=``) means the
-    parameter was not given, as HTML filter forms send it; say so for every typed parameter."""
+    parameter was not given, as HTML filter forms send it; say so for every typed parameter.
+    Text parameters refuse NUL (Django's form fields do), so say that too."""
     for path in result.get("paths", {}).values():
         for operation in path.values():
             for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
                 schema = parameter.get("schema", {})
                 # (An empty list already reads as an empty value.)
                 typed = schema.get("type") not in ("string", "array") or {"enum", "format", "pattern"} & schema.keys()
-                if parameter.get("in") == "query" and typed:
+                if parameter.get("in") != "query":
+                    continue
+                if typed:
                     parameter["schema"] = {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
+                elif schema.get("type") == "string":
+                    schema["pattern"] = "^[^\\u0000]*$"
     return result

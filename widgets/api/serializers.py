@@ -193,16 +193,16 @@ class StockMovementSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_field({"type": "integer", "minimum": -MAX_STOCK, "maximum": MAX_STOCK, "not": {"enum": [0]}})
+class DeltaField(serializers.IntegerField):
+    def __init__(self, **kwargs):
+        super().__init__(min_value=-MAX_STOCK, max_value=MAX_STOCK, **kwargs)
+
+
 class AdjustmentSerializer(serializers.Serializer):
     """One stock adjustment: the body of ``POST /api/widgets/{id}/adjust/``."""
 
-    delta = extend_schema_field(
-        {"type": "integer", "minimum": -MAX_STOCK, "maximum": MAX_STOCK, "not": {"enum": [0]}}
-    )(
-        serializers.IntegerField(
-            min_value=-MAX_STOCK, max_value=MAX_STOCK, help_text="Units added (+) or removed (-); not zero."
-        )
-    )
+    delta = DeltaField(help_text="Units added (+) or removed (-); not zero.")
     reason = serializers.ChoiceField(
         choices=[c for c in StockMovement.Reason.choices if c[0] != StockMovement.Reason.INITIAL]
     )
