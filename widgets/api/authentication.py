@@ -1,10 +1,13 @@
 """Token authentication against our hashed, expiring, revocable ``ApiToken``."""
+import re
 from datetime import timedelta
 
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from ..models import ApiToken
+
+KEY_FORMAT = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 # last_used_at is bookkeeping, not an audit trail: write it at most this often.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -21,10 +24,11 @@ class TokenAuthentication(authentication.BaseAuthentication):
             return None
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Invalid token header: expected 'Token <key>'.")
-        try:
-            raw_key = header[1].decode("ascii")
-        except UnicodeDecodeError:
-            raise exceptions.AuthenticationFailed("Invalid token.") from None
+        raw_key = header[1].decode("latin-1")
+        # Keys are URL-safe base64: anything else (NUL, which PostgreSQL cannot even compare,
+        # or a 100 kB header) is refused before it reaches the database.
+        if not KEY_FORMAT.fullmatch(raw_key):
+            raise exceptions.AuthenticationFailed("Invalid token.")
         return self.authenticate_key(raw_key)
 
     def authenticate_key(self, raw_key: str):

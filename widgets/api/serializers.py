@@ -85,10 +85,15 @@ class SkuField(StrictInputMixin, serializers.RegexField):
 
     def __init__(self, **kwargs):
         kwargs.setdefault("error_messages", {"invalid": "SKU must be 1-32 characters of A-Z, 0-9 and '-'."})
-        super().__init__(r"^[A-Za-z0-9-]{1,32}\Z", max_length=32, **kwargs)
+        super().__init__(r"^[A-Za-z0-9-]{1,32}\Z", max_length=32, trim_whitespace=False, **kwargs)
+        self.regex = re.compile(r"[A-Za-z0-9-]{1,32}")
 
     def to_internal_value(self, data):
-        return super().to_internal_value(data).upper()
+        value = super().to_internal_value(data)
+        # Checked before upper-casing: 'ı'.upper() is 'I' and 'ﬀ'.upper() is 'FF'.
+        if not self.regex.fullmatch(value):
+            self.fail("invalid")
+        return value.upper()
 
 
 @extend_schema_field(
