@@ -183,7 +183,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"StockMovementReasonEnum": "widgets.models.StockMovement.Reason"},
+    "ENUM_NAME_OVERRIDES": {
+        "StockMovementReasonEnum": "widgets.models.StockMovement.Reason",
+        "AdjustmentReasonEnum": "widgets.api.serializers.ADJUSTABLE_REASONS",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "widgets.api.schema.allow_empty_query_values",
@@ -205,6 +208,12 @@ LOGGING = {
 
 TOKEN_HMAC_KEY = os.environ.get("DJANGO_TOKEN_HMAC_KEY") or f"token-hmac:{SECRET_KEY}"
 TOKEN_DEFAULT_EXPIRY_DAYS = int(os.environ.get("DJANGO_TOKEN_EXPIRY_DAYS", "90"))
+
+# --- Conditional requests ------------------------------------------------------------------
+# When true, PUT/PATCH/DELETE of widgets and categories without If-Match are refused with
+# 428 Precondition Required, so no client can overwrite a change it never saw.
+
+REQUIRE_IF_MATCH = env_bool("DJANGO_REQUIRE_IF_MATCH", default=False)
 
 # --- Production security ------------------------------------------------------------------
 # On by default whenever DEBUG is off. The load balancer terminates TLS and says so in

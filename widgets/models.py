@@ -222,3 +222,36 @@ class ApiToken(models.Model):
 
     def matches(self, raw_key: str) -> bool:
         return hmac.compare_digest(self.digest, token_digest(raw_key))
+
+
+class IdempotencyKeyQuerySet(models.QuerySet):
+    def expired(self, *, older_than: timedelta):
+        return self.filter(created_at__lt=timezone.now() - older_than)
+
+
+class IdempotencyKey(models.Model):
+    """A client's Idempotency-Key and the response its first request got.
+
+    Written in the same transaction as the request's effect: the key is stored if and
+    only if the effect is, so a replay can never describe something that did not happen.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=2048)
+    # SHA-256 of the request body: the same key with another body is a client error.
+    fingerprint = models.CharField(max_length=64)
+    # Null only inside the first request's own, uncommitted transaction.
+    response_status = models.PositiveSmallIntegerField(null=True)
+    response_headers = models.JSONField(default=dict)
+    response_body = models.BinaryField(default=bytes)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = IdempotencyKeyQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_unique_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} [{self.key}] -> {self.response_status}"

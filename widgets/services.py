@@ -12,14 +12,15 @@ can neither oversell nor lose an update; SQLite serialises writers by itself.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, ProtectedError
 from django.utils import timezone
 
-from .models import Category, StockMovement, Widget
+from .models import Category, IdempotencyKey, StockMovement, Widget
 
 # The stock column is a 32-bit integer on every backend.
 MAX_STOCK = 2_147_483_647
@@ -54,6 +55,27 @@ class CategoryInUse(InventoryError):
 
 class DuplicateSku(Exception):
     """Another widget already holds this SKU (raised when a concurrent create wins)."""
+
+
+class VersionMismatch(Exception):
+    """The object is no longer at the version the caller expected; nothing was written."""
+
+    def __init__(self, current_version: int):
+        super().__init__(f"current version is {current_version}")
+        self.current_version = current_version
+
+
+def _check_version(obj, expected_version: int | Collection[int] | None) -> None:
+    """Optimistic concurrency: call with ``obj`` locked, before writing it.
+
+    ``None`` means no precondition; otherwise the current version must be ``expected_version``
+    (or one of them, for a collection: an HTTP If-Match list).
+    """
+    if expected_version is None:
+        return
+    allowed = {expected_version} if isinstance(expected_version, int) else set(expected_version)
+    if obj.version not in allowed:
+        raise VersionMismatch(obj.version)
 
 
 # --- Stock ------------------------------------------------------------------------------
@@ -102,6 +124,83 @@ def adjust_stock(
     )
 
 
+class BatchItemError(Exception):
+    """Item ``index`` (0-based) of a batch failed, for the reason in ``error``: an
+    ``InventoryError`` for a conflict with the stock, a ``ValueError`` for a bad item.
+    Nothing of the batch was applied."""
+
+    def __init__(self, index: int, error: Exception):
+        super().__init__(f"item {index}: {error}")
+        self.index = index
+        self.error = error
+
+
+class UnknownWidget(ValueError):
+    code = "unknown_widget"
+
+
+MAX_BATCH_ITEMS = 500
+
+
+@transaction.atomic
+def adjust_stock_batch(*, items: Sequence[Mapping[str, Any]], user=None) -> list[StockMovement]:
+    """Apply several adjustments (``widget``, ``delta``, ``reason``, ``note``) all or nothing.
+
+    Items apply in the given order, and one widget may appear several times. Raises
+    ``BatchItemError`` naming the first failing item; then nothing is written. Returns
+    the movements in item order.
+    """
+    if not 1 <= len(items) <= MAX_BATCH_ITEMS:
+        raise ValueError(f"a batch has 1 to {MAX_BATCH_ITEMS} items")
+    for index, item in enumerate(items):
+        if item["delta"] == 0:
+            raise BatchItemError(index, ValueError("delta must not be zero"))
+        if item["reason"] not in StockMovement.Reason.values or item["reason"] == StockMovement.Reason.INITIAL:
+            raise BatchItemError(index, ValueError(f"'{item['reason']}' is not a valid reason"))
+
+    # Rows are locked in ascending id order, whatever order the items name them in: two
+    # batches over overlapping widgets then queue on their first shared row instead of
+    # each holding a row the other waits for (a deadlock).
+    ids = sorted({item["widget"] for item in items})
+    widgets = {w.pk: w for w in Widget.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
+
+    now = timezone.now()
+    movements = []
+    for index, item in enumerate(items):
+        widget = widgets.get(item["widget"])
+        if widget is None:
+            raise BatchItemError(index, UnknownWidget(f"widget {item['widget']} does not exist"))
+        new_stock = widget.stock + item["delta"]
+        if new_stock < 0:
+            raise BatchItemError(index, InsufficientStock(
+                f"Insufficient stock of widget {widget.pk}: {widget.stock} available, "
+                f"{-item['delta']} requested.",
+                available=widget.stock,
+            ))
+        if new_stock > MAX_STOCK:
+            raise BatchItemError(index, StockLimitExceeded(
+                f"Stock of widget {widget.pk} would exceed the maximum of {MAX_STOCK}.",
+                available=widget.stock,
+            ))
+        widget.stock = new_stock
+        movements.append(StockMovement(
+            widget=widget,
+            delta=item["delta"],
+            reason=item["reason"],
+            note=item.get("note", ""),
+            stock_after=new_stock,
+            created_by=user,
+        ))
+
+    # Every check passed: one UPDATE for the widgets, one INSERT for the ledger.
+    touched = [widgets[pk] for pk in ids]
+    for widget in touched:
+        widget.version += 1
+        widget.updated_at = now
+    Widget.objects.bulk_update(touched, ["stock", "version", "updated_at"])
+    return StockMovement.objects.bulk_create(movements)
+
+
 # --- Widgets --------------------------------------------------------------------------------
 
 
@@ -143,35 +242,56 @@ def create_widget(*, user=None, stock: int = 0, sku: str | None = None, **fields
 
 
 @transaction.atomic
-def update_widget(*, widget: Widget, changes: Mapping[str, Any], user=None) -> Widget:
-    """Change a widget's descriptive fields. Stock is not among them: see ``adjust_stock``."""
+def update_widget(
+    *,
+    widget: Widget,
+    changes: Mapping[str, Any],
+    user=None,
+    expected_version: int | Collection[int] | None = None,
+) -> Widget:
+    """Change a widget's descriptive fields. Stock is not among them: see ``adjust_stock``.
+
+    The row is locked and re-read first, so the version check and the write see the same
+    row, and only the changed fields are written (a stale ``widget`` never overwrites the
+    stock a concurrent adjustment just wrote). Raises ``VersionMismatch`` if
+    ``expected_version`` is given and no longer current.
+    """
     if "stock" in changes:
         raise ValueError("stock changes go through adjust_stock")
+    locked = Widget.objects.select_for_update().get(pk=widget.pk)
+    _check_version(locked, expected_version)
     for field, value in changes.items():
-        setattr(widget, field, value)
-    widget.version = F("version") + 1
+        setattr(locked, field, value)
+    locked.version = F("version") + 1
     try:
         with transaction.atomic():
-            widget.save()
+            locked.save(update_fields=[*changes, "version", "updated_at"])
     except IntegrityError as exc:
-        if "sku" in changes and Widget.objects.exclude(pk=widget.pk).filter(sku=widget.sku).exists():
-            raise DuplicateSku(widget.sku) from exc
+        if "sku" in changes and Widget.objects.exclude(pk=locked.pk).filter(sku=locked.sku).exists():
+            raise DuplicateSku(locked.sku) from exc
         raise
-    widget.refresh_from_db(fields=["version", "stock", "updated_at"])
-    return widget
+    locked.refresh_from_db(fields=["version"])
+    return locked
 
 
 @transaction.atomic
-def delete_widget(*, widget: Widget, user=None) -> None:
-    """Delete a widget that has no stock history; one with history is archived instead."""
+def delete_widget(
+    *, widget: Widget, user=None, expected_version: int | Collection[int] | None = None
+) -> None:
+    """Delete a widget that has no stock history; one with history is archived instead.
+
+    Raises ``VersionMismatch`` if ``expected_version`` is given and no longer current.
+    """
     history = WidgetHasHistory(
         "This widget has stock history and cannot be deleted; "
         "archive it with is_active=false instead."
     )
-    if widget.movements.exists():
+    locked = Widget.objects.select_for_update().get(pk=widget.pk)
+    _check_version(locked, expected_version)
+    if locked.movements.exists():
         raise history
     try:
-        widget.delete()
+        locked.delete()
     except ProtectedError as exc:  # a movement was written since the check above
         raise history from exc
 
@@ -187,22 +307,51 @@ def create_category(*, user=None, **fields: Any) -> Category:
 
 
 @transaction.atomic
-def update_category(*, category: Category, changes: Mapping[str, Any], user=None) -> Category:
+def update_category(
+    *,
+    category: Category,
+    changes: Mapping[str, Any],
+    user=None,
+    expected_version: int | Collection[int] | None = None,
+) -> Category:
+    """Raises ``VersionMismatch`` if ``expected_version`` is given and no longer current."""
+    locked = Category.objects.select_for_update().get(pk=category.pk)
+    _check_version(locked, expected_version)
     for field, value in changes.items():
-        setattr(category, field, value)
-    category.version = F("version") + 1
-    category.save()
-    category.refresh_from_db(fields=["version", "slug"])
-    return category
+        setattr(locked, field, value)
+    locked.version = F("version") + 1
+    locked.save()
+    locked.refresh_from_db(fields=["version", "slug"])
+    return locked
 
 
 @transaction.atomic
-def delete_category(*, category: Category, user=None) -> None:
-    """Delete a category; one that still has widgets is refused."""
+def delete_category(
+    *, category: Category, user=None, expected_version: int | Collection[int] | None = None
+) -> None:
+    """Delete a category; one that still has widgets is refused.
+
+    Raises ``VersionMismatch`` if ``expected_version`` is given and no longer current.
+    """
+    locked = Category.objects.select_for_update().get(pk=category.pk)
+    _check_version(locked, expected_version)
     try:
-        category.delete()
+        locked.delete()
     except ProtectedError as exc:
         raise CategoryInUse(
             "This category still has widgets; move or delete them first.",
-            widgets=category.widgets.count(),
+            widgets=locked.widgets.count(),
         ) from exc
+
+
+# --- Idempotency keys ------------------------------------------------------------------------
+
+IDEMPOTENCY_KEY_RETENTION = timedelta(hours=24)
+
+
+def purge_idempotency_keys(*, older_than: timedelta = IDEMPOTENCY_KEY_RETENTION) -> int:
+    """Delete stored Idempotency-Key responses older than ``older_than``; returns how many."""
+    if older_than < IDEMPOTENCY_KEY_RETENTION:
+        raise ValueError("idempotency keys are kept for at least 24 hours")
+    deleted, _ = IdempotencyKey.objects.expired(older_than=older_than).delete()
+    return deleted

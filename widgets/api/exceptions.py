@@ -14,7 +14,17 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from ..services import InventoryError
+from ..services import BatchItemError, InventoryError, VersionMismatch
+from .conditional import etag_for
+
+
+class ItemError(Exception):
+    """Item ``index`` (0-based) of a batch request is at fault; answered as
+    ``{"detail", "code", "index", ...}`` with ``status``."""
+
+    def __init__(self, *, index: int, detail: str, code: str, status: int = 400, **extra):
+        super().__init__(detail)
+        self.index, self.detail, self.code, self.status, self.extra = index, detail, code, status, extra
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +61,22 @@ def exception_handler(exc, context):
         exc = DatabaseUnavailable()
     elif isinstance(exc, RequestDataTooBig):  # form bodies, checked by Django itself
         exc = RequestTooLarge()
+    if isinstance(exc, BatchItemError):  # the service refused an item: nothing was applied
+        error = exc.error
+        if isinstance(error, InventoryError):
+            exc = ItemError(index=exc.index, detail=error.detail, code=error.code, status=409, **error.extra)
+        else:
+            exc = ItemError(index=exc.index, detail=str(error), code=getattr(error, "code", "invalid"))
+    if isinstance(exc, ItemError):
+        body = {"detail": f"Item {exc.index}: {exc.detail}", "code": exc.code, "index": exc.index, **exc.extra}
+        return Response(body, status=exc.status)
+    if isinstance(exc, VersionMismatch):
+        return Response(
+            {"detail": "The object has changed since you read it (If-Match failed); nothing was changed.",
+             "code": "precondition_failed"},
+            status=status.HTTP_412_PRECONDITION_FAILED,
+            headers={"ETag": etag_for(exc.current_version)},
+        )
     if isinstance(exc, InventoryError):
         return Response({"detail": exc.detail, "code": exc.code, **exc.extra}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, ProtectedError):

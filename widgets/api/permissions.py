@@ -43,6 +43,8 @@ class HasPermission(BasePermission):
     def has_permission(self, request, view):
         if not (request.user and request.user.is_authenticated):
             return False
+        if not hasattr(view, request.method.lower()):  # 405 before 403, as in ModelPermissions
+            raise exceptions.MethodNotAllowed(request.method)
         _check_token_scope(request)
         return request.user.has_perm(self.perm)
 

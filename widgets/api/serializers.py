@@ -15,7 +15,11 @@ from rest_framework import exceptions, serializers
 from rest_framework.utils import html
 
 from ..models import Category, StockMovement, Widget
-from ..services import MAX_STOCK
+from ..services import MAX_BATCH_ITEMS, MAX_STOCK
+from .exceptions import ItemError
+
+# Every reason but 'initial', which only widget creation writes.
+ADJUSTABLE_REASONS = [c for c in StockMovement.Reason.choices if c[0] != StockMovement.Reason.INITIAL]
 
 STOCK_READ_ONLY = "Stock cannot be edited directly; use POST {adjust_url} to record a movement."
 
@@ -208,15 +212,47 @@ class AdjustmentSerializer(serializers.Serializer):
     """One stock adjustment: the body of ``POST /api/widgets/{id}/adjust/``."""
 
     delta = DeltaField(help_text="Units added (+) or removed (-); not zero.")
-    reason = serializers.ChoiceField(
-        choices=[c for c in StockMovement.Reason.choices if c[0] != StockMovement.Reason.INITIAL]
-    )
+    reason = serializers.ChoiceField(choices=ADJUSTABLE_REASONS)
     note = OneLineTextField(max_length=255, required=False, allow_blank=True, default="")
 
     def validate_delta(self, value):
         if value == 0:
             raise serializers.ValidationError("delta must not be zero.")
         return value
+
+
+class BatchItemSerializer(AdjustmentSerializer):
+    """One line of a batch: an adjustment of the named widget."""
+
+    widget = serializers.IntegerField(min_value=1, help_text="Widget id; may appear several times.")
+
+
+class AdjustmentBatchSerializer(serializers.Serializer):
+    """The body of ``POST /api/adjustments/``: applied all or nothing, in this order."""
+
+    items = BatchItemSerializer(many=True, min_length=1, max_length=MAX_BATCH_ITEMS)
+
+    def to_internal_value(self, data):
+        try:
+            return super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            errors = exc.detail.get("items") if isinstance(exc.detail, dict) else None
+            # Per-item errors come keyed by position ({3: {"delta": [...]}}); name the first.
+            if isinstance(errors, list):
+                errors = dict(enumerate(errors))
+            by_index = {int(k): v for k, v in (errors or {}).items() if str(k).isdigit() and isinstance(v, dict) and v}
+            if by_index:
+                index = min(by_index)
+                field, messages = next(iter(by_index[index].items()))
+                message = messages[0] if isinstance(messages, list) else messages
+                raise ItemError(
+                    index=index, detail=f"{field}: {message}", code=message.code, field=field
+                ) from None
+            raise
+
+
+class BatchResultSerializer(serializers.Serializer):
+    movements = StockMovementSerializer(many=True)
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -228,3 +264,11 @@ class ErrorSerializer(serializers.Serializer):
 
 class InsufficientStockSerializer(ErrorSerializer):
     available = serializers.IntegerField()
+
+
+class ItemErrorSerializer(ErrorSerializer):
+    """A batch refused because of one item; nothing of it was applied."""
+
+    index = serializers.IntegerField(help_text="0-based position of the first failing item.")
+    field = serializers.CharField(required=False, help_text="The item's field at fault, when one is.")
+    available = serializers.IntegerField(required=False, help_text="Stock available, on 409.")

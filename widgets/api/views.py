@@ -9,14 +9,20 @@ from rest_framework.response import Response
 
 from .. import services
 from ..models import Category, StockMovement, Widget
+from .conditional import ConditionalMixin, etag_for
 from .filters import CategoryFilter, StockMovementFilter, WidgetFilter
+from .idempotency import IdempotentMixin
 from .permissions import HasPermission
+from .schema import conditional_schema, IDEMPOTENT, IDEMPOTENT_RESPONSES, WIDGET_ETAG
 from .serializers import (
+    AdjustmentBatchSerializer,
     AdjustmentSerializer,
+    BatchResultSerializer,
     CategorySerializer,
     Conflict,
     ErrorSerializer,
     InsufficientStockSerializer,
+    ItemErrorSerializer,
     StockMovementSerializer,
     WidgetSerializer,
     WidgetUpdateSerializer,
@@ -24,20 +30,19 @@ from .serializers import (
 
 CONFLICT = OpenApiResponse(ErrorSerializer, description="Conflicts with the current state.")
 CLASH = OpenApiResponse(
-    {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "string"}}},
-    description="A unique value (name, SKU) is already taken: `{field: [message]}`.",
+    {"type": "object", "additionalProperties": {}},
+    description=(
+        "Conflicts with stored data: a unique value (name, SKU) already taken or a category that "
+        "does not exist, as `{field: [message]}`; or, on create, a request with the same "
+        "Idempotency-Key still in progress, as `{detail, code}`."
+    ),
 )
 CATEGORY_CLASH = {"name": ["A category with this name (or one with the same slug) already exists."]}
 SKU_CLASH = {"sku": ["A widget with this SKU already exists."]}
 
 
-@extend_schema_view(
-    create=extend_schema(responses={201: CategorySerializer, 409: CLASH}),
-    update=extend_schema(responses={200: CategorySerializer, 409: CLASH}),
-    partial_update=extend_schema(responses={200: CategorySerializer, 409: CLASH}),
-    destroy=extend_schema(responses={204: None, 409: CONFLICT}),
-)
-class CategoryViewSet(viewsets.ModelViewSet):
+@extend_schema_view(**conditional_schema(CategorySerializer, conflict=CLASH))
+class CategoryViewSet(ConditionalMixin, viewsets.ModelViewSet):
     """Widget categories. A category that still has widgets cannot be deleted (409)."""
 
     queryset = Category.objects.all()
@@ -55,24 +60,27 @@ class CategoryViewSet(viewsets.ModelViewSet):
     def perform_update(self, serializer):
         try:
             serializer.instance = services.update_category(
-                category=serializer.instance, changes=serializer.validated_data, user=self.request.user
+                category=serializer.instance,
+                changes=serializer.validated_data,
+                user=self.request.user,
+                expected_version=self.expected_version(),
             )
         except IntegrityError:
             raise Conflict(CATEGORY_CLASH) from None
 
     def perform_destroy(self, instance):
-        services.delete_category(category=instance, user=self.request.user)
+        services.delete_category(category=instance, user=self.request.user, expected_version=self.expected_version())
 
 
 @extend_schema_view(
-    create=extend_schema(responses={201: WidgetSerializer, 409: CLASH}),
-    update=extend_schema(request=WidgetUpdateSerializer, responses={200: WidgetSerializer, 409: CLASH}),
-    partial_update=extend_schema(request=WidgetUpdateSerializer, responses={200: WidgetSerializer, 409: CLASH}),
-    destroy=extend_schema(responses={204: None, 409: CONFLICT}),
+    **conditional_schema(
+        WidgetSerializer, idempotent_create=True, conflict=CLASH, update_request=WidgetUpdateSerializer
+    )
 )
-class WidgetViewSet(viewsets.ModelViewSet):
+class WidgetViewSet(IdempotentMixin, ConditionalMixin, viewsets.ModelViewSet):
     """Widgets. Stock is set on create and afterwards changed only through ``adjust``."""
 
+    idempotent_actions = ("create", "adjust")
     queryset = Widget.objects.all()
     lookup_value_regex = r"[0-9]+"
     serializer_class = WidgetSerializer
@@ -96,19 +104,27 @@ class WidgetViewSet(viewsets.ModelViewSet):
         changes = {k: v for k, v in serializer.validated_data.items() if k != "stock"}
         try:
             serializer.instance = services.update_widget(
-                widget=serializer.instance, changes=changes, user=self.request.user
+                widget=serializer.instance,
+                changes=changes,
+                user=self.request.user,
+                expected_version=self.expected_version(),
             )
         except services.DuplicateSku:
             raise Conflict(SKU_CLASH) from None
 
     def perform_destroy(self, instance):
-        services.delete_widget(widget=instance, user=self.request.user)
+        services.delete_widget(widget=instance, user=self.request.user, expected_version=self.expected_version())
 
     @extend_schema(
         request=AdjustmentSerializer,
+        parameters=[*IDEMPOTENT, WIDGET_ETAG],
         responses={
             201: StockMovementSerializer,
-            409: OpenApiResponse(InsufficientStockSerializer, description="Not enough stock; nothing written."),
+            409: OpenApiResponse(
+                InsufficientStockSerializer,
+                description="Not enough stock (nothing written), or the same Idempotency-Key is in flight.",
+            ),
+            **IDEMPOTENT_RESPONSES,
         },
     )
     @action(
@@ -125,7 +141,11 @@ class WidgetViewSet(viewsets.ModelViewSet):
             movement = services.adjust_stock(widget_id=pk, user=request.user, **serializer.validated_data)
         except Widget.DoesNotExist:
             raise NotFound() from None
-        return Response(StockMovementSerializer(movement).data, status=status.HTTP_201_CREATED)
+        return Response(
+            StockMovementSerializer(movement).data,
+            status=status.HTTP_201_CREATED,
+            headers={"ETag": etag_for(movement.widget.version)},
+        )
 
     @extend_schema(responses=StockMovementSerializer(many=True), filters=True)
     @action(
@@ -151,3 +171,38 @@ class StockMovementViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_value_regex = r"[0-9]+"
     serializer_class = StockMovementSerializer
     filterset_class = StockMovementFilter
+
+
+@extend_schema_view(
+    create=extend_schema(
+        request=AdjustmentBatchSerializer,
+        parameters=IDEMPOTENT,
+        responses={
+            201: BatchResultSerializer,
+            400: OpenApiResponse(
+                ItemErrorSerializer, description="An item is invalid (`index` names the first); nothing applied."
+            ),
+            409: OpenApiResponse(
+                ItemErrorSerializer,
+                description="An item would oversell (`index` names the first; nothing applied), "
+                "or the same Idempotency-Key is in flight.",
+            ),
+            **IDEMPOTENT_RESPONSES,
+        },
+    )
+)
+class AdjustmentBatchViewSet(IdempotentMixin, viewsets.GenericViewSet):
+    """Several stock adjustments applied all or nothing, e.g. a goods-received note."""
+
+    idempotent_actions = ("create",)
+    serializer_class = AdjustmentBatchSerializer
+    permission_classes = [HasPermission.of("widgets.add_stockmovement")]
+
+    def create(self, request):
+        """Apply 1-500 adjustments in one transaction; any failing item fails them all."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        movements = services.adjust_stock_batch(items=serializer.validated_data["items"], user=request.user)
+        return Response(
+            BatchResultSerializer({"movements": movements}).data, status=status.HTTP_201_CREATED
+        )

@@ -1,0 +1,186 @@
+"""Races on PostgreSQL: many requests at once, each thread on its own connection.
+
+SQLite serialises writers, so these only mean something on PostgreSQL, where CI runs them.
+"""
+import itertools
+import threading
+import uuid
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from widgets import services
+from widgets.models import IdempotencyKey, StockMovement, Widget
+
+from .conftest import postgres_only
+
+pytestmark = [postgres_only, pytest.mark.django_db(transaction=True, serialized_rollback=True)]  # keeps the roles data migration
+
+
+def client_for(raw_key):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {raw_key}")
+    return client
+
+
+def all_at_once(count, request):
+    """Run ``request(i)`` in ``count`` threads released together; return the results in order.
+
+    Each thread gets its own API client and database connection; an exception in a thread
+    is returned in its slot, so the test sees it.
+    """
+    barrier = threading.Barrier(count)
+    results = [None] * count
+
+    def run(i):
+        try:
+            barrier.wait(timeout=30)
+            results[i] = request(i)
+        except Exception as exc:  # surfaced by the caller's assertions
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a request hung (deadlock?)"
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return results
+
+
+def test_retry_storm_with_one_key_applies_exactly_once(transactional_db, clerk, create_widget):
+    widget = create_widget(stock=100)
+    url = f"/api/widgets/{widget['id']}/adjust/"
+    body = {"delta": -3, "reason": "sold", "note": "storm"}
+
+    responses = all_at_once(
+        20, lambda i: client_for(clerk.raw_key).post(url, body, format="json", headers={"Idempotency-Key": "storm-1"})
+    )
+
+    assert {r.status_code for r in responses} <= {201, 409}, [r.content for r in responses]
+    originals = [r for r in responses if r.status_code == 201 and "Idempotent-Replayed" not in r]
+    replays = [r for r in responses if r.status_code == 201 and "Idempotent-Replayed" in r]
+    in_flight = [r for r in responses if r.status_code == 409]
+    assert len(originals) == 1
+    assert all(r.content == originals[0].content for r in replays)
+    assert all(r.json()["code"] == "idempotency_key_in_flight" for r in in_flight)
+    assert Widget.objects.get(pk=widget["id"]).stock == 97
+    assert StockMovement.objects.filter(widget_id=widget["id"], reason="sold").count() == 1
+    stored = IdempotencyKey.objects.get(key="storm-1")
+    assert bytes(stored.response_body) == originals[0].content
+    after = client_for(clerk.raw_key).post(url, body, format="json", headers={"Idempotency-Key": "storm-1"})
+    assert (after.status_code, after["Idempotent-Replayed"], after.content) == (201, "true", originals[0].content)
+
+
+def test_a_twin_of_a_request_still_in_flight_is_409_and_never_applied(transactional_db, clerk, create_widget, monkeypatch):
+    widget = create_widget(stock=10)
+    url = f"/api/widgets/{widget['id']}/adjust/"
+    body = {"delta": -1, "reason": "sold"}
+    headers = {"Idempotency-Key": "slow-1"}
+    written, release = threading.Event(), threading.Event()
+    real_adjust = services.adjust_stock
+
+    def adjust_then_stall(**kwargs):  # the first request writes, then is held before committing
+        movement = real_adjust(**kwargs)
+        written.set()
+        assert release.wait(timeout=30)
+        return movement
+
+    monkeypatch.setattr(services, "adjust_stock", adjust_then_stall)
+    first = {}
+
+    def send_first():
+        try:
+            first["response"] = client_for(clerk.raw_key).post(url, body, format="json", headers=headers)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=send_first)
+    thread.start()
+    try:
+        assert written.wait(timeout=30)
+        twin = client_for(clerk.raw_key).post(url, body, format="json", headers=headers)
+    finally:
+        release.set()
+        thread.join(timeout=30)
+
+    assert twin.status_code == 409
+    assert twin.json()["code"] == "idempotency_key_in_flight"
+    assert first["response"].status_code == 201
+    assert Widget.objects.get(pk=widget["id"]).stock == 9
+    retry = client_for(clerk.raw_key).post(url, body, format="json", headers=headers)
+    assert (retry["Idempotent-Replayed"], retry.content) == ("true", first["response"].content)
+
+
+def test_overlapping_batches_in_opposite_orders_never_deadlock_or_oversell(transactional_db, clerk, manager, create_widget):
+    widgets = [create_widget(stock=30)["id"] for _ in range(6)]
+    # Each thread sells from every widget, half of them walking the widgets backwards, and
+    # restocks some along the way; repeated to give the races many chances.
+    plans = []
+    for i in range(8):
+        order = widgets if i % 2 == 0 else widgets[::-1]
+        items = [{"widget": w, "delta": -2, "reason": "sold"} for w in order]
+        items += [{"widget": order[0], "delta": 1, "reason": "returned"}, {"widget": order[-1], "delta": -1, "reason": "sold"}]
+        plans.append(items)
+    applied = []
+    lock = threading.Lock()
+
+    def run_batches(i):
+        client = client_for((clerk if i % 2 else manager).raw_key)
+        statuses = []
+        for _ in range(4):
+            response = client.post("/api/adjustments/", {"items": plans[i]}, format="json")
+            statuses.append(response.status_code)
+            if response.status_code == 201:
+                with lock:
+                    applied.append(plans[i])
+            else:
+                assert response.json()["code"] == "insufficient_stock", response.content
+        return statuses
+
+    statuses = list(itertools.chain.from_iterable(all_at_once(8, run_batches)))
+
+    assert set(statuses) <= {201, 409}, statuses
+    assert 201 in statuses and 409 in statuses  # some batches ran the stock out
+    for widget_id in widgets:
+        expected = 30 + sum(item["delta"] for plan in applied for item in plan if item["widget"] == widget_id)
+        assert Widget.objects.get(pk=widget_id).stock == expected >= 0
+    assert not StockMovement.objects.filter(stock_after__lt=0).exists()
+
+
+def test_concurrent_lost_update_exactly_one_if_match_write_wins(transactional_db, manager, superuser, create_widget):
+    widget = create_widget(name="Contended")
+    url = f"/api/widgets/{widget['id']}/"
+    tags = [manager.get(url)["ETag"], superuser.get(url)["ETag"]]
+    assert tags[0] == tags[1]
+    keys = [manager.raw_key, superuser.raw_key]
+
+    responses = all_at_once(
+        2, lambda i: client_for(keys[i]).patch(url, {"name": f"Writer {i}"}, format="json", headers={"If-Match": tags[i]})
+    )
+
+    assert sorted(r.status_code for r in responses) == [200, 412]
+    winner = next(r for r in responses if r.status_code == 200)
+    loser = next(r for r in responses if r.status_code == 412)
+    assert loser["ETag"] == winner["ETag"]
+    assert Widget.objects.get(pk=widget["id"]).name == winner.json()["name"]
+
+
+def test_many_concurrent_if_match_writers_one_wins(transactional_db, manager, create_widget):
+    """Every writer passes the early check on the row it read; the row lock decides."""
+    widget = create_widget(name="Hot")
+    url = f"/api/widgets/{widget['id']}/"
+    tag = manager.get(url)["ETag"]
+
+    responses = all_at_once(
+        10, lambda i: client_for(manager.raw_key).patch(url, {"description": str(uuid.uuid4())}, format="json", headers={"If-Match": tag})
+    )
+
+    assert sorted(r.status_code for r in responses) == [200] + [412] * 9
+    assert Widget.objects.get(pk=widget["id"]).version == int(tag.strip('"')) + 1

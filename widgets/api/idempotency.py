@@ -1,0 +1,155 @@
+"""Idempotency-Key: a POST retried with the same key is applied at most once.
+
+The key row is inserted at the start of the request's transaction and completed with the
+response at its end, so the key is stored exactly when the effect is (a 5xx, or a crash,
+rolls both back and a retry runs afresh).
+
+Concurrency, PostgreSQL: while the first request runs, its key row is uncommitted, so a
+twin's SELECT does not see it, but the twin's INSERT waits on the unique (user, key) index
+for the first transaction to end. We bound that wait with a short ``lock_timeout``: if the
+first commits in time, the twin's INSERT fails as a duplicate and it replays the stored
+response; if not, the twin answers 409 "in flight". Either way the effect happens once.
+This needs no separate in-flight marker (which a crash would leave behind, blocking the
+key until some expiry) and no second transaction. SQLite serialises writers, so a twin
+there simply waits its turn and replays.
+"""
+import hashlib
+import re
+from contextlib import ExitStack, contextmanager
+
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.http import HttpResponse
+from rest_framework import exceptions, status
+
+from ..models import IdempotencyKey
+
+HEADER = "Idempotency-Key"
+KEY_PATTERN = re.compile(r"[\x20-\x7e]{1,255}")  # printable ASCII
+# How long a twin waits for the first request to finish before answering 409.
+IN_FLIGHT_WAIT = "200ms"
+# Response headers that are part of the answer, replayed with the body.
+STORED_HEADERS = ("Content-Type", "ETag", "Location")
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+class IdempotencyKeyInFlight(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "A request with this Idempotency-Key is still in progress; retry shortly."
+    default_code = "idempotency_key_in_flight"
+
+
+class IdempotencyKeyReused(exceptions.APIException):
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    default_detail = "This Idempotency-Key was already used for a different request (another body or path)."
+    default_code = "idempotency_key_reused"
+
+
+class _Replay(Exception):
+    def __init__(self, response: HttpResponse):
+        self.response = response
+
+
+@contextmanager
+def _bounded_lock_wait():
+    """Lower PostgreSQL's lock_timeout for the statements inside, then restore it.
+
+    Used inside a savepoint: on an error the savepoint's rollback restores the setting.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('lock_timeout')")
+        (previous,) = cursor.fetchone()
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [IN_FLIGHT_WAIT])
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", [previous])
+
+
+def _is_lock_timeout(exc: OperationalError) -> bool:
+    cause = exc.__cause__
+    return getattr(cause, "pgcode", None) == LOCK_NOT_AVAILABLE or getattr(cause, "sqlstate", None) == LOCK_NOT_AVAILABLE
+
+
+class IdempotentMixin:
+    """Honours ``Idempotency-Key`` on the viewset actions named in ``idempotent_actions``.
+
+    Completed answers (2xx and 4xx) are stored with the key and replayed byte for byte
+    with ``Idempotent-Replayed: true``; 5xx and 429 are not stored. Keys are per user.
+    """
+
+    idempotent_actions: tuple[str, ...] = ()
+
+    def dispatch(self, request, *args, **kwargs):
+        self._idempotency_record = None
+        # The transaction is opened in initial(), once the caller is authenticated (so the
+        # token's bookkeeping write is not held for the whole request), and closed here:
+        # committed on return, rolled back if an error escapes.
+        self._idempotency_transaction = ExitStack()
+        with self._idempotency_transaction:
+            return super().dispatch(request, *args, **kwargs)
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)  # authentication, permissions, throttling
+        if self.action in self.idempotent_actions and HEADER in request.headers:
+            self._idempotency_transaction.enter_context(transaction.atomic())
+            self._claim_key(request, request.headers[HEADER])
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        record = self._idempotency_record
+        if record is not None:
+            if response.status_code >= 500 or response.status_code == status.HTTP_429_TOO_MANY_REQUESTS:
+                # Not an answer: forget the key and any effect, so a retry runs afresh.
+                transaction.set_rollback(True)
+            else:
+                self._store_response(record, response)
+        return response
+
+    def handle_exception(self, exc):
+        if isinstance(exc, _Replay):
+            return exc.response
+        return super().handle_exception(exc)
+
+    def _claim_key(self, request, key: str) -> None:
+        if not KEY_PATTERN.fullmatch(key):
+            raise exceptions.ValidationError({HEADER: ["Must be 1-255 printable ASCII characters."]})
+        # Read before DRF parses the body; DRF then parses from this same buffer.
+        fingerprint = hashlib.sha256(request.body).hexdigest()
+        mine = IdempotencyKey.objects.filter(user=request.user, key=key)
+        record = mine.first()
+        if record is None:
+            try:
+                with transaction.atomic(), _bounded_lock_wait():
+                    self._idempotency_record = IdempotencyKey.objects.create(
+                        user=request.user, key=key, method=request.method, path=request.path,
+                        fingerprint=fingerprint,
+                    )
+                return
+            except IntegrityError:  # the twin committed while we waited: replay its answer
+                record = mine.get()
+            except OperationalError as exc:
+                if not _is_lock_timeout(exc):
+                    raise
+                raise IdempotencyKeyInFlight() from None
+        if (record.method, record.path, record.fingerprint) != (request.method, request.path, fingerprint):
+            raise IdempotencyKeyReused()
+        raise _Replay(self._replay_response(record))
+
+    @staticmethod
+    def _store_response(record: IdempotencyKey, response) -> None:
+        if hasattr(response, "render"):
+            response.render()
+        record.response_status = response.status_code
+        record.response_headers = {name: response[name] for name in STORED_HEADERS if response.has_header(name)}
+        record.response_body = response.content
+        record.save(update_fields=["response_status", "response_headers", "response_body"])
+
+    @staticmethod
+    def _replay_response(record: IdempotencyKey) -> HttpResponse:
+        response = HttpResponse(bytes(record.response_body), status=record.response_status)
+        for name, value in record.response_headers.items():
+            response[name] = value
+        response["Idempotent-Replayed"] = "true"
+        return response
