@@ -127,66 +127,62 @@ class TestBodies:
         assert_refused(response, 415, naming="text/plain")
 
 
-# Wrong JSON types for every writable field of every writable endpoint.
-NOT_TEXT = [123, 1.5, True, [], {}, ["W"], {"name": "W"}]
-NOT_INTEGER = ["many", 1.5, True, [], {}, [1], {"value": 1}]
-NOT_BOOLEAN = ["true", "yes", 1, 0, 1.0, [], {}, [True]]
-NOT_PRICE = [1.5, True, "1e2", " 5", "5 ", "-1", "1.234", "", [], {}, ["1.00"]]
-NOT_CATEGORY = ["Tools", True, 1.5, [], {}, [1]]
-WIDGET_FIELDS = [
-    *(("name", v) for v in NOT_TEXT + [None]),
-    *(("description", v) for v in NOT_TEXT + [None]),
-    *(("sku", v) for v in NOT_TEXT + [None]),
-    *(("price", v) for v in NOT_PRICE + [None]),
-    *(("reorder_level", v) for v in NOT_INTEGER + [None]),
-    *(("is_active", v) for v in NOT_BOOLEAN + [None]),
-    *(("category", v) for v in NOT_CATEGORY),
-]
-CATEGORY_FIELDS = [
-    *(("name", v) for v in NOT_TEXT + [None]),
-    *(("description", v) for v in NOT_TEXT + [None]),
-]
-ADJUST_FIELDS = [
-    *(("delta", v) for v in NOT_INTEGER + [None, 0]),
-    *(("reason", v) for v in [1, True, [], {}, None, "initial", "SOLD", "stolen"]),
-    *(("note", v) for v in NOT_TEXT + [None]),
-]
+# Wrong JSON types for every writable field of every writable endpoint. One test per field,
+# trying every wrong value (a test per value would multiply the suite's run time).
+NOT_TEXT = [123, 1.5, True, [], {}, ["W"], {"name": "W"}, None]
+NOT_INTEGER = ["many", "1", 1.5, True, [], {}, [1], {"value": 1}, None]
+NOT_BOOLEAN = ["true", "yes", 1, 0, 1.0, [], {}, [True], None]
+NOT_PRICE = [1.5, True, "1e2", " 5", "5 ", "-1", "1.234", "", "NaN", [], {}, ["1.00"], None]
+NOT_CATEGORY = ["Tools", "1", True, 1.5, [], {}, [1]]
+WIDGET_FIELDS = {
+    "name": NOT_TEXT, "description": NOT_TEXT, "sku": NOT_TEXT, "price": NOT_PRICE,
+    "reorder_level": NOT_INTEGER, "is_active": NOT_BOOLEAN, "category": NOT_CATEGORY,
+}
+CATEGORY_FIELDS = {"name": NOT_TEXT, "description": NOT_TEXT}
+ADJUST_FIELDS = {
+    "delta": NOT_INTEGER + [0],
+    "reason": [1, True, [], {}, None, "initial", "SOLD", "stolen"],
+    "note": NOT_TEXT,
+}
 
 
-def _ids(cases):
-    return [f"{field}={json.dumps(value)}" for field, value in cases]
+def assert_each_refused(send, field, values):
+    """``send(value)`` must be refused with a 400 naming ``field`` for every value; changes nothing."""
+    wrong = []
+    with nothing_changes():
+        for value in values:
+            response = send(value)
+            if response.status_code != 400 or field not in response.json():
+                wrong.append((value, response.status_code, response.content[:200]))
+    assert not wrong, wrong
 
 
 class TestWrongTypes:
-    @pytest.mark.parametrize("field, value", WIDGET_FIELDS + [("stock", v) for v in NOT_INTEGER + [None]], ids=_ids(WIDGET_FIELDS) + [f"stock={json.dumps(v)}" for v in NOT_INTEGER + [None]])
-    def test_widget_create_refuses_wrong_type(self, manager, widget, field, value):
-        body = {"name": "New", field: value}
-        with nothing_changes():
-            response = manager.post("/api/widgets/", body, format="json")
-        assert_refused(response, naming=field)
+    @pytest.mark.parametrize("field", [*WIDGET_FIELDS, "stock"])
+    def test_widget_create_refuses_every_wrong_type(self, manager, widget, field):
+        values = WIDGET_FIELDS.get(field, NOT_INTEGER)
+        send = lambda value: manager.post("/api/widgets/", {"name": "New", field: value}, format="json")  # noqa: E731
+        assert_each_refused(send, field, values)
 
-    @pytest.mark.parametrize("field, value", WIDGET_FIELDS, ids=_ids(WIDGET_FIELDS))
+    @pytest.mark.parametrize("field", WIDGET_FIELDS)
     @pytest.mark.parametrize("method", ["patch", "put"])
-    def test_widget_update_refuses_wrong_type(self, manager, widget, method, field, value):
-        body = {"name": "Renamed", field: value}
-        with nothing_changes():
-            response = getattr(manager, method)(f"/api/widgets/{widget['id']}/", body, format="json")
-        assert_refused(response, naming=field)
+    def test_widget_update_refuses_every_wrong_type(self, manager, widget, method, field):
+        url = f"/api/widgets/{widget['id']}/"
+        send = lambda value: getattr(manager, method)(url, {"name": "Renamed", field: value}, format="json")  # noqa: E731
+        assert_each_refused(send, field, WIDGET_FIELDS[field])
 
-    @pytest.mark.parametrize("field, value", CATEGORY_FIELDS, ids=_ids(CATEGORY_FIELDS))
+    @pytest.mark.parametrize("field", CATEGORY_FIELDS)
     @pytest.mark.parametrize("method", ["post", "patch", "put"])
-    def test_category_write_refuses_wrong_type(self, manager, category, method, field, value):
+    def test_category_write_refuses_every_wrong_type(self, manager, category, method, field):
         url = "/api/categories/" if method == "post" else f"/api/categories/{category.pk}/"
-        with nothing_changes():
-            response = getattr(manager, method)(url, {"name": "Other", field: value}, format="json")
-        assert_refused(response, naming=field)
+        send = lambda value: getattr(manager, method)(url, {"name": "Other", field: value}, format="json")  # noqa: E731
+        assert_each_refused(send, field, CATEGORY_FIELDS[field])
 
-    @pytest.mark.parametrize("field, value", ADJUST_FIELDS, ids=_ids(ADJUST_FIELDS))
-    def test_adjust_refuses_wrong_type(self, clerk, widget, field, value):
-        body = {"delta": 1, "reason": "received", field: value}
-        with nothing_changes():
-            response = clerk.post(f"/api/widgets/{widget['id']}/adjust/", body, format="json")
-        assert_refused(response, naming=field)
+    @pytest.mark.parametrize("field", ADJUST_FIELDS)
+    def test_adjust_refuses_every_wrong_type(self, clerk, widget, field):
+        url = f"/api/widgets/{widget['id']}/adjust/"
+        send = lambda value: clerk.post(url, {"delta": 1, "reason": "received", field: value}, format="json")  # noqa: E731
+        assert_each_refused(send, field, ADJUST_FIELDS[field])
 
     def test_browsable_api_form_still_coerces_text(self, manager):
         # HTML forms send only text: "5" and "true" must keep working there.
@@ -229,7 +225,7 @@ class TestHugeNumbers:
         assert_refused(viewer.get(query), naming=param)
 
     @pytest.mark.parametrize("query", [
-        f"/api/widgets/?category={BIG}", f"/api/widgets/?category={'9' * 5000}",
+        f"/api/widgets/?category={BIG}", f"/api/widgets/?category={'9' * 200}",
         "/api/widgets/?min_price=1e999999", "/api/widgets/?max_price=-1e999999",
         "/api/widgets/?min_price=1e-999999&max_price=0",
     ])
@@ -284,7 +280,7 @@ class TestPagingAndOrdering:
     @pytest.mark.parametrize("query, param", [
         ("is_active=maybe", "is_active"), ("updated_after=yesterday", "updated_after"),
         ("updated_after=0001-01-01T00:00:00%2B05:00", "updated_after"), ("min_price=abc", "min_price"),
-        ("search=%00", "search"), ("category=%00", "category"),
+        ("search=%00", "search"), ("category=%00", "category"), (f"category={'9' * 5000}", "category"),
     ])
     def test_bad_filter_value_is_400_naming_it(self, viewer, widget, query, param):
         assert_refused(viewer.get(f"/api/widgets/?{query}"), naming=param)
@@ -297,16 +293,23 @@ class TestPagingAndOrdering:
 
 
 class TestLongInput:
-    def test_very_long_query_string_is_answered(self, viewer, widget):
-        response = viewer.get("/api/widgets/", {"search": "x" * 100_000})
+    def test_very_long_search_is_400_naming_it(self, viewer, widget):
+        assert_refused(viewer.get("/api/widgets/", {"search": "x" * 100_000}), naming="search")
+
+    def test_long_search_within_the_limit_is_answered(self, viewer, widget):
+        response = viewer.get("/api/widgets/", {"search": "Spanner" + "x" * 193})
         assert response.status_code == 200
         assert response.json()["count"] == 0
 
-    def test_many_query_parameters_are_answered(self, viewer, widget):
-        query = "&".join(f"p{i}=v" for i in range(5_000))
+    def test_unknown_query_parameters_are_ignored(self, viewer, widget):
+        query = "&".join(f"p{i}=v" for i in range(500))
         response = viewer.get(f"/api/widgets/?{query}")
         assert response.status_code == 200
         assert response.json()["count"] == 1
+
+    def test_too_many_query_parameters_is_400(self, viewer, widget):
+        query = "&".join(f"p{i}=v" for i in range(5_000))
+        assert_refused(viewer.get(f"/api/widgets/?{query}"), naming="Too many")
 
     @pytest.mark.parametrize("key", ["x" * 100_000, "wgi_" + "A" * 10_000, "wgi_abc\x00def", "wgi_ä", "wgi_abc def"])
     def test_long_or_odd_token_is_401(self, widget, key):

@@ -6,7 +6,7 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import InterfaceError, OperationalError
 from django.db.models import ProtectedError
 from django.http import Http404
@@ -61,6 +61,10 @@ def exception_handler(exc, context):
         exc = DatabaseUnavailable()
     elif isinstance(exc, RequestDataTooBig):  # form bodies, checked by Django itself
         exc = RequestTooLarge()
+    elif isinstance(exc, TooManyFieldsSent):
+        exc = exceptions.ParseError(
+            f"Too many query or form parameters (at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})."
+        )
     if isinstance(exc, BatchItemError):  # the service refused an item: nothing was applied
         error = exc.error
         if isinstance(error, InventoryError):

@@ -95,8 +95,17 @@ class UtcIsoDateTimeFilter(filters.IsoDateTimeFilter):
     field_class = UtcIsoDateTimeField
 
 
+@extend_schema_field({"type": "string", "maxLength": 200})
+class TextFilter(filters.CharFilter):
+    """Free text, at most 200 characters: a LIKE pattern of 100 kB is work, not a search."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("max_length", 200)
+        super().__init__(*args, **kwargs)
+
+
 class CategoryFilter(filters.FilterSet):
-    search = filters.CharFilter(method="filter_search", label="Search name and description")
+    search = TextFilter(method="filter_search", label="Search name and description")
     ordering = filters.OrderingFilter(fields=["name", "id"])
 
     class Meta:
@@ -108,8 +117,8 @@ class CategoryFilter(filters.FilterSet):
 
 
 class WidgetFilter(filters.FilterSet):
-    search = filters.CharFilter(method="filter_search", label="Search SKU, name and description")
-    category = filters.CharFilter(method="filter_category", label="Category (id or slug)")
+    search = TextFilter(method="filter_search", label="Search SKU, name and description")
+    category = TextFilter(method="filter_category", label="Category (id or slug)")
     is_active = StrictBooleanFilter()
     low_stock = StrictBooleanFilter(method="filter_low_stock", label="Low stock")
     min_price = PriceFilter(field_name="price", lookup_expr="gte")
@@ -146,7 +155,7 @@ class StockMovementFilter(filters.FilterSet):
     # A number, not a model choice: a <select> of every widget would not scale.
     widget = IntegerFilter(field_name="widget_id")
     reason = filters.ChoiceFilter(choices=StockMovement.Reason.choices)
-    created_by = filters.CharFilter(field_name="created_by__username", label="Created by (username)")
+    created_by = TextFilter(field_name="created_by__username", label="Created by (username)")
     created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
 

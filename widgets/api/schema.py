@@ -138,7 +138,7 @@ class AutoSchema(openapi.AutoSchema):
         # forms, whose text-only encoding cannot express null or a number.
         return ["application/json"]
 
-    def _get_response_bodies(self, direction="response"):
+    def _with_error_responses(self, direction):
         responses = super()._get_response_bodies(direction)
         for code, response in self._error_responses().items():
             if code not in responses:
@@ -159,6 +159,15 @@ class AutoSchema(openapi.AutoSchema):
             errors["429"] = _error("Too many requests; retry after the Retry-After header's seconds.")
         errors["503"] = _error("The database is unreachable; retry shortly.")
         return errors
+
+    def _get_response_bodies(self, direction="response"):
+        responses = self._with_error_responses(direction)
+        # Answered by gunicorn before the app sees the request, hence HTML.
+        responses.setdefault("414", self._get_response_for_code(
+            OpenApiResponse({"type": "string"}, description="The URL is longer than the server accepts (4 KB)."),
+            "414", media_types=["text/html"], direction=direction,
+        ))
+        return responses
 
 
 def allow_empty_query_values(result, generator, request, public):

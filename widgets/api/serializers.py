@@ -3,7 +3,8 @@
 Input types are strict, so what the OpenAPI schema says is exactly what is accepted:
 text must be a JSON string (no control characters, no surrounding whitespace on one-line
 fields; stored verbatim), a boolean a JSON boolean, a price a decimal string or an
-integer. HTML forms of the browsable API send only text and keep DRF's coercions.
+integer, an integer a JSON integer. HTML forms of the browsable API send only text and
+keep DRF's coercions.
 """
 import re
 from django.core.validators import RegexValidator
@@ -47,6 +48,7 @@ class StrictInputMixin:
     """Refuses JSON values of the wrong type; form input (always text) is parsed as usual."""
 
     json_types: tuple[type, ...] = ()
+    json_type_name = ""
 
     def get_value(self, dictionary):
         self.from_form = html.is_html_input(dictionary)
@@ -56,12 +58,12 @@ class StrictInputMixin:
         if not getattr(self, "from_form", False) and (
             isinstance(data, bool) != (bool in self.json_types) or not isinstance(data, self.json_types)
         ):
-            self.fail("invalid")
+            raise serializers.ValidationError(f"Must be {self.json_type_name}.", code="invalid")
         return super().to_internal_value(data)
 
 
 class OneLineTextField(StrictInputMixin, serializers.CharField):
-    json_types = (str,)
+    json_types, json_type_name = (str,), "a string"
 
     def __init__(self, **kwargs):
         kwargs.setdefault("trim_whitespace", False)  # stored verbatim; the pattern refuses edges
@@ -70,7 +72,7 @@ class OneLineTextField(StrictInputMixin, serializers.CharField):
 
 
 class MultiLineTextField(StrictInputMixin, serializers.CharField):
-    json_types = (str,)
+    json_types, json_type_name = (str,), "a string"
 
     def __init__(self, **kwargs):
         kwargs.setdefault("trim_whitespace", False)
@@ -79,13 +81,22 @@ class MultiLineTextField(StrictInputMixin, serializers.CharField):
 
 
 class StrictBooleanField(StrictInputMixin, serializers.BooleanField):
-    json_types = (bool,)
+    json_types, json_type_name = (bool,), "true or false"
+
+
+class StrictIntegerField(StrictInputMixin, serializers.IntegerField):
+    json_types, json_type_name = (int,), "an integer"
+
+
+class StrictPrimaryKeyField(StrictInputMixin, serializers.PrimaryKeyRelatedField):
+    # Django would read 1.5 as pk 1.
+    json_types, json_type_name = (int,), "an integer id"
 
 
 class SkuField(StrictInputMixin, serializers.RegexField):
     """Case-insensitive on input, stored upper-case."""
 
-    json_types = (str,)
+    json_types, json_type_name = (str,), "a string"
 
     def __init__(self, **kwargs):
         kwargs.setdefault("error_messages", {"invalid": "SKU must be 1-32 characters of A-Z, 0-9 and '-'."})
@@ -112,7 +123,7 @@ class SkuField(StrictInputMixin, serializers.RegexField):
 class PriceField(StrictInputMixin, serializers.DecimalField):
     """A non-negative amount: a decimal string such as "9.99", or a whole number."""
 
-    json_types = (str, int)
+    json_types, json_type_name = (str, int), 'a decimal string such as "9.99", or a whole number'
     PATTERN = r"^[0-9]{1,10}(?:\.[0-9]{1,2})?$"
     default_error_messages = {"invalid": 'Send a decimal string such as "9.99", or a whole number.'}
 
@@ -136,6 +147,8 @@ class StrictFieldsMixin:
         models.CharField: OneLineTextField,
         models.TextField: MultiLineTextField,
         models.BooleanField: StrictBooleanField,
+        models.IntegerField: StrictIntegerField,
+        models.PositiveIntegerField: StrictIntegerField,
     }
 
 
@@ -161,10 +174,8 @@ class WidgetSerializer(StrictFieldsMixin, serializers.HyperlinkedModelSerializer
         ),
     )
     price = PriceField(max_digits=12, decimal_places=2, min_value=0, required=False)
-    category = serializers.PrimaryKeyRelatedField(
-        queryset=Category.objects.all(), allow_null=True, required=False
-    )
-    stock = serializers.IntegerField(
+    category = StrictPrimaryKeyField(queryset=Category.objects.all(), allow_null=True, required=False)
+    stock = StrictIntegerField(
         min_value=0,
         max_value=MAX_STOCK,
         required=False,
@@ -203,7 +214,7 @@ class StockMovementSerializer(serializers.ModelSerializer):
 
 
 @extend_schema_field({"type": "integer", "minimum": -MAX_STOCK, "maximum": MAX_STOCK, "not": {"enum": [0]}})
-class DeltaField(serializers.IntegerField):
+class DeltaField(StrictIntegerField):
     def __init__(self, **kwargs):
         super().__init__(min_value=-MAX_STOCK, max_value=MAX_STOCK, **kwargs)
 
@@ -224,7 +235,9 @@ class AdjustmentSerializer(serializers.Serializer):
 class BatchItemSerializer(AdjustmentSerializer):
     """One line of a batch: an adjustment of the named widget."""
 
-    widget = serializers.IntegerField(min_value=1, help_text="Widget id; may appear several times.")
+    widget = StrictIntegerField(
+        min_value=1, max_value=2**63 - 1, help_text="Widget id; may appear several times."
+    )
 
 
 class AdjustmentBatchSerializer(serializers.Serializer):
