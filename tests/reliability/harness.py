@@ -205,3 +205,55 @@ class PrivatePostgres:
         except subprocess.CalledProcessError:
             pass  # already stopped
         subprocess.run(["rm", "-rf", self.dir], check=False)
+
+
+def sql(database_url: str, query: str) -> list[str]:
+    out = subprocess.run(["psql", database_url, "-AtXqc", query], check=True, capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line]
+
+
+def stock_total(database_url: str) -> int:
+    return int(sql(database_url, "SELECT COALESCE(SUM(stock), 0) FROM widgets_widget")[0])
+
+
+def verify_books(env: dict[str, str], database_url: str, *, initial_total: int, movements_seen: dict[int, int]) -> tuple[dict, list[str]]:
+    """After a run: the ledger invariant for every widget, the stock total, and exactly-once.
+
+    ``movements_seen`` maps the id of every movement a 201 reported to its delta. Returns
+    the figures and a list of problems (empty when the books balance).
+    """
+    problems = []
+    try:
+        ledger = manage(env, "check_ledger")
+    except subprocess.CalledProcessError as exc:
+        ledger = exc.stderr.strip() or exc.stdout.strip()
+        problems.append(f"check_ledger failed: {ledger}")
+    total = stock_total(database_url)
+    expected = initial_total + sum(movements_seen.values())
+    if total != expected:
+        problems.append(f"stock total {total} != initial {initial_total} + deltas of 201s {expected - initial_total}")
+    stored = {
+        int(pk): int(delta)
+        for pk, delta in (row.split("|") for row in sql(
+            database_url, "SELECT id, delta FROM widgets_stockmovement WHERE reason <> 'initial'"
+        ))
+    }
+    if stored != movements_seen:
+        unseen = sorted(set(stored) - set(movements_seen))[:10]
+        missing = sorted(set(movements_seen) - set(stored))[:10]
+        problems.append(f"movements in the database differ from the 201s seen: unseen {unseen}, missing {missing}")
+    figures = {
+        "check_ledger": ledger,
+        "stock_total_before": initial_total,
+        "stock_total_after": total,
+        "movements_stored": len(stored),
+        "movements_seen_in_201s": len(movements_seen),
+    }
+    return figures, problems
+
+
+def write_report(name: str, report: dict) -> Path:
+    path = ROOT / "test-artifacts" / "reliability" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2, default=str))
+    return path

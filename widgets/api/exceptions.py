@@ -70,7 +70,9 @@ def exception_handler(exc, context):
         if isinstance(error, InventoryError):
             exc = ItemError(index=exc.index, detail=error.detail, code=error.code, status=409, **error.extra)
         else:
-            exc = ItemError(index=exc.index, detail=str(error), code=getattr(error, "code", "invalid"))
+            code = getattr(error, "code", "invalid")
+            # Like a missing category on a widget: a reference to nothing is a conflict (409).
+            exc = ItemError(index=exc.index, detail=str(error), code=code, status=409 if code == "unknown_widget" else 400)
     if isinstance(exc, ItemError):
         body = {"detail": f"Item {exc.index}: {exc.detail}", "code": exc.code, "index": exc.index, **exc.extra}
         return Response(body, status=exc.status)

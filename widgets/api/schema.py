@@ -25,7 +25,7 @@ class TokenAuthenticationScheme(OpenApiAuthenticationExtension):
 HEADER = OpenApiParameter.HEADER
 
 IDEMPOTENCY_KEY = OpenApiParameter(
-    "Idempotency-Key", str, HEADER,
+    "Idempotency-Key", str, HEADER, pattern=r"^[\x20-\x7e]{1,255}$",
     description=(
         "1-255 printable ASCII characters, unique per request you mean (a UUID is ideal). "
         "A retry with the same key and body gets the first answer back instead of applying "

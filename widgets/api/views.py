@@ -13,7 +13,7 @@ from .conditional import ConditionalMixin, etag_for
 from .filters import CategoryFilter, StockMovementFilter, WidgetFilter
 from .idempotency import IdempotentMixin
 from .permissions import HasPermission
-from .schema import conditional_schema, IDEMPOTENT, IDEMPOTENT_RESPONSES, WIDGET_ETAG
+from .schema import IDEMPOTENT, IDEMPOTENT_RESPONSES, VALIDATION_ERROR, WIDGET_ETAG, conditional_schema
 from .serializers import (
     AdjustmentBatchSerializer,
     AdjustmentSerializer,
@@ -180,12 +180,16 @@ class StockMovementViewSet(viewsets.ReadOnlyModelViewSet):
         responses={
             201: BatchResultSerializer,
             400: OpenApiResponse(
-                ItemErrorSerializer, description="An item is invalid (`index` names the first); nothing applied."
+                VALIDATION_ERROR,
+                description=(
+                    "An item is invalid (`{detail, code, index, field}`, `index` naming the first), or "
+                    "another part of the request is (`{field: [messages]}`); nothing applied."
+                ),
             ),
             409: OpenApiResponse(
                 ItemErrorSerializer,
-                description="An item would oversell (`index` names the first; nothing applied), "
-                "or the same Idempotency-Key is in flight.",
+                description="An item would oversell or names a widget that does not exist (`index` names "
+                "the first; nothing applied), or the same Idempotency-Key is in flight.",
             ),
             **IDEMPOTENT_RESPONSES,
         },
