@@ -58,6 +58,8 @@ def main() -> int:
             problems.append(f"{summary['no_answer']} requests got no HTTP answer")
         if summary["not_json"]:
             problems.append(f"{summary['not_json']} responses were not JSON")
+        if load.stats.resend_mismatches:
+            problems.append(f"{len(load.stats.resend_mismatches)} writes sent again were not replayed identically")
         if summary["unanswered_writes"]:
             problems.append(f"{summary['unanswered_writes']} writes never got an answer")
         if "Traceback" in server_log:

@@ -42,6 +42,8 @@ class Stats:
     unanswered_writes: list[str] = field(default_factory=list)  # keys given up on
     retried_writes: int = 0
     replayed: int = 0
+    resent: int = 0
+    resend_mismatches: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, outcome: Outcome) -> None:
@@ -64,6 +66,8 @@ class Stats:
             "delta_seen": sum(self.movements.values()),
             "retried_writes": self.retried_writes,
             "replayed_answers": self.replayed,
+            "answered_writes_sent_again": self.resent,
+            "sent_again_not_replayed_identically": len(self.resend_mismatches),
             "unanswered_writes": len(self.unanswered_writes),
             "p50_ms": round(1000 * latencies[len(latencies) // 2]) if latencies else None,
             "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)]) if latencies else None,
@@ -73,10 +77,11 @@ class Stats:
 
 class LoadGenerator:
     def __init__(self, port: int, tokens: list[str], widget_ids: list[int], *, threads: int = 6,
-                 seed: int = 8, timeout: float = 10.0, write_deadline: float = 60.0, batches: bool = True):
+                 seed: int = 8, timeout: float = 10.0, write_deadline: float = 60.0, batches: bool = True,
+                 resend_ratio: float = 0.05):
         self.port, self.tokens, self.widget_ids = port, tokens, widget_ids
         self.threads, self.seed, self.timeout, self.write_deadline = threads, seed, timeout, write_deadline
-        self.batches = batches
+        self.batches, self.resend_ratio = batches, resend_ratio
         self.stats = Stats()
         self.stop_event = threading.Event()
         self.started = time.monotonic()
@@ -132,6 +137,14 @@ class LoadGenerator:
             if status == 201:
                 for movement in parsed["movements"] if kind == BATCH else [parsed]:
                     self.stats.movements[movement["id"]] = movement["delta"]
+        # Now and then act like a client that never saw the answer: send it again. The same
+        # key must bring back the same answer, marked as replayed, and apply nothing.
+        if status is not None and status < 500 and random.random() < self.resend_ratio:
+            again, again_body, again_headers = self.send(kind, "POST", path, token, body, key)
+            with self.stats.lock:
+                self.stats.resent += 1
+                if (again, again_body) != (status, parsed) or again_headers.get("Idempotent-Replayed") != "true":
+                    self.stats.resend_mismatches.append((key, status, again))
 
     # --- the mix ------------------------------------------------------------------------------
 
