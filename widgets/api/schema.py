@@ -2,6 +2,7 @@
 from drf_spectacular import openapi
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
 
 from .serializers import ErrorSerializer
 
@@ -137,6 +138,16 @@ class AutoSchema(openapi.AutoSchema):
         # The API's contract is JSON. The form parsers serve the browsable API's HTML
         # forms, whose text-only encoding cannot express null or a number.
         return ["application/json"]
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        # drf-spectacular leaves out a nested many=True serializer's length bounds.
+        if isinstance(field, serializers.ListSerializer) and schema.get("type") == "array":
+            if field.min_length is not None:
+                schema["minItems"] = field.min_length
+            if field.max_length is not None:
+                schema["maxItems"] = field.max_length
+        return schema
 
     def _with_error_responses(self, direction):
         responses = super()._get_response_bodies(direction)
