@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_WIDGETS ?= 500
 
-.PHONY: run test install migrate clean reliability
+.PHONY: run test install migrate clean deploy-check reliability
 
 install: $(VENV)/.installed
 
@@ -49,3 +49,8 @@ reliability: install
 
 clean:
 	rm -rf $(VENV) .local db.sqlite3 staticfiles .pytest_cache
+
+# The Elastic Beanstalk rehearsal (README, "Deploying"): the committed bundle, deployed and
+# served here against a fresh PostgreSQL database and Redis. Needs both running.
+deploy-check: install
+	$(BIN)/python deploy/check.py

@@ -58,7 +58,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.RequestLogMiddleware",  # outermost: times and logs every request
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.HealthCheckMiddleware",  # before CommonMiddleware validates the Host
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -99,6 +101,40 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Deployment: database on Elastic Beanstalk ---------------------------------------------
+# An RDS instance attached to an Elastic Beanstalk environment is described by RDS_* variables;
+# an explicit DATABASE_URL wins over them. DJANGO_DB_SSLMODE is libpq's sslmode for the
+# connection (`require` encrypts; `verify-full` also checks the server's certificate against
+# DJANGO_DB_SSLROOTCERT, e.g. the RDS CA bundle).
+
+if not os.environ.get("DATABASE_URL") and os.environ.get("RDS_HOSTNAME"):
+    _missing = [name for name in ("RDS_DB_NAME", "RDS_USERNAME", "RDS_PASSWORD") if name not in os.environ]
+    if _missing:
+        raise ImproperlyConfigured(f"RDS_HOSTNAME is set but {', '.join(_missing)} is not.")
+    if not os.environ.get("RDS_PORT", "5432").isdigit():
+        raise ImproperlyConfigured(f"RDS_PORT must be a port number, not {os.environ['RDS_PORT']!r}.")
+    DATABASES["default"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": os.environ["RDS_HOSTNAME"],
+        "PORT": os.environ.get("RDS_PORT", "5432"),
+        "NAME": os.environ["RDS_DB_NAME"],
+        "USER": os.environ["RDS_USERNAME"],
+        "PASSWORD": os.environ["RDS_PASSWORD"],
+        "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
+        "CONN_HEALTH_CHECKS": True,
+    }
+
+DB_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+DB_SSLMODE = os.environ.get("DJANGO_DB_SSLMODE", "")
+if DB_SSLMODE:
+    if DB_SSLMODE not in DB_SSLMODES:
+        raise ImproperlyConfigured(f"DJANGO_DB_SSLMODE must be one of {', '.join(DB_SSLMODES)}, not {DB_SSLMODE!r}.")
+    if "postgresql" not in DATABASES["default"]["ENGINE"]:
+        raise ImproperlyConfigured("DJANGO_DB_SSLMODE applies to PostgreSQL only.")
+    DATABASES["default"].setdefault("OPTIONS", {})["sslmode"] = DB_SSLMODE
+    if os.environ.get("DJANGO_DB_SSLROOTCERT"):
+        DATABASES["default"]["OPTIONS"]["sslrootcert"] = os.environ["DJANGO_DB_SSLROOTCERT"]
+
 # --- Cache ----------------------------------------------------------------------------
 # Redis when REDIS_URL is set, so every process and instance shares one cache;
 # otherwise memory local to the process.
@@ -128,7 +164,10 @@ USE_TZ = True
 
 # --- Static files -----------------------------------------------------------------------
 
-STATIC_URL = "static/"
+# Not /static/: Elastic Beanstalk's Python platform has nginx serve the path /static from the
+# bundle's static/ folder (our sources, not collectstatic's output), so /static/ URLs would
+# 404 before reaching WhiteNoise.
+STATIC_URL = "assets/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
@@ -182,6 +221,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # The validator badge would send our schema to validator.swagger.io: keep it home.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "StockMovementReasonEnum": "widgets.models.StockMovement.Reason",
@@ -190,16 +231,51 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "widgets.api.schema.allow_empty_query_values",
+        "widgets.api.schema.add_error_responses",
+        "widgets.api.schema.add_request_id_header",
     ],
 }
 
-# --- Logging ------------------------------------------------------------------------------
+# --- Deployment: secret key rotation ---------------------------------------------------------
+# While the secret key is rotated, the previous key(s) still verify sessions and signed values
+# (comma-separated); drop them once sessions signed with them have expired (README, "Deploying").
 
+SECRET_KEY_FALLBACKS = env_list("DJANGO_SECRET_KEY_FALLBACKS")
+
+# --- Deployment: logging ---------------------------------------------------------------------
+# Everything goes to stdout (Elastic Beanstalk collects it): one JSON object per line, with the
+# request id, plus one access line per request from config.middleware.RequestLogMiddleware.
+# Errors carry their traceback. DJANGO_LOG_FORMAT=text gives plain lines (the default with DEBUG).
+
+LOG_FORMAT = os.environ.get("DJANGO_LOG_FORMAT", "text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"DJANGO_LOG_FORMAT must be json or text, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
+    "filters": {"request_id": {"()": "config.logs.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "config.logs.JsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # Through the root handler only (Django's own console handler would print twice).
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        # 4xx are in the access line already; 5xx are logged here with their traceback.
+        "django.request": {"handlers": [], "level": "ERROR", "propagate": True},
+        # Scanners send any Host through the load balancer; the access line records the 400
+        # without a traceback per probe.
+        "django.security.DisallowedHost": {"handlers": [], "level": "CRITICAL", "propagate": True},
+    },
 }
 
 # --- API tokens ----------------------------------------------------------------------------

@@ -93,6 +93,7 @@ class WidgetAdmin(admin.ModelAdmin):
     inlines = [StockMovementInline]
     show_full_result_count = False
     change_form_template = "admin/widgets/widget/change_form.html"
+    delete_confirmation_template = "admin/widgets/widget/delete_confirmation.html"
 
     @admin.display(boolean=True, description="Low stock", ordering="stock")
     def is_low_stock(self, obj):
@@ -124,8 +125,21 @@ class WidgetAdmin(admin.ModelAdmin):
             created = services.create_widget(user=request.user, sku=form.cleaned_data["sku"].upper(), **data)
             obj.pk = created.pk
 
+    def delete_view(self, request, object_id, extra_context=None):
+        # The confirmation page refuses a widget with movements; one written after it
+        # rendered makes the service refuse instead, and that is a message, not a 500.
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except services.InventoryError as exc:
+            self.message_user(request, exc.detail, messages.ERROR)
+            return redirect("admin:widgets_widget_change", object_id)
+
     def delete_model(self, request, obj):
         services.delete_widget(widget=obj, user=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for widget in queryset:
+            services.delete_widget(widget=widget, user=request.user)
 
     def adjust_view(self, request, object_id):
         """Record a stock adjustment as the signed-in staff user."""
@@ -170,8 +184,19 @@ class CategoryAdmin(admin.ModelAdmin):
             created = services.create_category(user=request.user, **form.cleaned_data)
             obj.pk = created.pk
 
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except services.InventoryError as exc:  # a widget joined it after the confirmation page
+            self.message_user(request, exc.detail, messages.ERROR)
+            return redirect("admin:widgets_category_change", object_id)
+
     def delete_model(self, request, obj):
         services.delete_category(category=obj, user=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for category in queryset:
+            services.delete_category(category=category, user=request.user)
 
 
 @admin.register(StockMovement)

@@ -10,6 +10,7 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, OuterRef, Q, Subquery, Sum
@@ -23,11 +24,24 @@ sku_validator = RegexValidator(
 )
 
 
+class CategoryQuerySet(models.QuerySet):
+    def name_problem(self, name: str, *, exclude_pk=None) -> str | None:
+        """Why ``name`` cannot be used (its slug is empty or taken), or None if it can."""
+        slug = slugify(name)
+        if not slug:
+            return "The name must contain at least one letter or digit."
+        if self.exclude(pk=exclude_pk).filter(slug=slug).exists():
+            return f"A category with the slug '{slug}' already exists."
+        return None
+
+
 class Category(models.Model):
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=100, unique=True, editable=False)
     description = models.TextField(blank=True)
     version = models.PositiveIntegerField(default=1, editable=False)
+
+    objects = CategoryQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -35,6 +49,12 @@ class Category(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self):
+        # Model forms (the admin) call this; the API serializer asks name_problem itself.
+        problem = Category.objects.name_problem(self.name or "", exclude_pk=self.pk)
+        if problem:
+            raise ValidationError({"name": problem})
 
     def save(self, *args, **kwargs):
         # The slug is derived data, never typed by hand: keep it in step with the name.

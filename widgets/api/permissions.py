@@ -14,6 +14,13 @@ def _check_token_scope(request) -> None:
         raise exceptions.PermissionDenied("This token is read-only.")
 
 
+def _check_method_offered(request, view) -> None:
+    # Checked before permissions: a method the endpoint lacks is 405 for every
+    # authenticated user, never a 403 that suggests some role could use it.
+    if not hasattr(view, request.method.lower()):
+        raise exceptions.MethodNotAllowed(request.method)
+
+
 class ModelPermissions(DjangoModelPermissions):
     """DjangoModelPermissions that also requires the *view* permission to read.
 
@@ -25,8 +32,7 @@ class ModelPermissions(DjangoModelPermissions):
 
     def has_permission(self, request, view):
         if request.user and request.user.is_authenticated:
-            if not hasattr(view, request.method.lower()):
-                raise exceptions.MethodNotAllowed(request.method)
+            _check_method_offered(request, view)
             _check_token_scope(request)
         return super().has_permission(request, view)
 
@@ -43,8 +49,7 @@ class HasPermission(BasePermission):
     def has_permission(self, request, view):
         if not (request.user and request.user.is_authenticated):
             return False
-        if not hasattr(view, request.method.lower()):  # 405 before 403, as in ModelPermissions
-            raise exceptions.MethodNotAllowed(request.method)
+        _check_method_offered(request, view)
         _check_token_scope(request)
         return request.user.has_perm(self.perm)
 
@@ -55,5 +60,6 @@ class IsAuthenticated(BasePermission):
     def has_permission(self, request, view):
         if not (request.user and request.user.is_authenticated):
             return False
+        _check_method_offered(request, view)
         _check_token_scope(request)
         return True

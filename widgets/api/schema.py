@@ -111,15 +111,72 @@ def conditional_schema(serializer, *, idempotent_create: bool = False, conflict=
     }
 
 
-BODY_METHODS = {"POST", "PUT", "PATCH"}
+ERROR = {"$ref": "#/components/schemas/Error"}
 VALIDATION_ERROR = {
     "type": "object",
     "description": (
-        "Invalid input: `{field: [messages]}` naming each field or parameter, or "
-        "`{detail, code}` for a body that is not valid JSON."
+        "Each invalid field or query parameter with its messages (nested for nested input), "
+        "or `{detail, code}` for a body that cannot be parsed."
     ),
     "additionalProperties": {},
+    "example": {"name": ["This field is required."]},
 }
+
+
+def _json(description: str, schema: dict) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def add_error_responses(result, generator, request, public):
+    """Post-processing hook: the error responses every operation shares, described once.
+
+    Views document only their own errors (409s); 400, 401, 403 and 404 follow from
+    validation, authentication, permissions and lookups alike.
+    """
+    result.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+        "Error",
+        {"type": "object", "properties": {"detail": {"type": "string"}, "code": {"type": "string"}},
+         "required": ["detail", "code"]},
+    )
+    for path, operations in result.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            takes_input = method in {"post", "put", "patch"} or operation.get("parameters")
+            if takes_input:
+                responses.setdefault("400", _json("Invalid input or query parameter.", VALIDATION_ERROR))
+            responses.setdefault("401", _json("Not authenticated (see WWW-Authenticate).", ERROR))
+            responses.setdefault("403", _json("Authenticated, but the role does not allow this.", ERROR))
+            if "{" in path:
+                responses.setdefault("404", _json("No such object.", ERROR))
+    return result
+
+
+REQUEST_ID_DESCRIPTION = (
+    "Identifies the request in the server's logs: the caller's own X-Request-ID when it is "
+    "1-128 characters of letters, digits and `._:-`, otherwise a generated one."
+)
+
+
+def add_request_id_header(result, generator, request, public):
+    """Postprocessing hook: every operation accepts X-Request-ID and every response echoes it
+    (config.middleware.RequestLogMiddleware does both for the whole site)."""
+    for path_item in result.get("paths", {}).values():
+        for operation in path_item.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            operation.setdefault("parameters", []).append(
+                {"in": "header", "name": "X-Request-ID", "required": False,
+                 "schema": {"type": "string", "maxLength": 128}, "description": REQUEST_ID_DESCRIPTION}
+            )
+            for response in operation["responses"].values():
+                if "$ref" not in response:
+                    response.setdefault("headers", {})["X-Request-ID"] = {
+                        "schema": {"type": "string"}, "description": REQUEST_ID_DESCRIPTION,
+                    }
+    return result
+
+
+BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
 def _error(description: str) -> OpenApiResponse:
@@ -127,11 +184,9 @@ def _error(description: str) -> OpenApiResponse:
 
 
 class AutoSchema(openapi.AutoSchema):
-    """drf-spectacular's schema plus the error answers every operation can give.
-
-    Each is added only where it can happen (400 where there is input, 404 where the
-    path names an object, 429 where a throttle applies), so the documented status
-    codes are exactly the ones a client must handle.
+    """drf-spectacular's schema, JSON request bodies only, and the error answers that come
+    from the transport rather than from validation, auth or lookups (``add_error_responses``
+    adds those): 413, 414, 429 where a throttle applies, and 503 when the database is away.
     """
 
     def map_parsers(self):
@@ -158,12 +213,6 @@ class AutoSchema(openapi.AutoSchema):
 
     def _error_responses(self) -> dict:
         errors = {}
-        if self.method in BODY_METHODS or self.get_filter_backends() or self._get_paginator():
-            errors["400"] = VALIDATION_ERROR
-        errors["401"] = _error("No valid credentials: a missing, unknown, expired or revoked token.")
-        errors["403"] = _error("Authenticated, but the role or token does not allow this.")
-        if "{" in self.path:
-            errors["404"] = _error("No such object.")
         if self.method in BODY_METHODS:
             errors["413"] = _error("The request body is larger than the server accepts.")
         if self.view.get_throttles():

@@ -10,7 +10,6 @@ import re
 from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
-from django.utils.text import slugify
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers
 from rest_framework.utils import html
@@ -164,6 +163,8 @@ class CategorySerializer(StrictFieldsMixin, serializers.HyperlinkedModelSerializ
         fields = ["id", "url", "name", "slug", "description"]
         read_only_fields = ["slug"]
 
+    # The name's format (a letter or digit, so the slug is never empty) is the pattern above;
+    # a taken name or slug is refused by the database's unique constraints, as a 409 (views).
 
 class WidgetSerializer(StrictFieldsMixin, serializers.HyperlinkedModelSerializer):
     sku = SkuField(

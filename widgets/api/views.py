@@ -37,7 +37,6 @@ CLASH = OpenApiResponse(
         "Idempotency-Key still in progress, as `{detail, code}`."
     ),
 )
-CATEGORY_CLASH = {"name": ["A category with this name (or one with the same slug) already exists."]}
 SKU_CLASH = {"sku": ["A widget with this SKU already exists."]}
 
 
@@ -55,7 +54,7 @@ class CategoryViewSet(ConditionalMixin, viewsets.ModelViewSet):
         try:
             serializer.instance = services.create_category(user=self.request.user, **serializer.validated_data)
         except IntegrityError:
-            raise Conflict(CATEGORY_CLASH) from None
+            raise self._name_clash(serializer.validated_data["name"]) from None
 
     def perform_update(self, serializer):
         try:
@@ -66,7 +65,12 @@ class CategoryViewSet(ConditionalMixin, viewsets.ModelViewSet):
                 expected_version=self.expected_version(),
             )
         except IntegrityError:
-            raise Conflict(CATEGORY_CLASH) from None
+            raise self._name_clash(serializer.validated_data.get("name", ""), serializer.instance.pk) from None
+
+    @staticmethod
+    def _name_clash(name, exclude_pk=None) -> Conflict:
+        problem = Category.objects.name_problem(name, exclude_pk=exclude_pk)
+        return Conflict({"name": [problem or "A category with this name already exists."]})
 
     def perform_destroy(self, instance):
         services.delete_category(category=instance, user=self.request.user, expected_version=self.expected_version())
@@ -180,7 +184,7 @@ class StockMovementViewSet(viewsets.ReadOnlyModelViewSet):
         responses={
             201: BatchResultSerializer,
             400: OpenApiResponse(
-                VALIDATION_ERROR,
+                {"anyOf": [{"$ref": "#/components/schemas/ItemError"}, VALIDATION_ERROR]},
                 description=(
                     "An item is invalid (`{detail, code, index, field}`, `index` naming the first), or "
                     "another part of the request is (`{field: [messages]}`); nothing applied."

@@ -1,8 +1,11 @@
+import csv
+import io
 import random
 from decimal import Decimal
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 from tqdm import tqdm
 
 from widgets.models import Category, StockMovement, Widget
@@ -47,6 +50,7 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def _insert_batch(self, rng, categories, sku_prefix, first, size):
+        now = timezone.now()
         widgets = []
         for number in range(first, first + size):
             stock = rng.choice([0, rng.randint(1, 20), rng.randint(20, 500)])
@@ -59,16 +63,41 @@ class Command(BaseCommand):
                     price=Decimal(rng.randint(50, 50000)) / 100,
                     stock=stock,
                     reorder_level=rng.choice([0, 5, 10, 25]),
+                    created_at=now,
+                    updated_at=now,
                 )
             )
         # Bulk inserts bypass the service layer for speed; the initial movements below
         # keep the ledger invariant exactly as create_widget would.
-        Widget.objects.bulk_create(widgets, batch_size=size)
-        StockMovement.objects.bulk_create(
-            [
-                StockMovement(widget=w, delta=w.stock, reason=StockMovement.Reason.INITIAL, stock_after=w.stock)
-                for w in widgets
-                if w.stock
-            ],
-            batch_size=size,
-        )
+        if connection.vendor == "postgresql":
+            self._copy_widgets(widgets)  # COPY is several times faster than INSERT
+        else:
+            Widget.objects.bulk_create(widgets, batch_size=size)
+        # One INSERT ... SELECT: the movements never travel through Python.
+        movement, widget = StockMovement._meta, Widget._meta
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {movement.db_table} (widget_id, delta, reason, note, stock_after, created_at) "
+                f"SELECT id, stock, %s, '', stock, created_at FROM {widget.db_table} "
+                "WHERE sku >= %s AND sku <= %s AND stock > 0 ORDER BY id",
+                [StockMovement.Reason.INITIAL, widgets[0].sku, widgets[-1].sku],
+            )
+
+    @staticmethod
+    def _copy_widgets(widgets):
+        columns = [
+            "sku", "name", "description", "category_id", "price", "stock", "reorder_level",
+            "is_active", "created_at", "updated_at", "version",
+        ]
+        rows = io.StringIO()
+        writer = csv.writer(rows)
+        for w in widgets:
+            writer.writerow([
+                w.sku, w.name, w.description, w.category_id, w.price, w.stock, w.reorder_level,
+                "t" if w.is_active else "f", w.created_at.isoformat(), w.updated_at.isoformat(), w.version,
+            ])
+        rows.seek(0)
+        with connection.cursor() as cursor:
+            cursor.cursor.copy_expert(
+                f"COPY {Widget._meta.db_table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", rows
+            )

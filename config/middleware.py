@@ -1,0 +1,80 @@
+"""Project-wide middleware: the per-request log line and the load balancer's health check."""
+import logging
+import re
+import time
+import uuid
+
+from django.utils.functional import empty
+
+from config.logs import current_request_id
+from widgets.views import healthz
+
+access_log = logging.getLogger("access")
+
+# An incoming X-Request-ID is reused only when it is short and plain, so that a client
+# cannot write arbitrary text into our logs; otherwise a fresh id is generated.
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestLogMiddleware:
+    """Writes one access line per request and echoes the request id in ``X-Request-ID``.
+
+    The line has the method, the path (never the query string, which may carry secrets),
+    the status, the duration in milliseconds, the authenticated user's id and the request id.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        reset_token = current_request_id.set(request_id)
+        started = time.perf_counter()
+        try:
+            response = self.get_response(request)
+            response["X-Request-ID"] = request_id
+            access_log.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "method": request.method,
+                    "path": request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "user_id": authenticated_user_id(request),
+                },
+            )
+            return response
+        finally:
+            current_request_id.reset(reset_token)
+
+
+def authenticated_user_id(request):
+    user = getattr(request, "user", None)
+    # A user nobody looked at is not loaded just for the log line (that would cost a query).
+    if user is None or getattr(user, "_wrapped", None) is empty:
+        return None
+    return user.pk if user.is_authenticated else None
+
+
+class HealthCheckMiddleware:
+    """Answers ``GET /healthz`` before ``ALLOWED_HOSTS`` is consulted.
+
+    The load balancer probes each instance at its private IP (``Host: 10.0.3.17``), which
+    is unknown before the instance boots and must not be an allowed host: allowing it, or
+    ``*``, would let any Host header through for every other URL. So this one path, which
+    reveals nothing and touches no database, is answered here, ahead of CommonMiddleware
+    (where the Host is validated); every other request is validated as usual. It sits after
+    SecurityMiddleware, whose HTTPS redirect already exempts the health checks.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path_info == "/healthz" and request.method in ("GET", "HEAD"):
+            return healthz(request)
+        return self.get_response(request)

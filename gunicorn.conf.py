@@ -1,0 +1,51 @@
+"""gunicorn settings for the `web` process (Procfile). Every knob can be set from the environment.
+
+On Elastic Beanstalk nginx on the instance proxies to 127.0.0.1:8000 (the Python platform's
+default WSGI port); PORT overrides it, and nginx follows PORT too.
+"""
+import multiprocessing
+import os
+
+bind = f"{os.environ.get('GUNICORN_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+
+# Threads serve concurrent requests that wait on the database; a couple of processes per core
+# use the CPUs. Defaults suit a small instance (t3.small: 2 vCPUs -> 3 workers x 4 threads).
+workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() + 1))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+
+# A request that runs longer than this is killed (the worker is replaced); the ALB's idle
+# timeout is 60 s, so a client gets a clear 502 from us rather than a hang.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+# On SIGTERM (deployments, scale-in) in-flight requests get this long to finish; it is under
+# the target group's deregistration delay (30 s, .ebextensions/01_options.config).
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "25"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))  # above nginx's upstream keep-alive
+
+# Recycle workers now and then so a slow leak cannot grow forever; the jitter keeps them from
+# all restarting at once.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "200"))
+
+# Logs: gunicorn's own messages (start, worker timeouts) go to stderr as JSON lines like the
+# application's (config/logs.py). The access log is the application's: one JSON line per request
+# on stdout (config/middleware.py), which knows the user and the request id and never writes the
+# query string; gunicorn's access logger is silenced so that no request is logged twice.
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+logconfig_dict = {
+    "formatters": {"json": {"()": "config.logs.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+        "error_console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"},
+    },
+    "loggers": {
+        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False},
+        "gunicorn.access": {"handlers": [], "propagate": False},
+    },
+}
+
+# gunicorn's control socket defaults to one path in $HOME, shared by every gunicorn of the
+# user; nothing here uses it.
+control_socket_disable = True
+
+# Load the app in the master so a broken deploy fails at start-up, not in every worker.
+preload_app = True

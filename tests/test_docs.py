@@ -1,0 +1,122 @@
+"""OpenAPI schema and the two docs pages, served entirely from our own origin."""
+import io
+import re
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+pytestmark = pytest.mark.django_db
+
+ASSET = re.compile(r'(?:src|href)="([^"]+)"')
+EXTERNAL = re.compile(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", re.IGNORECASE)
+
+
+@pytest.fixture
+def schema(anon):
+    response = anon.get("/api/schema/", {"format": "json"})
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+@pytest.fixture
+def static_served(settings):
+    """WhiteNoise serving from the finders, as collectstatic's output would be served."""
+    settings.WHITENOISE_USE_FINDERS = True
+    settings.WHITENOISE_AUTOREFRESH = False
+
+
+def test_schema_is_public_openapi_3(schema):
+    assert schema["openapi"].startswith("3.")
+    assert "/api/widgets/" in schema["paths"]
+
+
+def test_schema_describes_the_adjust_operation(schema):
+    adjust = schema["paths"]["/api/widgets/{id}/adjust/"]["post"]
+
+    assert "201" in adjust["responses"] and "409" in adjust["responses"]
+    body = adjust["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert set(schema["components"]["schemas"][body]["properties"]) == {"delta", "reason", "note"}
+    conflict = adjust["responses"]["409"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert "available" in schema["components"]["schemas"][conflict]["properties"]
+
+
+def test_schema_describes_the_filters_and_pagination(schema):
+    widget_list = schema["paths"]["/api/widgets/"]["get"]
+    names = {p["name"] for p in widget_list["parameters"]}
+
+    assert {
+        "search", "category", "is_active", "low_stock", "min_price", "max_price", "min_stock",
+        "max_stock", "updated_after", "updated_before", "ordering", "limit", "offset",
+    } <= names
+    movement_names = {p["name"] for p in schema["paths"]["/api/movements/"]["get"]["parameters"]}
+    assert {"widget", "reason", "created_by", "created_after", "created_before"} <= movement_names
+
+
+def test_schema_describes_conflicts_on_delete(schema):
+    assert "409" in schema["paths"]["/api/widgets/{id}/"]["delete"]["responses"]
+    assert "409" in schema["paths"]["/api/categories/{id}/"]["delete"]["responses"]
+
+
+def test_schema_documents_token_authentication(schema):
+    assert schema["components"]["securitySchemes"]["tokenAuth"]["name"] == "Authorization"
+
+
+def test_schema_validates_without_warnings(tmp_path):
+    out = tmp_path / "schema.yaml"
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out), stderr=io.StringIO())
+
+    assert out.read_text().startswith("openapi: 3.")
+
+
+@pytest.mark.parametrize("url", ["/api/docs/", "/api/redoc/"])
+def test_docs_page_is_public_and_uses_only_our_own_origin(anon, url, settings):
+    assert settings.DEBUG is False
+
+    response = anon.get(url, HTTP_ACCEPT="text/html")
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert EXTERNAL.findall(page) == []
+    assert "fonts.googleapis" not in page and "fonts.gstatic" not in page
+    assert "/api/schema/" in page
+
+
+def test_swagger_ui_does_not_call_the_online_validator(anon):
+    page = anon.get("/api/docs/").content.decode()
+
+    assert '"validatorUrl": null' in page
+
+
+@pytest.mark.parametrize("url", ["/api/docs/", "/api/redoc/"])
+def test_docs_assets_are_served_by_the_app(static_served, url, settings):
+    assert settings.DEBUG is False
+    client = Client()  # a fresh client builds its middleware with the settings above
+    page = client.get(url).content.decode()
+    assets = [a for a in ASSET.findall(page) if a.startswith(settings.STATIC_URL)]
+
+    assert assets, "the page references no static assets"
+    for asset in assets:
+        response = client.get(asset)
+        assert response.status_code == 200, asset
+        assert b"".join(response.streaming_content), asset
+
+
+@pytest.mark.parametrize(
+    "path, method, codes",
+    [
+        ("/api/widgets/", "get", {"200", "400", "401", "403"}),
+        ("/api/widgets/", "post", {"201", "400", "401", "403"}),
+        ("/api/widgets/{id}/", "patch", {"200", "400", "401", "403", "404"}),
+        ("/api/widgets/{id}/", "delete", {"204", "401", "403", "404", "409"}),
+        ("/api/widgets/{id}/adjust/", "post", {"201", "400", "401", "403", "404", "409"}),
+        ("/api/movements/{id}/", "get", {"200", "401", "403", "404"}),
+    ],
+)
+def test_schema_describes_the_error_responses(schema, path, method, codes):
+    responses = schema["paths"][path][method]["responses"]
+
+    assert codes <= set(responses)
+    assert responses["401"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert set(schema["components"]["schemas"]["Error"]["properties"]) >= {"detail", "code"}
