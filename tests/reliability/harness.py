@@ -118,18 +118,18 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.1) -> bool:
 
 
 class Gunicorn:
-    """gunicorn serving the app on 127.0.0.1:``port``; stop() ends it and its workers."""
+    """gunicorn serving the app on 127.0.0.1:``port`` with the production configuration
+    (gunicorn.conf.py, as the Procfile runs it) and ``workers`` workers; stop() ends it."""
 
-    def __init__(self, env: dict[str, str], port: int, *, workers: int = 2, timeout: int = 30):
+    def __init__(self, env: dict[str, str], port: int, *, workers: int = 2):
         self.env, self.port, self.url = env, port, f"http://127.0.0.1:{port}"
         self.log_file = tempfile.NamedTemporaryFile("w+", prefix="gunicorn-", suffix=".log", delete=False)
+        config = ["--config", "gunicorn.conf.py"] if (ROOT / "gunicorn.conf.py").exists() else []
         self.process = subprocess.Popen(
-            [
-                PYTHON, "-m", "gunicorn", "config.wsgi:application",
-                "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-                "--timeout", str(timeout), "--graceful-timeout", "5",
-            ],
-            cwd=ROOT, env=env, stdout=self.log_file, stderr=subprocess.STDOUT,
+            [PYTHON, "-m", "gunicorn", *config, "config.wsgi:application"],
+            cwd=ROOT, stdout=self.log_file, stderr=subprocess.STDOUT,
+            env={**env, "GUNICORN_HOST": "127.0.0.1", "PORT": str(port), "GUNICORN_WORKERS": str(workers),
+                 "GUNICORN_GRACEFUL_TIMEOUT": "5"},
         )
         healthy = wait_until(lambda: request("GET", f"{self.url}/healthz", timeout=2)[0] == 200, timeout=30)
         if not healthy:

@@ -166,7 +166,8 @@ def add_request_id_header(result, generator, request, public):
                 continue
             operation.setdefault("parameters", []).append(
                 {"in": "header", "name": "X-Request-ID", "required": False,
-                 "schema": {"type": "string", "maxLength": 128}, "description": REQUEST_ID_DESCRIPTION}
+                 # Any value is accepted (one that is not a usable id is replaced), so no maxLength.
+                 "schema": {"type": "string"}, "description": REQUEST_ID_DESCRIPTION}
             )
             for response in operation["responses"].values():
                 if "$ref" not in response:
