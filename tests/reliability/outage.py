@@ -145,6 +145,11 @@ def main() -> int:
         if recovery is None or recovery > args.recover:
             problems.append(f"/readyz not ready within {args.recover} s of the database's return (took {recovery})")
         # A 5xx is expected only of a request in flight between the stop and the recovery.
+        first_served = min((o.at + o.seconds for o in stats.outcomes
+                            if o.at >= started_at and o.status is not None and 200 <= o.status < 300), default=None)
+        api_recovery = None if first_served is None else first_served - started_at
+        if api_recovery is None or api_recovery > args.recover:
+            problems.append(f"the API did not serve within {args.recover} s of the database's return ({api_recovery})")
         late_5xx = [o for o in stats.outcomes if o.status is not None and o.status >= 500
                     and not (o.at + o.seconds >= stopping_at and o.at < (ready_at or up_at) + 1)]
         if late_5xx:
@@ -183,7 +188,8 @@ def main() -> int:
             "requests_while_down": len(during), "statuses_while_down": {str(k): v for k, v in during_statuses.items()},
             "slowest_answer_while_down_ms": round(1000 * slowest_during),
             "readyz_probes_while_down": len(probes_down),
-            "recovery_after_database_back_s": None if recovery is None else round(recovery, 2),
+            "readyz_ok_after_database_back_s": None if recovery is None else round(recovery, 2),
+            "api_2xx_after_database_back_s": None if api_recovery is None else round(api_recovery, 2),
             "worker_killed": victim, "worker_killed_at_s": round(killed_at, 2),
             "worker_replaced_in_s": round(replaced_at - killed_at, 2) if replaced else None,
             "requests_without_answer_at_kill": sum(1 for o in dropped if killed_at - 11 <= o.at < replaced_at + 1),
