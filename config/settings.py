@@ -68,6 +68,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "widgets.api.middleware.DatabaseUnavailableMiddleware",  # innermost: sees the view's own errors
 ]
 
 ROOT_URLCONF = "config.urls"
