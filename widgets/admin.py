@@ -1,19 +1,28 @@
 """Staff screens. Every stock change made here goes through ``widgets.services``."""
+import io
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import F
 from django.forms.models import BaseInlineFormSet
+from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from . import services
+from . import csv_io, services
+from .charts import line_chart
 from .models import ApiToken, Category, StockMovement, Widget
 
 INLINE_MOVEMENTS = 20
+DASHBOARD_DAYS = 30
+DASHBOARD_LOW_STOCK = 10  # the rest are one click away, on the filtered change list
+HISTORY_POINTS = 100
+IMPORT_ERRORS_SHOWN = 200
 
 
 class LowStockFilter(admin.SimpleListFilter):
@@ -34,7 +43,10 @@ class LowStockFilter(admin.SimpleListFilter):
 class RecentMovementsFormSet(BaseInlineFormSet):
     # A widget may have a long history: show the newest rows and link to the rest.
     def get_queryset(self):
-        return super().get_queryset()[:INLINE_MOVEMENTS]
+        # Kept, so the slice is read once: a fresh slice per call re-queried for every form.
+        if not hasattr(self, "_recent"):
+            self._recent = super().get_queryset()[:INLINE_MOVEMENTS]
+        return self._recent
 
 
 class StockMovementInline(admin.TabularInline):
@@ -76,6 +88,21 @@ class AdjustStockForm(forms.Form):
         return delta
 
 
+class ImportWidgetsForm(forms.Form):
+    file = forms.FileField(help_text="UTF-8 CSV with a header row: " + ", ".join(csv_io.COLUMNS) + ".")
+    dry_run = forms.BooleanField(
+        required=False, initial=True, label="Dry run", help_text="Check the file and show what would change; write nothing."
+    )
+
+
+def csv_download(queryset, filename: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(
+        csv_io.csv_lines(csv_io.export_rows(queryset)), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
 @admin.register(Widget)
 class WidgetAdmin(admin.ModelAdmin):
     list_display = [
@@ -94,6 +121,8 @@ class WidgetAdmin(admin.ModelAdmin):
     show_full_result_count = False
     change_form_template = "admin/widgets/widget/change_form.html"
     delete_confirmation_template = "admin/widgets/widget/delete_confirmation.html"
+    change_list_template = "admin/widgets/widget/change_list.html"
+    actions = ["export_csv"]
 
     @admin.display(boolean=True, description="Low stock", ordering="stock")
     def is_low_stock(self, obj):
@@ -112,9 +141,105 @@ class WidgetAdmin(admin.ModelAdmin):
                 "<int:object_id>/adjust/",
                 self.admin_site.admin_view(self.adjust_view),
                 name="widgets_widget_adjust",
-            )
+            ),
+            path("dashboard/", self.admin_site.admin_view(self.dashboard_view), name="widgets_dashboard"),
+            path("import/", self.admin_site.admin_view(self.import_view), name="widgets_widget_import"),
         ]
         return custom + super().get_urls()
+
+    @admin.action(description="Export selected widgets as CSV", permissions=["view"])
+    def export_csv(self, request, queryset):
+        # "Select all" on a filtered list selects the whole filtered set, not only the page.
+        return csv_download(queryset.order_by("id"), "widgets.csv")
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = extra_context or {}
+        if object_id and str(object_id).isdigit():
+            history = StockMovement.objects.stock_history(widget_id=int(object_id), limit=HISTORY_POINTS)
+            if history:
+                extra_context["stock_chart"] = line_chart(
+                    title="Stock level",
+                    description=f"Stock after each of the last {len(history)} movements, oldest first.",
+                    labels=[f"{timezone.localtime(when):%b %d %H:%M}" for when, _ in history],
+                    series={"Stock": ("stock", [stock for _, stock in history])},
+                    x_tick_every=max(1, len(history) // 3),
+                )
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def dashboard_view(self, request):
+        """Stock at a glance: totals, what needs reordering, and 30 days of flow."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        today = timezone.localdate()
+        days = [today - timedelta(days=n) for n in range(DASHBOARD_DAYS - 1, -1, -1)]
+        flow = {row["day"]: row for row in StockMovement.objects.daily_flow(days=DASHBOARD_DAYS, today=today)}
+        chart = line_chart(
+            title=f"Units received and sold per day, last {DASHBOARD_DAYS} days",
+            description="Two lines: units received (solid) and units sold (dashed) per day.",
+            labels=[f"{day:%b %d}" for day in days],
+            series={
+                "Received": ("received", [flow[d]["received"] if d in flow else 0 for d in days]),
+                "Sold": ("sold", [flow[d]["sold"] if d in flow else 0 for d in days]),
+            },
+            x_tick_every=7,
+        )
+        changelist = reverse("admin:widgets_widget_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Stock dashboard",
+            "opts": self.model._meta,
+            "summary": Widget.objects.stock_summary(),
+            "low_stock": Widget.objects.most_urgent_low_stock(DASHBOARD_LOW_STOCK),
+            "low_stock_url": f"{changelist}?low_stock=yes&is_active__exact=1",
+            "flow_chart": chart,
+        }
+        return TemplateResponse(request, "admin/widgets/dashboard.html", context)
+
+    def import_view(self, request):
+        """Upload a CSV: every row is checked first, then all applied or none."""
+        if not all(
+            request.user.has_perm(p)
+            for p in ("widgets.add_widget", "widgets.change_widget", "widgets.add_stockmovement")
+        ):
+            raise PermissionDenied
+        form = ImportWidgetsForm(request.POST or None, request.FILES or None)
+        errors, summary = [], None
+        if request.method == "POST" and form.is_valid():
+            upload = io.TextIOWrapper(form.cleaned_data["file"], encoding="utf-8-sig", newline="")
+            try:
+                parsed = csv_io.read_widget_rows(upload)
+            except UnicodeDecodeError:
+                form.add_error("file", "The file is not UTF-8 text.")
+            else:
+                errors = parsed.errors
+                if not errors:
+                    try:
+                        summary = services.import_widgets(
+                            rows=parsed.rows, user=request.user, dry_run=form.cleaned_data["dry_run"]
+                        )
+                    except services.InventoryError as exc:
+                        form.add_error("file", exc.detail)
+                if summary and not summary.dry_run:
+                    self.message_user(
+                        request,
+                        f"Imported: {len(summary.created)} created, {len(summary.updated)} updated, "
+                        f"{len(summary.stock_changes)} stock corrections, {summary.unchanged} unchanged.",
+                        messages.SUCCESS,
+                    )
+                    return redirect("admin:widgets_widget_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import widgets from CSV",
+            "opts": self.model._meta,
+            "form": form,
+            "columns": csv_io.COLUMNS,
+            "errors": errors[:IMPORT_ERRORS_SHOWN],
+            "errors_hidden": max(0, len(errors) - IMPORT_ERRORS_SHOWN),
+            "error_count": len(errors),
+            "summary": summary,
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/widgets/widget/import.html", context)
 
     def save_model(self, request, obj, form, change):
         if change:

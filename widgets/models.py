@@ -7,14 +7,14 @@ A widget's ``stock`` is a cached sum of its ``StockMovement`` deltas; only
 import hashlib
 import hmac
 import secrets
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models import F, OuterRef, Q, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Count, DecimalField, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -69,6 +69,32 @@ class WidgetQuerySet(models.QuerySet):
     def active(self):
         return self.filter(is_active=True)
 
+    def stock_summary(self) -> dict:
+        """Totals for the staff dashboard, in one aggregate query: ``widgets``,
+        ``active``, ``units`` in stock, stock ``value`` (sum of price x stock) and
+        ``low_stock`` (active widgets at or below their reorder level)."""
+        value = ExpressionWrapper(F("price") * F("stock"), output_field=DecimalField(max_digits=24, decimal_places=2))
+        totals = self.aggregate(
+            widgets=Count("id"),
+            active=Count("id", filter=Q(is_active=True)),
+            units=Coalesce(Sum("stock"), 0),
+            value=Coalesce(Sum(value), 0, output_field=DecimalField(max_digits=24, decimal_places=2)),
+            low_stock=Count("id", filter=Q(is_active=True, stock__lte=F("reorder_level"))),
+        )
+        return totals
+
+    def most_urgent_low_stock(self, limit: int):
+        """Active low-stock widgets, furthest below their reorder level first. Written as
+        ``stock - reorder_level <= 0`` so that it reads the ``widget_low_stock_urgency``
+        index instead of sorting every widget."""
+        return (
+            self.filter(is_active=True)
+            .alias(headroom=F("stock") - F("reorder_level"))
+            .filter(headroom__lte=0)
+            .select_related("category")
+            .order_by("headroom", "id")[:limit]
+        )
+
     def ledger_mismatches(self):
         """Widgets whose stock is not the sum of their ledger, or whose newest
         movement's ``stock_after`` differs from their stock. Empty when all is well."""
@@ -119,7 +145,14 @@ class Widget(models.Model):
                 condition=Q(reorder_level__gte=0), name="widget_reorder_level_not_negative"
             ),
         ]
-        indexes = [models.Index(fields=["name"]), models.Index(fields=["stock"])]
+        indexes = [
+            models.Index(fields=["name"]),
+            models.Index(fields=["stock"]),
+            # The staff dashboard's "needs reordering" list: its top rows without a sort.
+            models.Index(
+                F("stock") - F("reorder_level"), F("id"), name="widget_low_stock_urgency", condition=Q(is_active=True)
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.sku} {self.name}"
@@ -140,6 +173,31 @@ class AppendOnlyQuerySet(models.QuerySet):
 
     update.queryset_only = True
     delete.queryset_only = True
+
+
+class StockMovementQuerySet(AppendOnlyQuerySet):
+    def daily_flow(self, *, days: int, today):
+        """Units received and units sold per day for the ``days`` days up to ``today``
+        (a date, UTC), one row per day with movements: ``{"day", "received", "sold"}``;
+        ``sold`` is a positive number of units. One grouped query."""
+        since = datetime.combine(today - timedelta(days=days - 1), time.min, tzinfo=timezone.get_current_timezone())
+        reason = StockMovement.Reason
+        return (
+            self.filter(created_at__gte=since, reason__in=[reason.RECEIVED, reason.SOLD])
+            .annotate(day=TruncDate("created_at"))
+            .values("day")
+            .annotate(
+                received=Coalesce(Sum("delta", filter=Q(reason=reason.RECEIVED)), 0),
+                sold=Coalesce(-Sum("delta", filter=Q(reason=reason.SOLD)), 0),
+            )
+            .order_by("day")
+        )
+
+    def stock_history(self, *, widget_id: int, limit: int) -> list[tuple]:
+        """The newest ``limit`` ``(created_at, stock_after)`` points of one widget's
+        ledger, oldest first (served by the ``movement_widget_newest`` index)."""
+        newest = self.filter(widget_id=widget_id).order_by("-id").values_list("created_at", "stock_after")[:limit]
+        return list(reversed(newest))
 
 
 class StockMovement(models.Model):
@@ -165,7 +223,7 @@ class StockMovement(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
-    objects = AppendOnlyQuerySet.as_manager()
+    objects = StockMovementQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

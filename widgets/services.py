@@ -12,11 +12,12 @@ can neither oversell nor lose an update; SQLite serialises writers by itself.
 from __future__ import annotations
 
 import uuid
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, ProtectedError
 from django.utils import timezone
 
@@ -355,3 +356,143 @@ def purge_idempotency_keys(*, older_than: timedelta = IDEMPOTENCY_KEY_RETENTION)
         raise ValueError("idempotency keys are kept for at least 24 hours")
     deleted, _ = IdempotencyKey.objects.expired(older_than=older_than).delete()
     return deleted
+
+
+# --- CSV import (staff experience) -------------------------------------------------------
+# Kept in its own block: rows arrive validated by ``widgets.csv_io.read_widget_rows``.
+
+
+@dataclasses.dataclass
+class ImportSummary:
+    """What an import did (or, on a dry run, would do)."""
+
+    dry_run: bool
+    created: list[str] = dataclasses.field(default_factory=list)  # SKUs
+    updated: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # SKU -> changed fields
+    stock_changes: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)  # SKU -> (old, new)
+    unchanged: int = 0
+
+
+class ImportConflict(InventoryError):
+    code = "import_conflict"
+
+
+IMPORT_BATCH = 1000
+IMPORT_NOTE = "CSV import"
+
+
+def import_widgets(*, rows, user=None, dry_run: bool = False, progress=None) -> ImportSummary:
+    """Create or update one widget per row, all in one transaction or not at all.
+
+    ``rows`` are ``csv_io.WidgetRow``s (one per SKU, already validated). A new SKU is
+    created with its stock as an ``initial`` movement; an existing SKU gets the given
+    fields, and a different stock is recorded as a ``correction`` movement, exactly as
+    ``create_widget`` and ``adjust_stock`` keep the ledger. Existing widgets are locked
+    (SELECT ... FOR UPDATE) while the import runs, so no concurrent adjustment is lost.
+    Every database step is a bulk statement: the query count grows with the number of
+    batches, not rows. ``progress(n)`` is told as each batch of ``n`` rows is written.
+    """
+    summary = ImportSummary(dry_run=dry_run)
+    with transaction.atomic():
+        existing: dict[str, Widget] = {}
+        skus = [row.sku for row in rows]
+        for start in range(0, len(skus), IMPORT_BATCH):
+            found = Widget.objects.filter(sku__in=skus[start : start + IMPORT_BATCH])
+            if not dry_run:
+                found = found.select_for_update()
+            existing.update((widget.sku, widget) for widget in found)
+
+        now = timezone.now()
+        to_create: list[Widget] = []
+        to_update: list[Widget] = []
+        corrections: list[StockMovement] = []
+        changed_fields: set[str] = set()
+        for row in rows:
+            values = dict(row.values)
+            stock = values.pop("stock", None)
+            widget = existing.get(row.sku)
+            if widget is None:
+                to_create.append(Widget(sku=row.sku, stock=stock or 0, **values))
+                summary.created.append(row.sku)
+                continue
+            changes = [name for name, value in values.items() if _differs(widget, name, value)]
+            stock_changed = stock is not None and stock != widget.stock
+            if not changes and not stock_changed:
+                summary.unchanged += 1
+                continue
+            for name in changes:
+                setattr(widget, name, values[name])
+            if changes:
+                summary.updated[row.sku] = changes
+                changed_fields.update(changes)
+            if stock_changed:
+                summary.stock_changes[row.sku] = (widget.stock, stock)
+                corrections.append(
+                    StockMovement(
+                        widget=widget, delta=stock - widget.stock, reason=StockMovement.Reason.CORRECTION,
+                        note=IMPORT_NOTE, stock_after=stock, created_by=user,
+                    )
+                )
+                widget.stock = stock
+                changed_fields.add("stock")
+            to_update.append(widget)
+        if dry_run:
+            return summary
+
+        try:
+            with transaction.atomic():
+                for start in range(0, len(to_create), IMPORT_BATCH):
+                    batch = to_create[start : start + IMPORT_BATCH]
+                    Widget.objects.bulk_create(batch)
+                    StockMovement.objects.bulk_create(
+                        StockMovement(
+                            widget=widget, delta=widget.stock, reason=StockMovement.Reason.INITIAL,
+                            note=IMPORT_NOTE, stock_after=widget.stock, created_by=user,
+                        )
+                        for widget in batch
+                        if widget.stock
+                    )
+                    if progress:
+                        progress(len(batch))
+        except IntegrityError as exc:
+            # A SKU checked as new above was created meanwhile by someone else.
+            raise ImportConflict("A widget in the file was created while importing; nothing was imported. Try again.") from exc
+        for start in range(0, len(to_update), IMPORT_BATCH):
+            batch = to_update[start : start + IMPORT_BATCH]
+            _update_widgets_from_values(batch, sorted(changed_fields), now)
+            if progress:
+                progress(len(batch))
+        StockMovement.objects.bulk_create(corrections, batch_size=IMPORT_BATCH)
+    return summary
+
+
+def _differs(widget: Widget, name: str, value: Any) -> bool:
+    if name == "category":  # compare ids: reading widget.category would query once per row
+        return widget.category_id != (value.pk if value is not None else None)
+    return getattr(widget, name) != value
+
+
+def _update_widgets_from_values(widgets: list[Widget], fields: list[str], now) -> None:
+    """Write ``fields`` of ``widgets`` (and bump version, updated_at) in one
+    ``UPDATE ... FROM (VALUES ...)`` statement (PostgreSQL, SQLite >= 3.33).
+
+    Django's ``bulk_update`` builds a CASE WHEN expression per row and field, which costs
+    milliseconds of Python per row: 100,000 rows took minutes. This is linear and fast.
+    """
+    table = connection.ops.quote_name(Widget._meta.db_table)
+    columns = [Widget._meta.get_field(name) for name in fields]
+    assignments = ["version = version + 1", "updated_at = %s"] + [
+        f"{connection.ops.quote_name(column.column)} = CAST(v.column{i} AS {column.cast_db_type(connection)})"
+        for i, column in enumerate(columns, start=2)
+    ]
+    row = "(" + ", ".join(["%s"] * (len(columns) + 1)) + ")"
+    params: list[Any] = [Widget._meta.get_field("updated_at").get_db_prep_save(now, connection)]
+    for widget in widgets:
+        params.append(widget.pk)
+        params.extend(column.get_db_prep_save(getattr(widget, column.attname), connection) for column in columns)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {', '.join(assignments)} "
+            f"FROM (VALUES {', '.join([row] * len(widgets))}) AS v WHERE {table}.id = v.column1",
+            params,
+        )

@@ -1,10 +1,13 @@
 """API viewsets: declarations plus thin hand-offs to ``widgets.services``."""
 from django.db import IntegrityError
-from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.generics import get_object_or_404
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from .. import services
@@ -13,6 +16,7 @@ from .conditional import ConditionalMixin, etag_for
 from .filters import CategoryFilter, StockMovementFilter, WidgetFilter
 from .idempotency import IdempotentMixin
 from .permissions import HasPermission
+from .renderers import WidgetCSVRenderer
 from .schema import IDEMPOTENT, IDEMPOTENT_RESPONSES, VALIDATION_ERROR, WIDGET_ETAG, conditional_schema
 from .serializers import (
     AdjustmentBatchSerializer,
@@ -79,7 +83,24 @@ class CategoryViewSet(ConditionalMixin, viewsets.ModelViewSet):
 @extend_schema_view(
     **conditional_schema(
         WidgetSerializer, idempotent_create=True, conflict=CLASH, update_request=WidgetUpdateSerializer
-    )
+    ),
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "format",
+                enum=["json", "csv"],
+                description=(
+                    "`csv` streams every matching widget (same filters and ordering, no "
+                    "pagination) in the import layout: sku, name, description, category "
+                    "(slug), price, reorder_level, is_active, stock."
+                ),
+            )
+        ],
+        responses={
+            (200, "application/json"): WidgetSerializer(many=True),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="The widgets as CSV."),
+        },
+    ),
 )
 class WidgetViewSet(IdempotentMixin, ConditionalMixin, viewsets.ModelViewSet):
     """Widgets. Stock is set on create and afterwards changed only through ``adjust``."""
@@ -96,6 +117,32 @@ class WidgetViewSet(IdempotentMixin, ConditionalMixin, viewsets.ModelViewSet):
             # The nested list is /api/movements/ narrowed to this widget.
             queryset = queryset.filter(widget_id=self.kwargs.get("pk"))
         return queryset
+
+    def get_renderers(self):
+        # CSV is offered by the list only; ?format=csv elsewhere is a 404.
+        renderers = super().get_renderers()
+        if self.action == "list":
+            renderers.append(WidgetCSVRenderer())
+        return renderers
+
+    def list(self, request, *args, **kwargs):
+        if isinstance(request.accepted_renderer, WidgetCSVRenderer):
+            # Streamed straight from the database; pagination does not apply to a file.
+            queryset = self.filter_queryset(self.get_queryset())
+            response = StreamingHttpResponse(
+                request.accepted_renderer.render(queryset), content_type="text/csv; charset=utf-8"
+            )
+            response["Content-Disposition"] = 'attachment; filename="widgets.csv"'
+            return response
+        return super().list(request, *args, **kwargs)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        # An error (bad filter, 401, 403) asked for as CSV is still a JSON error body.
+        if response.status_code >= 400 and isinstance(getattr(response, "accepted_renderer", None), WidgetCSVRenderer):
+            response.accepted_renderer = JSONRenderer()
+            response.accepted_media_type = JSONRenderer.media_type
+        return response
 
     def perform_create(self, serializer):
         data = serializer.validated_data

@@ -1,0 +1,224 @@
+"""Widgets as CSV: the one column layout that export writes and import reads.
+
+Export and import share ``COLUMNS``, so a file exported from the API or the admin
+imports back without changing anything. Reading validates every row and collects
+every error (row number and column) before anything is written; applying a valid
+file is ``services.import_widgets``.
+"""
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.utils.text import slugify
+
+from .models import SKU_PATTERN, Category, Widget
+from .services import MAX_STOCK
+
+COLUMNS = ["sku", "name", "description", "category", "price", "reorder_level", "is_active", "stock"]
+REQUIRED_COLUMNS = ["sku", "name"]
+TRUE_VALUES = {"true", "1", "yes"}
+FALSE_VALUES = {"false", "0", "no"}
+NAME_MAX_LENGTH = Widget._meta.get_field("name").max_length
+PRICE_MAX = Decimal("9999999999.99")  # max_digits=12, decimal_places=2
+EXPORT_CHUNK = 2000
+
+_sku_re = re.compile(SKU_PATTERN)
+
+
+# --- Export ------------------------------------------------------------------------------
+
+
+def export_rows(queryset) -> Iterator[list[Any]]:
+    """The header, then one row per widget of ``queryset`` in its order. Rows are read
+    with ``iterator()`` in chunks, so a million widgets never sit in memory at once."""
+    yield COLUMNS
+    rows = queryset.values_list(
+        "sku", "name", "description", "category__slug", "price", "reorder_level", "is_active", "stock"
+    )
+    for sku, name, description, category, price, reorder_level, is_active, stock in rows.iterator(
+        chunk_size=EXPORT_CHUNK
+    ):
+        yield [sku, name, description, category or "", price, reorder_level, "true" if is_active else "false", stock]
+
+
+class _Echo:
+    """A write-only file whose ``write`` hands back the line, for streaming csv.writer output."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def csv_lines(rows: Iterable[list[Any]]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    for row in rows:
+        yield writer.writerow(row)
+
+
+# --- Import ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int  # as a spreadsheet numbers it: the header is row 1
+    column: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}, {self.column}: {self.message}"
+
+
+@dataclass(frozen=True)
+class WidgetRow:
+    """One valid data row: the SKU and the typed value of every other column present
+    (``category`` is a ``Category`` or ``None``)."""
+
+    row: int
+    sku: str
+    values: dict[str, Any]
+
+
+@dataclass
+class ParsedFile:
+    rows: list[WidgetRow] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+
+
+def read_widget_rows(lines: Iterable[str]) -> ParsedFile:
+    """Parse and validate a whole CSV file (an iterable of text lines, e.g. a file
+    opened with ``newline=""``). Returns the valid rows and every error found."""
+    result = ParsedFile()
+    reader = csv.reader(lines)
+    try:
+        header = next(reader)
+    except StopIteration:
+        result.errors.append(RowError(1, "header", f"The file is empty; expected the columns {', '.join(COLUMNS)}."))
+        return result
+    except csv.Error as exc:
+        result.errors.append(RowError(1, "header", f"Not a readable CSV file: {exc}."))
+        return result
+    columns = [name.strip().lower().lstrip("\ufeff") for name in header]
+    _check_header(columns, result.errors)
+    if result.errors:
+        return result
+
+    raw_rows: list[tuple[int, list[str]]] = []
+    try:
+        for number, cells in enumerate(reader, start=2):
+            if cells:  # a blank line is skipped, but still counts as a row
+                raw_rows.append((number, cells))
+    except csv.Error as exc:
+        result.errors.append(RowError(reader.line_num, "file", f"Not a readable CSV file: {exc}."))
+        return result
+
+    # One query for every category the file names, by slug or by name (a category's
+    # slug is its slugified name, so slugifying the cell matches either).
+    wanted = {slugify(cells[columns.index("category")]) for _, cells in raw_rows
+              if "category" in columns and len(cells) == len(columns)}
+    categories = {c.slug: c for c in Category.objects.filter(slug__in=wanted - {""})} if wanted else {}
+
+    first_row_of_sku: dict[str, int] = {}
+    for number, cells in raw_rows:
+        if len(cells) != len(columns):
+            result.errors.append(
+                RowError(number, "row", f"Expected {len(columns)} cells, found {len(cells)}.")
+            )
+            continue
+        row = _validate_row(number, dict(zip(columns, cells)), categories, result.errors)
+        if row is None:
+            continue
+        if row.sku in first_row_of_sku:
+            result.errors.append(RowError(number, "sku", f"Duplicate of row {first_row_of_sku[row.sku]}."))
+            continue
+        first_row_of_sku[row.sku] = number
+        result.rows.append(row)
+    if not raw_rows:
+        result.errors.append(RowError(2, "file", "The file has a header but no rows."))
+    return result
+
+
+def _check_header(columns: list[str], errors: list[RowError]) -> None:
+    for name in columns:
+        if name not in COLUMNS:
+            errors.append(RowError(1, name or "(blank)", f"Unknown column; the columns are {', '.join(COLUMNS)}."))
+        elif columns.count(name) > 1:
+            errors.append(RowError(1, name, "Column appears more than once."))
+    for name in REQUIRED_COLUMNS:
+        if name not in columns:
+            errors.append(RowError(1, name, "Required column is missing."))
+
+
+def _validate_row(number: int, cells: dict[str, str], categories, errors: list[RowError]) -> WidgetRow | None:
+    found: list[RowError] = []
+
+    def fail(column: str, message: str) -> None:
+        found.append(RowError(number, column, message))
+
+    for column, text in cells.items():
+        if "\x00" in text:  # PostgreSQL text cannot hold NUL
+            fail(column, "Contains a NUL character.")
+    sku = cells["sku"].strip().upper()
+    if not _sku_re.match(sku):
+        fail("sku", "Must be 1-32 characters of A-Z, 0-9 and '-'.")
+    values: dict[str, Any] = {}
+    name = cells["name"]
+    if not name.strip():
+        fail("name", "Required.")
+    elif len(name) > NAME_MAX_LENGTH:
+        fail("name", f"At most {NAME_MAX_LENGTH} characters (found {len(name)}).")
+    values["name"] = name
+    if "description" in cells:
+        values["description"] = cells["description"]
+    if "category" in cells:
+        wanted = cells["category"].strip()
+        values["category"] = categories.get(slugify(wanted)) if wanted else None
+        if wanted and values["category"] is None:
+            fail("category", f"No category with the slug or name '{wanted}'.")
+    if "price" in cells:
+        values["price"] = _decimal(cells["price"], "price", fail)
+    for column in ("reorder_level", "stock"):
+        if column in cells:
+            values[column] = _whole_number(cells[column], column, fail)
+    if "is_active" in cells:
+        lowered = cells["is_active"].strip().lower()
+        if lowered in TRUE_VALUES:
+            values["is_active"] = True
+        elif lowered in FALSE_VALUES:
+            values["is_active"] = False
+        else:
+            fail("is_active", "Must be true or false.")
+    if found:
+        errors.extend(found)
+        return None
+    return WidgetRow(row=number, sku=sku, values=values)
+
+
+def _decimal(text: str, column: str, fail) -> Decimal | None:
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        fail(column, "Must be a number, e.g. 12.50.")
+        return None
+    if not value.is_finite() or value < 0 or value > PRICE_MAX:
+        fail(column, f"Must be between 0 and {PRICE_MAX}.")
+    elif value.as_tuple().exponent < -2:
+        fail(column, "At most 2 decimal places.")
+    else:
+        return value
+    return None
+
+
+def _whole_number(text: str, column: str, fail) -> int | None:
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
+        fail(column, f"Must be a whole number from 0 to {MAX_STOCK}.")
+        return None
+    value = int(text)
+    if value > MAX_STOCK:
+        fail(column, f"Must be a whole number from 0 to {MAX_STOCK}.")
+        return None
+    return value
