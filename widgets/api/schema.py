@@ -243,7 +243,9 @@ def allow_empty_query_values(result, generator, request, public):
                 typed = schema.get("type") not in ("string", "array") or {"enum", "format", "pattern"} & schema.keys()
                 if parameter.get("in") != "query":
                     continue
-                if typed:
+                if schema.get("type") == "string" and "enum" in schema:
+                    schema["enum"] = [*schema["enum"], ""] if "" not in schema["enum"] else schema["enum"]
+                elif typed:
                     parameter["schema"] = {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
                 elif schema.get("type") == "string":
                     schema["pattern"] = "^[^\\u0000]*$"

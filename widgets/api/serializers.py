@@ -1,8 +1,7 @@
 """Representations of the API. Validation lives here; writes go through services.
 
 Input types are strict, so what the OpenAPI schema says is exactly what is accepted:
-text must be a JSON string (no control characters, no surrounding whitespace on one-line
-fields; stored verbatim), a boolean a JSON boolean, a price a decimal string or an
+text must be a JSON string (no control characters, not only whitespace; stored verbatim), a boolean a JSON boolean, a price a decimal string or an
 integer, an integer a JSON integer. HTML forms of the browsable API send only text and
 keep DRF's coercions.
 """
@@ -27,16 +26,14 @@ STOCK_READ_ONLY = "Stock cannot be edited directly; use POST {adjust_url} to rec
 # The same patterns are published in the schema; drf-spectacular turns \Z (Python's true
 # end of string, where $ would allow a trailing newline) into ECMA's $.
 _CONTROL = r"\x00-\x1f\x7f-\x9f\ufeff"
-# Both refuse the empty string: drf-spectacular documents "" itself where a field allows blank.
-ONE_LINE_PATTERN = rf"^[^\s{_CONTROL}](?:[^{_CONTROL}]*[^\s{_CONTROL}])?\Z"
+# Both refuse the empty string (drf-spectacular documents "" itself where a field allows
+# blank) and text that is only whitespace; surrounding whitespace is kept, as all text is.
+ONE_LINE_PATTERN = rf"^[^{_CONTROL}]*[^\s{_CONTROL}][^{_CONTROL}]*\Z"
 # One-line text with at least one ASCII letter or digit, so that the slug is never empty.
-CATEGORY_NAME_PATTERN = (
-    rf"^(?:[A-Za-z0-9](?:[^{_CONTROL}]*[^\s{_CONTROL}])?"
-    rf"|[^\s{_CONTROL}][^{_CONTROL}]*[A-Za-z0-9](?:[^{_CONTROL}]*[^\s{_CONTROL}])?)\Z"
-)
+CATEGORY_NAME_PATTERN = rf"^[^{_CONTROL}]*[A-Za-z0-9][^{_CONTROL}]*\Z"
 MULTI_LINE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff]+\Z"
 one_line = RegexValidator(
-    ONE_LINE_PATTERN, "Must not contain control characters or start or end with whitespace."
+    ONE_LINE_PATTERN, "Must contain a visible character and no control characters (tabs, line breaks, NUL...)."
 )
 multi_line = RegexValidator(
     MULTI_LINE_PATTERN, "Must not contain control characters other than tab and line breaks."
@@ -65,7 +62,7 @@ class OneLineTextField(StrictInputMixin, serializers.CharField):
     json_types, json_type_name = (str,), "a string"
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("trim_whitespace", False)  # stored verbatim; the pattern refuses edges
+        kwargs.setdefault("trim_whitespace", False)  # stored verbatim
         super().__init__(**kwargs)
         self.validators.append(one_line)
 
