@@ -269,6 +269,7 @@ class TestPagingAndOrdering:
         ("is_active=maybe", "is_active"), ("updated_after=yesterday", "updated_after"),
         ("updated_after=0001-01-01T00:00:00%2B05:00", "updated_after"), ("min_price=abc", "min_price"),
         ("search=%00", "search"), ("category=%00", "category"), (f"category={'9' * 5000}", "category"),
+        ("format=xml", "format"), ("format=%00", "format"),
     ])
     def test_bad_filter_value_is_400_naming_it(self, viewer, widget, query, param):
         assert_refused(viewer.get(f"/api/widgets/?{query}"), naming=param)
