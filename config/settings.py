@@ -198,7 +198,6 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "widgets.api.renderers.ContentNegotiation",
     "DEFAULT_PARSER_CLASSES": [
         "widgets.api.parsers.JSONParser",
         "rest_framework.parsers.FormParser",

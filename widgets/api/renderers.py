@@ -3,8 +3,6 @@
 The renderer takes part in content negotiation like any other; the list action then
 streams the filtered, ordered queryset through ``render`` instead of paginating it.
 """
-from django.http import Http404
-from rest_framework import exceptions, negotiation
 from rest_framework.renderers import BaseRenderer
 
 from ..csv_io import csv_lines, export_rows
@@ -20,14 +18,3 @@ class WidgetCSVRenderer(BaseRenderer):
         ``StreamingHttpResponse`` (the list view never builds the file in memory)."""
         return csv_lines(export_rows(data))
 
-
-class ContentNegotiation(negotiation.DefaultContentNegotiation):
-    """An unknown ``?format=`` is a 400 naming the parameter, like any other bad query
-    value (DRF answers 404, as if the URL did not exist)."""
-
-    def filter_renderers(self, renderers, format):
-        try:
-            return super().filter_renderers(renderers, format)
-        except Http404:
-            formats = ", ".join(sorted({renderer.format for renderer in renderers}))
-            raise exceptions.ValidationError({self.settings.URL_FORMAT_OVERRIDE: [f"Must be one of: {formats}."]}) from None

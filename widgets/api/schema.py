@@ -148,6 +148,8 @@ def add_error_responses(result, generator, request, public):
             responses.setdefault("403", _json("Authenticated, but the role does not allow this.", ERROR))
             if "{" in path:
                 responses.setdefault("404", _json("No such object.", ERROR))
+            elif any(p.get("name") == "format" for p in operation.get("parameters", [])):
+                responses.setdefault("404", _json("No such `format` (DRF's answer to an unknown one).", ERROR))
     return result
 
 
