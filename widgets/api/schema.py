@@ -241,8 +241,7 @@ def allow_empty_query_values(result, generator, request, public):
         for operation in path.values():
             for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
                 schema = parameter.get("schema", {})
-                # (An empty list already reads as an empty value.)
-                typed = schema.get("type") not in ("string", "array") or {"enum", "format", "pattern"} & schema.keys()
+                typed = schema.get("type") != "string" or {"enum", "format", "pattern"} & schema.keys()
                 if parameter.get("in") != "query":
                     continue
                 if schema.get("type") == "string" and "enum" in schema:
