@@ -6,6 +6,7 @@ Every knob is an environment variable; the README lists them all. Outside
 and a secret key that must be provided.
 """
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -145,6 +146,8 @@ if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Lets several deployments (or test runs) share one Redis database without sharing keys.
+CACHES["default"]["KEY_PREFIX"] = os.environ.get("DJANGO_CACHE_KEY_PREFIX", "")
 
 # --- Auth -----------------------------------------------------------------------------
 
@@ -155,6 +158,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "/api-auth/login/"
+LOGIN_REDIRECT_URL = "/api/"
 
 # --- Internationalisation -------------------------------------------------------------
 
@@ -303,11 +307,46 @@ SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000"))
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
-SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+
+# --- Throttling ------------------------------------------------------------------------------
+# DRF rate syntax (`5/min`, `100/hour`). Counts live in the Django cache: Redis when REDIS_URL
+# is set, so a limit holds across processes and instances. "login" is the strict limit on
+# POST /api/auth/token/, /admin/login/ and /api-auth/login/, counted per username and per
+# client IP. The client IP is REMOTE_ADDR unless DJANGO_NUM_PROXIES says how many proxies
+# (load balancer, nginx) append to X-Forwarded-For in front of the app; a larger number than
+# really exists would let clients pick their own IP.
+
+
+def env_rate(name: str, default: str) -> str:
+    value = os.environ.get(name) or default
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", value):
+        raise ImproperlyConfigured(f"{name} must be a rate such as 5/min or 100/hour, not {value!r}.")
+    return value
+
+
+NUM_PROXIES = os.environ.get("DJANGO_NUM_PROXIES", "0")
+if not (NUM_PROXIES.isascii() and NUM_PROXIES.isdigit()):
+    raise ImproperlyConfigured(f"DJANGO_NUM_PROXIES must be a whole number (0 = none), not {NUM_PROXIES!r}.")
+
+REST_FRAMEWORK.update(
+    {
+        "DEFAULT_THROTTLE_CLASSES": [
+            "widgets.api.throttling.AnonRateThrottle",
+            "widgets.api.throttling.UserRateThrottle",
+        ],
+        "DEFAULT_THROTTLE_RATES": {
+            "anon": env_rate("DJANGO_THROTTLE_ANON", "60/min"),
+            "user": env_rate("DJANGO_THROTTLE_USER", "1200/min"),
+            "login": env_rate("DJANGO_THROTTLE_LOGIN", "5/min"),
+        },
+        "NUM_PROXIES": int(NUM_PROXIES),
+    }
+)
 
 # --- Reliability ----------------------------------------------------------------------------
 # Bounded inputs and fast failure: a request body is refused (413) over this size; a

@@ -5,6 +5,7 @@ ledger invariant is asserted everywhere, not only in the tests written for it.
 """
 import itertools
 import os
+import uuid
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -18,6 +19,8 @@ IS_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres", "postgr
 postgres_only = pytest.mark.skipif(not IS_POSTGRES, reason="needs PostgreSQL: set DATABASE_URL")
 
 _names = itertools.count()
+_RUN = uuid.uuid4().hex[:8]
+_cache_prefixes = (f"test-{_RUN}-{n}" for n in itertools.count())
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +34,21 @@ def _test_settings(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+    # Throttle counts live in the cache. A fresh key prefix per test gives each test its own
+    # counts without flushing a Redis database that a parallel run may share; the keys expire
+    # with their throttle window.
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": next(_cache_prefixes)}}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forget_this_runs_cache_keys():
+    yield
+    if os.environ.get("REDIS_URL"):
+        import redis
+
+        client = redis.Redis.from_url(os.environ["REDIS_URL"])
+        for key in client.scan_iter(f"test-{_RUN}-*", count=1000):
+            client.delete(key)
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ from datetime import timedelta
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import F
 from django.forms.models import BaseInlineFormSet
 from django.http import StreamingHttpResponse
@@ -16,7 +17,7 @@ from django.utils.html import format_html
 
 from . import csv_io, services
 from .charts import line_chart
-from .models import ApiToken, Category, StockMovement, Widget
+from .models import ApiToken, Category, ChangeLogEntry, StockMovement, Widget
 
 INLINE_MOVEMENTS = 20
 DASHBOARD_DAYS = 30
@@ -262,7 +263,9 @@ class WidgetAdmin(admin.ModelAdmin):
     def delete_model(self, request, obj):
         services.delete_widget(widget=obj, user=request.user)
 
+    @transaction.atomic
     def delete_queryset(self, request, queryset):
+        # The "delete selected" action: one service call each, so each is logged.
         for widget in queryset:
             services.delete_widget(widget=widget, user=request.user)
 
@@ -319,6 +322,7 @@ class CategoryAdmin(admin.ModelAdmin):
     def delete_model(self, request, obj):
         services.delete_category(category=obj, user=request.user)
 
+    @transaction.atomic
     def delete_queryset(self, request, queryset):
         for category in queryset:
             services.delete_category(category=category, user=request.user)
@@ -363,5 +367,27 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke(self, request, queryset):
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = queryset.revoke()
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
+
+
+@admin.register(ChangeLogEntry)
+class ChangeLogEntryAdmin(admin.ModelAdmin):
+    """Who changed which widget or category: read-only, written by the services."""
+
+    list_display = ["timestamp", "user", "action", "object_type", "object_id", "object_repr"]
+    list_filter = ["action", "object_type", "timestamp"]
+    list_select_related = ["user"]
+    search_fields = ["object_repr", "user__username"]
+    fields = ["timestamp", "user", "action", "object_type", "object_id", "object_repr", "changes"]
+    readonly_fields = fields
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

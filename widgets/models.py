@@ -163,13 +163,13 @@ class Widget(models.Model):
 
 
 class AppendOnlyQuerySet(models.QuerySet):
-    """The ledger is history: rows are inserted, never rewritten or removed."""
+    """History (the ledger, the change log): rows are inserted, never rewritten or removed."""
 
     def update(self, **kwargs):
-        raise TypeError("Stock movements are append-only and cannot be updated.")
+        raise TypeError(f"{self.model._meta.verbose_name_plural.capitalize()} are append-only and cannot be updated.")
 
     def delete(self):
-        raise TypeError("Stock movements are append-only and cannot be deleted.")
+        raise TypeError(f"{self.model._meta.verbose_name_plural.capitalize()} are append-only and cannot be deleted.")
 
     update.queryset_only = True
     delete.queryset_only = True
@@ -268,6 +268,10 @@ class ApiTokenQuerySet(models.QuerySet):
         )
         return token, raw_key
 
+    def revoke(self) -> int:
+        """Revoke the tokens not revoked yet; an earlier revocation keeps its time."""
+        return self.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+
 
 class ApiToken(models.Model):
     """A named API credential. Several per user; stored as an HMAC digest only."""
@@ -300,6 +304,61 @@ class ApiToken(models.Model):
 
     def matches(self, raw_key: str) -> bool:
         return hmac.compare_digest(self.digest, token_digest(raw_key))
+
+
+class ChangeLogEntry(models.Model):
+    """Who created, changed or deleted which widget or category, and what changed.
+
+    Written by ``widgets.services`` in the same transaction as the change itself. Stock
+    adjustments are not here: the ledger is their log. Like the ledger, append-only.
+    """
+
+    class Action(models.TextChoices):
+        CREATE = "create"
+        UPDATE = "update"
+        DELETE = "delete"
+
+    class ObjectType(models.TextChoices):
+        WIDGET = "widget"
+        CATEGORY = "category"
+
+    timestamp = models.DateTimeField(auto_now_add=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="change_log_entries",
+    )
+    action = models.CharField(max_length=10, choices=Action.choices)
+    object_type = models.CharField(max_length=20, choices=ObjectType.choices)
+    # A plain number, not a foreign key: the entry outlives a deleted object.
+    object_id = models.PositiveBigIntegerField()
+    object_repr = models.CharField(max_length=200)
+    # {field: [old, new]}; old is null on create, new is null on delete.
+    changes = models.JSONField(default=dict)
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+        verbose_name = "change log entry"
+        verbose_name_plural = "change log entries"
+        indexes = [
+            models.Index(fields=["-timestamp", "-id"], name="changelog_newest"),
+            models.Index(fields=["object_type", "object_id"], name="changelog_object"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.object_type} {self.object_id} ({self.object_repr})"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise TypeError("Change log entries are append-only and cannot be updated.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise TypeError("Change log entries are append-only and cannot be deleted.")
 
 
 class IdempotencyKeyQuerySet(models.QuerySet):

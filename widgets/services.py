@@ -15,13 +15,14 @@ import uuid
 import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, ProtectedError
 from django.utils import timezone
 
-from .models import Category, IdempotencyKey, StockMovement, Widget
+from .models import Category, ChangeLogEntry, IdempotencyKey, StockMovement, Widget
 
 # The stock column is a 32-bit integer on every backend.
 MAX_STOCK = 2_147_483_647
@@ -239,6 +240,7 @@ def create_widget(*, user=None, stock: int = 0, sku: str | None = None, **fields
             stock_after=stock,
             created_by=user,
         )
+    _log_change(user, ChangeLogEntry.Action.CREATE, widget, before={}, after=_audited_values(widget))
     return widget
 
 
@@ -261,6 +263,7 @@ def update_widget(
         raise ValueError("stock changes go through adjust_stock")
     locked = Widget.objects.select_for_update().get(pk=widget.pk)
     _check_version(locked, expected_version)
+    before = _audited_values(locked)
     for field, value in changes.items():
         setattr(locked, field, value)
     locked.version = F("version") + 1
@@ -272,6 +275,7 @@ def update_widget(
             raise DuplicateSku(locked.sku) from exc
         raise
     locked.refresh_from_db(fields=["version"])
+    _log_change(user, ChangeLogEntry.Action.UPDATE, locked, before=before, after=_audited_values(locked))
     return locked
 
 
@@ -291,10 +295,13 @@ def delete_widget(
     _check_version(locked, expected_version)
     if locked.movements.exists():
         raise history
+    before, pk = _audited_values(locked), locked.pk
     try:
-        locked.delete()
+        deleted, _ = locked.delete()
     except ProtectedError as exc:  # a movement was written since the check above
         raise history from exc
+    if deleted:
+        _log_change(user, ChangeLogEntry.Action.DELETE, locked, before=before, after={}, object_id=pk)
 
 
 # --- Categories ------------------------------------------------------------------------------
@@ -304,6 +311,7 @@ def delete_widget(
 def create_category(*, user=None, **fields: Any) -> Category:
     category = Category(**fields)
     category.save()
+    _log_change(user, ChangeLogEntry.Action.CREATE, category, before={}, after=_audited_values(category))
     return category
 
 
@@ -318,11 +326,13 @@ def update_category(
     """Raises ``VersionMismatch`` if ``expected_version`` is given and no longer current."""
     locked = Category.objects.select_for_update().get(pk=category.pk)
     _check_version(locked, expected_version)
+    before = _audited_values(locked)
     for field, value in changes.items():
         setattr(locked, field, value)
     locked.version = F("version") + 1
     locked.save()
     locked.refresh_from_db(fields=["version", "slug"])
+    _log_change(user, ChangeLogEntry.Action.UPDATE, locked, before=before, after=_audited_values(locked))
     return locked
 
 
@@ -336,13 +346,64 @@ def delete_category(
     """
     locked = Category.objects.select_for_update().get(pk=category.pk)
     _check_version(locked, expected_version)
+    before, pk = _audited_values(locked), locked.pk
     try:
-        locked.delete()
+        deleted, _ = locked.delete()
     except ProtectedError as exc:
         raise CategoryInUse(
             "This category still has widgets; move or delete them first.",
             widgets=locked.widgets.count(),
         ) from exc
+    if deleted:
+        _log_change(user, ChangeLogEntry.Action.DELETE, locked, before=before, after={}, object_id=pk)
+
+
+# --- Change log ---------------------------------------------------------------------------------
+# Called inside the transaction of each write above, so an entry exists exactly when the
+# change was committed. Stock adjustments write none: the ledger is their log.
+
+AUDITED_FIELDS = {
+    Widget: ["sku", "name", "description", "category", "price", "stock", "reorder_level", "is_active"],
+    Category: ["name", "slug", "description"],
+}
+OBJECT_TYPES = {Widget: ChangeLogEntry.ObjectType.WIDGET, Category: ChangeLogEntry.ObjectType.CATEGORY}
+
+
+def _audited_values(instance) -> dict[str, Any]:
+    """The audited fields as JSON values: foreign keys as ids, decimals as strings."""
+    values = {}
+    for name in AUDITED_FIELDS[type(instance)]:
+        field = instance._meta.get_field(name)
+        value = field.value_from_object(instance)
+        if isinstance(value, Decimal):
+            value = f"{value:.{field.decimal_places}f}"
+        values[name] = value
+    return values
+
+
+def _change_entry(user, action: str, instance, before: dict, after: dict, object_id=None) -> ChangeLogEntry | None:
+    """The (unsaved) entry for one change; None for an update that changed nothing."""
+    changes = {
+        name: [before.get(name), after.get(name)]
+        for name in AUDITED_FIELDS[type(instance)]
+        if before.get(name) != after.get(name)
+    }
+    if action == ChangeLogEntry.Action.UPDATE and not changes:
+        return None
+    return ChangeLogEntry(
+        user=user if user is not None and user.is_authenticated else None,
+        action=action,
+        object_type=OBJECT_TYPES[type(instance)],
+        object_id=object_id or instance.pk,
+        object_repr=str(instance)[:200],
+        changes=changes,
+    )
+
+
+def _log_change(user, action: str, instance, *, before: dict, after: dict, object_id=None) -> None:
+    entry = _change_entry(user, action, instance, before, after, object_id)
+    if entry is not None:
+        entry.save()
 
 
 # --- Idempotency keys ------------------------------------------------------------------------
@@ -406,6 +467,7 @@ def import_widgets(*, rows, user=None, dry_run: bool = False, progress=None) -> 
         to_create: list[Widget] = []
         to_update: list[Widget] = []
         corrections: list[StockMovement] = []
+        change_log: list[ChangeLogEntry] = []
         changed_fields: set[str] = set()
         for row in rows:
             values = dict(row.values)
@@ -420,11 +482,16 @@ def import_widgets(*, rows, user=None, dry_run: bool = False, progress=None) -> 
             if not changes and not stock_changed:
                 summary.unchanged += 1
                 continue
+            before = _audited_values(widget)
             for name in changes:
                 setattr(widget, name, values[name])
             if changes:
                 summary.updated[row.sku] = changes
                 changed_fields.update(changes)
+                # The stock difference is a correction in the ledger, not a change entry.
+                change_log.append(
+                    _change_entry(user, ChangeLogEntry.Action.UPDATE, widget, before, _audited_values(widget))
+                )
             if stock_changed:
                 summary.stock_changes[row.sku] = (widget.stock, stock)
                 corrections.append(
@@ -452,6 +519,10 @@ def import_widgets(*, rows, user=None, dry_run: bool = False, progress=None) -> 
                         for widget in batch
                         if widget.stock
                     )
+                    change_log.extend(
+                        _change_entry(user, ChangeLogEntry.Action.CREATE, widget, {}, _audited_values(widget))
+                        for widget in batch
+                    )
                     if progress:
                         progress(len(batch))
         except IntegrityError as exc:
@@ -463,6 +534,7 @@ def import_widgets(*, rows, user=None, dry_run: bool = False, progress=None) -> 
             if progress:
                 progress(len(batch))
         StockMovement.objects.bulk_create(corrections, batch_size=IMPORT_BATCH)
+        ChangeLogEntry.objects.bulk_create([e for e in change_log if e], batch_size=IMPORT_BATCH)
     return summary
 
 

@@ -155,7 +155,7 @@ class LoadGenerator:
             path = rng.choice([
                 f"/api/widgets/{widget}/",
                 f"/api/widgets/?limit=20&offset={rng.randrange(0, max(1, len(self.widget_ids) - 20))}",
-                f"/api/widgets/?low_stock=true&ordering=-stock&limit=10",
+                "/api/widgets/?low_stock=true&ordering=-stock&limit=10",
                 f"/api/widgets/{widget}/movements/?limit=5",
                 "/api/movements/?limit=10",
             ])

@@ -5,6 +5,7 @@ Validation errors keep DRF's ``{field: [messages]}`` shape, which names the fiel
 import logging
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import InterfaceError, OperationalError
@@ -90,8 +91,9 @@ def exception_handler(exc, context):
             {"detail": "This object is still referenced and cannot be deleted.", "code": "protected"},
             status=status.HTTP_409_CONFLICT,
         )
-    # DRF's handler turns Django's Http404 and PermissionDenied into its own exceptions.
-    if isinstance(exc, Http404):
+    # DRF's handler turns Django's Http404 and PermissionDenied into its own exceptions;
+    # a row that vanished under a service (deleted concurrently) is a 404 too.
+    if isinstance(exc, (Http404, ObjectDoesNotExist)):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()

@@ -15,7 +15,7 @@ from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
 
-from ..models import Category, StockMovement, Widget
+from ..models import Category, ChangeLogEntry, StockMovement, Widget
 
 TRUE_VALUES = {"true", "1", "yes"}
 FALSE_VALUES = {"false", "0", "no"}
@@ -162,3 +162,14 @@ class StockMovementFilter(filters.FilterSet):
     class Meta:
         model = StockMovement
         fields = ["widget", "reason", "created_by"]
+
+
+class ChangeLogFilter(filters.FilterSet):
+    object_type = filters.ChoiceFilter(choices=ChangeLogEntry.ObjectType.choices)
+    object_id = IntegerFilter(field_name="object_id")
+    user = filters.CharFilter(field_name="user__username", label="Changed by (username)")
+    since = filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="gte", label="At or after (ISO 8601)")
+
+    class Meta:
+        model = ChangeLogEntry
+        fields = ["object_type", "object_id", "user", "since"]

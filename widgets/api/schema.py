@@ -16,7 +16,10 @@ class TokenAuthenticationScheme(OpenApiAuthenticationExtension):
             "type": "apiKey",
             "in": "header",
             "name": "Authorization",
-            "description": "`Token <key>` (or `Bearer <key>`). Issue keys with `manage.py issue_token`.",
+            "description": (
+                "`Token <key>` (or `Bearer <key>`). Get a key from `POST /api/auth/token/` "
+                "(or `manage.py issue_token`); it is shown once and expires."
+            ),
         }
 
 
@@ -123,6 +126,9 @@ VALIDATION_ERROR = {
 }
 
 
+RETRY_AFTER = {"description": "Seconds until the rate limit allows another request.", "schema": {"type": "integer"}}
+
+
 def _json(description: str, schema: dict) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
@@ -130,8 +136,8 @@ def _json(description: str, schema: dict) -> dict:
 def add_error_responses(result, generator, request, public):
     """Post-processing hook: the error responses every operation shares, described once.
 
-    Views document only their own errors (409s); 400, 401, 403 and 404 follow from
-    validation, authentication, permissions and lookups alike.
+    Views document only their own errors (409s); 400, 401, 403, 404 and 429 follow from
+    validation, authentication, permissions, lookups and throttling alike.
     """
     result.setdefault("components", {}).setdefault("schemas", {}).setdefault(
         "Error",
@@ -144,8 +150,12 @@ def add_error_responses(result, generator, request, public):
             takes_input = method in {"post", "put", "patch"} or operation.get("parameters")
             if takes_input:
                 responses.setdefault("400", _json("Invalid input or query parameter.", VALIDATION_ERROR))
-            responses.setdefault("401", _json("Not authenticated (see WWW-Authenticate).", ERROR))
-            responses.setdefault("403", _json("Authenticated, but the role does not allow this.", ERROR))
+            if operation.get("security"):  # not on POST /api/auth/token/, which takes no credentials
+                responses.setdefault("401", _json("Not authenticated (see WWW-Authenticate).", ERROR))
+                responses.setdefault("403", _json("Authenticated, but the role does not allow this.", ERROR))
+            # Every API view is throttled (widgets.api.throttling).
+            responses.setdefault("429", {**_json("Too many requests; retry after Retry-After seconds.", ERROR),
+                                         "headers": {"Retry-After": RETRY_AFTER}})
             if "{" in path:
                 responses.setdefault("404", _json("No such object.", ERROR))
             elif any(p.get("name") == "format" for p in operation.get("parameters", [])):

@@ -1,8 +1,8 @@
 """Representations of the API. Validation lives here; writes go through services.
 
 Input types are strict, so what the OpenAPI schema says is exactly what is accepted:
-text must be a JSON string (no control characters, not only whitespace; stored verbatim), a boolean a JSON boolean, a price a decimal string or an
-integer, an integer a JSON integer. HTML forms of the browsable API send only text and
+text must be a JSON string (no control characters, not only whitespace; stored verbatim),
+a boolean a JSON boolean, a price a decimal string or an integer, an integer a JSON integer. HTML forms of the browsable API send only text and
 keep DRF's coercions.
 """
 import re
@@ -13,7 +13,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import exceptions, serializers
 from rest_framework.utils import html
 
-from ..models import Category, StockMovement, Widget
+from ..models import ApiToken, Category, ChangeLogEntry, StockMovement, Widget
 from ..services import MAX_BATCH_ITEMS, MAX_STOCK
 from .exceptions import ItemError
 
@@ -283,3 +283,67 @@ class ItemErrorSerializer(ErrorSerializer):
     index = serializers.IntegerField(help_text="0-based position of the first failing item.")
     field = serializers.CharField(required=False, help_text="The item's field at fault, when one is.")
     available = serializers.IntegerField(required=False, help_text="Stock available, on 409.")
+
+
+# --- Tokens -------------------------------------------------------------------------------------
+
+MAX_TOKEN_DAYS = 365
+
+
+class TokenRequestSerializer(serializers.Serializer):
+    """The body of ``POST /api/auth/token/``: credentials plus the new token's options."""
+
+    username = serializers.CharField(trim_whitespace=False)
+    password = serializers.CharField(trim_whitespace=False, write_only=True, style={"input_type": "password"})
+    name = OneLineTextField(max_length=100, required=False, allow_blank=True, default="")
+    expires_in_days = StrictIntegerField(
+        min_value=1,
+        max_value=MAX_TOKEN_DAYS,
+        required=False,
+        help_text="Lifetime in days; the server default (DJANGO_TOKEN_EXPIRY_DAYS) when omitted.",
+    )
+    read_only = StrictBooleanField(default=False, help_text="Allow only GET, HEAD and OPTIONS.")
+
+
+class ApiTokenSerializer(serializers.ModelSerializer):
+    """A token as its owner sees it later: never the key, only its prefix."""
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "prefix", "read_only", "created_at", "last_used_at", "expires_at", "revoked_at"]
+        read_only_fields = fields
+
+
+class IssuedTokenSerializer(serializers.ModelSerializer):
+    """A token just issued: the only time its key is shown."""
+
+    token = serializers.CharField(source="raw_key", help_text="The key. Shown only this once.")
+
+    class Meta:
+        model = ApiToken
+        fields = ["token", "id", "name", "prefix", "read_only", "expires_at"]
+        read_only_fields = fields
+
+
+# --- Change log ----------------------------------------------------------------------------------
+
+
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "Changed fields: `{field: [old, new]}`; old is null on create, new on delete.",
+        "additionalProperties": {"type": "array", "items": {}, "minItems": 2, "maxItems": 2},
+    }
+)
+class ChangesField(serializers.JSONField):
+    pass
+
+
+class ChangeLogEntrySerializer(serializers.ModelSerializer):
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    changes = ChangesField(read_only=True)
+
+    class Meta:
+        model = ChangeLogEntry
+        fields = ["id", "timestamp", "user", "action", "object_type", "object_id", "object_repr", "changes"]
+        read_only_fields = fields

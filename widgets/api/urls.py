@@ -1,3 +1,4 @@
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from . import views
@@ -6,6 +7,11 @@ router = DefaultRouter()
 router.register("categories", views.CategoryViewSet)
 router.register("widgets", views.WidgetViewSet)
 router.register("movements", views.StockMovementViewSet)
+router.register("changes", views.ChangeLogViewSet)
+router.register("auth/tokens", views.ApiTokenViewSet, basename="apitoken")
 router.register("adjustments", views.AdjustmentBatchViewSet, basename="adjustment")
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("auth/token/", views.TokenIssueView.as_view(), name="token-issue"),
+    *router.urls,
+]

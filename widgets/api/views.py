@@ -1,36 +1,43 @@
 """API viewsets: declarations plus thin hand-offs to ``widgets.services``."""
+from django.contrib.auth import authenticate
 from django.db import IntegrityError
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import status, viewsets
+from rest_framework import exceptions, generics, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.generics import get_object_or_404
+from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from .. import services
-from ..models import Category, StockMovement, Widget
+from ..models import ApiToken, Category, ChangeLogEntry, StockMovement, Widget
 from .conditional import ConditionalMixin, etag_for
-from .filters import CategoryFilter, StockMovementFilter, WidgetFilter
+from .filters import CategoryFilter, ChangeLogFilter, StockMovementFilter, WidgetFilter
 from .idempotency import IdempotentMixin
-from .permissions import HasPermission
+from .permissions import HasPermission, IsAuthenticated
 from .renderers import WidgetCSVRenderer
 from .schema import IDEMPOTENT, IDEMPOTENT_RESPONSES, VALIDATION_ERROR, WIDGET_ETAG, conditional_schema
 from .serializers import (
     AdjustmentBatchSerializer,
     AdjustmentSerializer,
+    ApiTokenSerializer,
     BatchResultSerializer,
     CategorySerializer,
+    ChangeLogEntrySerializer,
     Conflict,
     ErrorSerializer,
     InsufficientStockSerializer,
+    IssuedTokenSerializer,
     ItemErrorSerializer,
     StockMovementSerializer,
+    TokenRequestSerializer,
     WidgetSerializer,
     WidgetUpdateSerializer,
 )
+from .throttling import LOGIN_THROTTLES
 
 CONFLICT = OpenApiResponse(ErrorSerializer, description="Conflicts with the current state.")
 CLASH = OpenApiResponse(
@@ -184,7 +191,7 @@ class WidgetViewSet(IdempotentMixin, ConditionalMixin, viewsets.ModelViewSet):
         serializer_class=AdjustmentSerializer,
         permission_classes=[HasPermission.of("widgets.add_stockmovement")],
     )
-    def adjust(self, request, pk=None):
+    def adjust(self, request, pk=None, format=None):
         """Add or remove stock; recorded as a movement in the ledger."""
         serializer = AdjustmentSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -207,7 +214,7 @@ class WidgetViewSet(IdempotentMixin, ConditionalMixin, viewsets.ModelViewSet):
         filterset_class=StockMovementFilter,
         permission_classes=[HasPermission.of("widgets.view_stockmovement")],
     )
-    def movements(self, request, pk=None):
+    def movements(self, request, pk=None, format=None):
         """This widget's stock movements, newest first."""
         get_object_or_404(Widget.objects.all(), pk=pk)
         queryset = self.filter_queryset(self.get_queryset())
@@ -253,7 +260,7 @@ class AdjustmentBatchViewSet(IdempotentMixin, viewsets.GenericViewSet):
     serializer_class = AdjustmentBatchSerializer
     permission_classes = [HasPermission.of("widgets.add_stockmovement")]
 
-    def create(self, request):
+    def create(self, request, *args, **kwargs):
         """Apply 1-500 adjustments in one transaction; any failing item fails them all."""
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -261,3 +268,78 @@ class AdjustmentBatchViewSet(IdempotentMixin, viewsets.GenericViewSet):
         return Response(
             BatchResultSerializer({"movements": movements}).data, status=status.HTTP_201_CREATED
         )
+
+
+class ChangeLogViewSet(viewsets.ReadOnlyModelViewSet):
+    """Who created, changed or deleted which widget or category, newest first.
+
+    Stock adjustments are not here: the ledger (``/api/movements/``) is their log.
+    """
+
+    queryset = ChangeLogEntry.objects.select_related("user")
+    lookup_value_regex = r"[0-9]+"
+    serializer_class = ChangeLogEntrySerializer
+    filterset_class = ChangeLogFilter
+
+
+# --- Tokens ---------------------------------------------------------------------------------------
+
+
+class InvalidCredentials(exceptions.APIException):
+    # One message for a wrong username and a wrong password alike: no hint which was wrong.
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "Unable to log in with the provided username and password."
+    default_code = "invalid_credentials"
+
+
+class TokenIssueView(generics.GenericAPIView):
+    """Exchange a username and password for a new API token."""
+
+    # Credentials are in the body; a stale Authorization header must not stand in the way.
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = LOGIN_THROTTLES
+    serializer_class = TokenRequestSerializer
+
+    @extend_schema(
+        operation_id="auth_token_create",
+        auth=[],
+        responses={
+            201: IssuedTokenSerializer,
+            400: OpenApiResponse(description="Invalid input, or wrong username or password (`invalid_credentials`)."),
+        },
+    )
+    def post(self, request):
+        """Issue a token. Its key is in the response and shown only this once."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        options = serializer.validated_data
+        # Unknown users cost a password hash too, so timing does not tell them apart.
+        user = authenticate(request._request, username=options["username"], password=options["password"])
+        if user is None:  # wrong username, wrong password or inactive user
+            raise InvalidCredentials()
+        token, raw_key = ApiToken.objects.issue(
+            user=user,
+            name=options["name"],
+            expires_in_days=options.get("expires_in_days"),
+            read_only=options["read_only"],
+        )
+        token.raw_key = raw_key
+        return Response(IssuedTokenSerializer(token).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(destroy=extend_schema(summary="Revoke one of your tokens", responses={204: None}))
+class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """The caller's own API tokens, newest first; revoked ones stay listed with ``revoked_at``."""
+
+    queryset = ApiToken.objects.all()
+    lookup_value_regex = r"[0-9]+"
+    serializer_class = ApiTokenSerializer
+    permission_classes = [IsAuthenticated]
+
+    def get_queryset(self):
+        # Someone else's token is simply not there: 404, not 403.
+        return super().get_queryset().filter(user=self.request.user)
+
+    def perform_destroy(self, instance):
+        ApiToken.objects.filter(pk=instance.pk).revoke()
