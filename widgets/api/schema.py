@@ -199,7 +199,7 @@ def _error(description: str) -> OpenApiResponse:
 class AutoSchema(openapi.AutoSchema):
     """drf-spectacular's schema, JSON request bodies only, and the error answers that come
     from the transport rather than from validation, auth or lookups (``add_error_responses``
-    adds those): 413, 414, 429 where a throttle applies, and 503 when the database is away.
+    adds those, and 429 with its Retry-After): 413, 414, and 503 when the database is away.
     """
 
     def map_parsers(self):
@@ -228,8 +228,6 @@ class AutoSchema(openapi.AutoSchema):
         errors = {}
         if self.method in BODY_METHODS:
             errors["413"] = _error("The request body is larger than the server accepts.")
-        if self.view.get_throttles():
-            errors["429"] = _error("Too many requests; retry after the Retry-After header's seconds.")
         errors["503"] = _error("The database is unreachable; retry shortly.")
         return errors
 
