@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_WIDGETS ?= 500
 
-.PHONY: run test install migrate clean deploy-check
+.PHONY: run test install migrate clean deploy-check reliability
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,14 @@ run: install $(SECRET_FILE)
 test: install
 	DJANGO_SECRET_KEY=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))') \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The full reliability runs (docs/RELIABILITY.md): schemathesis on every operation, 60 s of
+# load, and a database outage plus a killed worker under 40 s of load. Needs PostgreSQL on
+# 127.0.0.1:5432 (ADMIN_DATABASE_URL) and the PostgreSQL 15 binaries for the private server.
+reliability: install
+	$(BIN)/python tests/reliability/fuzz.py --examples 100
+	$(BIN)/python tests/reliability/load.py --seconds 60
+	$(BIN)/python tests/reliability/outage.py --seconds 40
 
 clean:
 	rm -rf $(VENV) .local db.sqlite3 staticfiles .pytest_cache

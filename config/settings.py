@@ -69,6 +69,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "widgets.api.middleware.DatabaseUnavailableMiddleware",  # innermost: sees the view's own errors
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -204,11 +205,11 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": [
-        "widgets.api.renderers.ORJSONParser",
+        "widgets.api.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "widgets.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "widgets.api.exceptions.exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
@@ -236,6 +237,7 @@ SPECTACULAR_SETTINGS = {
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
+        "widgets.api.schema.allow_empty_query_values",
         "widgets.api.schema.add_error_responses",
         "widgets.api.schema.add_request_id_header",
     ],
@@ -355,3 +357,14 @@ REST_FRAMEWORK.update(
         "NUM_PROXIES": int(NUM_PROXIES),
     }
 )
+
+# --- Reliability ----------------------------------------------------------------------------
+# Bounded inputs and fast failure: a request body is refused (413) over this size; a
+# database that does not answer fails the request within the connect timeout (503 under
+# /api/, see widgets.api.exceptions) instead of hanging a worker.
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DJANGO_MAX_REQUEST_BYTES", str(1024 * 1024)))
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", int(os.environ.get("DJANGO_DB_CONNECT_TIMEOUT", "3"))
+    )

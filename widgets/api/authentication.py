@@ -7,6 +7,7 @@ README: revoking a token, deactivating a user or changing a user's roles takes
 effect within that many seconds rather than at once. 0 turns the cache off.
 """
 import copy
+import re
 import time
 from datetime import timedelta
 
@@ -15,6 +16,8 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from ..models import ApiToken, token_digest
+
+KEY_FORMAT = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 # last_used_at is bookkeeping, not an audit trail: write it at most this often.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -35,10 +38,11 @@ class TokenAuthentication(authentication.BaseAuthentication):
             return None
         if len(header) != 2:
             raise exceptions.AuthenticationFailed("Invalid token header: expected 'Token <key>'.")
-        try:
-            raw_key = header[1].decode("ascii")
-        except UnicodeDecodeError:
-            raise exceptions.AuthenticationFailed("Invalid token.") from None
+        raw_key = header[1].decode("latin-1")
+        # Keys are URL-safe base64: anything else (NUL, which PostgreSQL cannot even compare,
+        # or a 100 kB header) is refused before it reaches the database.
+        if not KEY_FORMAT.fullmatch(raw_key):
+            raise exceptions.AuthenticationFailed("Invalid token.")
         return self.authenticate_key(raw_key)
 
     def authenticate_key(self, raw_key: str):

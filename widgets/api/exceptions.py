@@ -2,8 +2,13 @@
 
 Validation errors keep DRF's ``{field: [messages]}`` shape, which names the field.
 """
+import logging
+
+from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
+from django.db import InterfaceError, OperationalError
 from django.db.models import ProtectedError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -22,14 +27,53 @@ class ItemError(Exception):
         super().__init__(detail)
         self.index, self.detail, self.code, self.status, self.extra = index, detail, code, status, extra
 
+logger = logging.getLogger(__name__)
+
+
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+
+    def __init__(self):
+        super().__init__(
+            f"The request body is larger than the limit of {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+        )
+
+
+class DatabaseUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "database_unavailable"
+    default_detail = "The database is unavailable; retry shortly. Nothing was changed."
+
+
+def _only_missing_references(codes) -> bool:
+    if isinstance(codes, dict):
+        return bool(codes) and all(_only_missing_references(c) for c in codes.values())
+    if isinstance(codes, list):
+        return bool(codes) and all(_only_missing_references(c) for c in codes)
+    return codes == "does_not_exist"
+
 
 def exception_handler(exc, context):
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database went away (or refused, or timed out). The transaction was rolled back,
+        # so the client can retry; Django reconnects by itself on a later request.
+        logger.warning("Database unavailable: %s", exc)
+        exc = DatabaseUnavailable()
+    elif isinstance(exc, RequestDataTooBig):  # form bodies, checked by Django itself
+        exc = RequestTooLarge()
+    elif isinstance(exc, TooManyFieldsSent):
+        exc = exceptions.ParseError(
+            f"Too many query or form parameters (at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})."
+        )
     if isinstance(exc, BatchItemError):  # the service refused an item: nothing was applied
         error = exc.error
         if isinstance(error, InventoryError):
             exc = ItemError(index=exc.index, detail=error.detail, code=error.code, status=409, **error.extra)
         else:
-            exc = ItemError(index=exc.index, detail=str(error), code=getattr(error, "code", "invalid"))
+            code = getattr(error, "code", "invalid")
+            # Like a missing category on a widget: a reference to nothing is a conflict (409).
+            exc = ItemError(index=exc.index, detail=str(error), code=code, status=409 if code == "unknown_widget" else 400)
     if isinstance(exc, ItemError):
         body = {"detail": f"Item {exc.index}: {exc.detail}", "code": exc.code, "index": exc.index, **exc.extra}
         return Response(body, status=exc.status)
@@ -53,6 +97,10 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    if isinstance(exc, exceptions.ValidationError) and _only_missing_references(exc.get_codes()):
+        # Well-formed input naming an object that does not exist (now): a conflict with the
+        # current state, like a taken SKU, not malformed input.
+        exc.status_code = status.HTTP_409_CONFLICT
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict) and "detail" in response.data:
         codes = exc.get_codes()
@@ -60,4 +108,6 @@ def exception_handler(exc, context):
             response.data["code"] = codes
         elif isinstance(codes, dict) and isinstance(codes.get("detail"), str):
             response.data["code"] = codes["detail"]
+    if isinstance(exc, DatabaseUnavailable):
+        response["Retry-After"] = "2"
     return response

@@ -2,12 +2,19 @@
 
 django-filter raises a 400 for most bad values, but its BooleanFilter quietly ignores
 ``?is_active=maybe``; ``StrictBooleanFilter`` refuses it like every other bad value.
+Numbers and datetimes are kept within what every database can compare, so no value a
+client sends reaches the database as an error (a 500).
 """
+import datetime as dt
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+
 from django import forms
 from django.db.models import F, Q
 from django_filters import filters as base_filters
 from django_filters import rest_framework as filters
+from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema_field
 
 from ..models import Category, ChangeLogEntry, StockMovement, Widget
 
@@ -49,12 +56,71 @@ class FilterBackend(DjangoFilterBackend):
         return super().filter_queryset(request, queryset, view)
 
 
+INT64 = 2**63 - 1
+
+
+@extend_schema_field({"type": "integer", "minimum": -INT64 - 1, "maximum": INT64})
 class IntegerFilter(filters.NumberFilter):
+    """A whole number within 64 bits (the widest integer column there is)."""
+
     field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", -INT64 - 1)
+        kwargs.setdefault("max_value", INT64)
+        super().__init__(*args, **kwargs)
+
+    def get_max_validator(self):
+        return None  # max_value above says it
+
+
+class PriceFilter(filters.NumberFilter):
+    """A price bound. Prices have 2 decimal places and at most 10 integer digits, so a bound
+    is rounded towards the prices it admits and clamped: ``min_price=0.001`` means 0.01 and
+    ``min_price=1e999999`` matches nothing (PostgreSQL could not even parse it)."""
+
+    LIMIT = Decimal(10**10)
+
+    def get_max_validator(self):
+        return None  # clamped below instead of refused
+
+    def filter(self, qs, value):
+        if value is not None:
+            value = max(min(value, self.LIMIT), -self.LIMIT)
+            rounding = ROUND_CEILING if self.lookup_expr == "gte" else ROUND_FLOOR
+            value = value.quantize(Decimal("0.01"), rounding=rounding)
+        return super().filter(qs, value)
+
+
+class UtcIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 datetime, turned into UTC here: PostgreSQL refuses some offsets that Python
+    accepts (-23:17), and a date at the edge of the calendar may not survive the conversion."""
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value is None:
+            return None
+        try:
+            return value.astimezone(dt.timezone.utc)
+        except OverflowError:
+            raise forms.ValidationError("Date out of range.", code="invalid") from None
+
+
+class UtcIsoDateTimeFilter(filters.IsoDateTimeFilter):
+    field_class = UtcIsoDateTimeField
+
+
+@extend_schema_field({"type": "string", "maxLength": 200})
+class TextFilter(filters.CharFilter):
+    """Free text, at most 200 characters: a LIKE pattern of 100 kB is work, not a search."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("max_length", 200)
+        super().__init__(*args, **kwargs)
 
 
 class CategoryFilter(filters.FilterSet):
-    search = filters.CharFilter(method="filter_search", label="Search name and description")
+    search = TextFilter(method="filter_search", label="Search name and description")
     ordering = filters.OrderingFilter(fields=["name", "id"])
 
     class Meta:
@@ -66,16 +132,16 @@ class CategoryFilter(filters.FilterSet):
 
 
 class WidgetFilter(filters.FilterSet):
-    search = filters.CharFilter(method="filter_search", label="Search SKU, name and description")
-    category = filters.CharFilter(method="filter_category", label="Category (id or slug)")
+    search = TextFilter(method="filter_search", label="Search SKU, name and description")
+    category = TextFilter(method="filter_category", label="Category (id or slug)")
     is_active = StrictBooleanFilter()
     low_stock = StrictBooleanFilter(method="filter_low_stock", label="Low stock")
-    min_price = filters.NumberFilter(field_name="price", lookup_expr="gte")
-    max_price = filters.NumberFilter(field_name="price", lookup_expr="lte")
+    min_price = PriceFilter(field_name="price", lookup_expr="gte")
+    max_price = PriceFilter(field_name="price", lookup_expr="lte")
     min_stock = IntegerFilter(field_name="stock", lookup_expr="gte")
     max_stock = IntegerFilter(field_name="stock", lookup_expr="lte")
-    updated_after = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
-    updated_before = filters.IsoDateTimeFilter(field_name="updated_at", lookup_expr="lte")
+    updated_after = UtcIsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
+    updated_before = UtcIsoDateTimeFilter(field_name="updated_at", lookup_expr="lte")
     ordering = filters.OrderingFilter(
         fields=["name", "sku", "stock", "price", "created_at", "updated_at", "id"]
     )
@@ -91,7 +157,8 @@ class WidgetFilter(filters.FilterSet):
 
     def filter_category(self, queryset, name, value):
         if value.isascii() and value.isdigit():
-            return queryset.filter(category_id=int(value))
+            # Longer than any 64-bit id: no such category (int() of it would overflow the database).
+            return queryset.filter(category_id=int(value)) if len(value) <= 18 else queryset.none()
         return queryset.filter(category__slug=value)
 
     def filter_low_stock(self, queryset, name, value):
@@ -103,9 +170,9 @@ class StockMovementFilter(filters.FilterSet):
     # A number, not a model choice: a <select> of every widget would not scale.
     widget = IntegerFilter(field_name="widget_id")
     reason = filters.ChoiceFilter(choices=StockMovement.Reason.choices)
-    created_by = filters.CharFilter(field_name="created_by__username", label="Created by (username)")
-    created_after = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
+    created_by = TextFilter(field_name="created_by__username", label="Created by (username)")
+    created_after = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UtcIsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
 
     class Meta:
         model = StockMovement

@@ -30,6 +30,7 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
 
     default_limit = 50
     max_limit = 1000
+    max_digits = 18  # int() on a 10,000-digit string is needless work
     start_query_param = "start"
     count_is_estimate = False
     start = None
@@ -104,8 +105,13 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
         return response
 
     def get_schema_operation_parameters(self, view):
+        # The bounds _parse enforces, so that clients (and fuzzers) see them in the schema.
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            minimum = 1 if parameter["name"] == self.limit_query_param else 0
+            parameter["schema"].update(minimum=minimum, maximum=10**self.max_digits - 1)
         return [
-            *super().get_schema_operation_parameters(view),
+            *parameters,
             {
                 "name": self.start_query_param,
                 "required": False,
@@ -113,7 +119,7 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
                 "description": "Keyset mode: results with id >= start, in id order, without a count; "
                 "follow `next` to walk the whole list at a constant cost per page. "
                 "Cannot be combined with offset or ordering.",
-                "schema": {"type": "integer", "minimum": 0},
+                "schema": {"type": "integer", "minimum": 0, "maximum": 10**self.max_digits - 1},
             },
         ]
 
@@ -129,9 +135,7 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
             return 0
         return self._parse(self.offset_query_param, raw, minimum=0)
 
-    @staticmethod
-    def _parse(name: str, raw: str, *, minimum: int) -> int:
-        # Bounded length first: int() on a 10,000-digit string is needless work.
-        if len(raw) > 18 or not (raw.isascii() and raw.isdigit()) or int(raw) < minimum:
+    def _parse(self, name: str, raw: str, *, minimum: int) -> int:
+        if len(raw) > self.max_digits or not (raw.isascii() and raw.isdigit()) or int(raw) < minimum:
             raise ValidationError({name: [f"Must be a whole number of at least {minimum}."]})
         return int(raw)

@@ -8,6 +8,8 @@
   The renderer takes part in content negotiation like any other; the list action then
   streams the filtered, ordered queryset through ``render`` instead of paginating it.
 """
+import io
+
 import orjson
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
@@ -44,10 +46,14 @@ class ORJSONParser(JSONParser):
         encoding = (parser_context or {}).get("encoding", "utf-8") or "utf-8"
         if encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
             return super().parse(stream, media_type, parser_context)
+        body = stream.read() if stream is not None else b""
         try:
-            return orjson.loads(stream.read() if stream is not None else b"")
-        except orjson.JSONDecodeError as exc:
-            raise ParseError(f"JSON parse error - {exc}") from None
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            # orjson is stricter than JSON itself (lone surrogates, numbers beyond 64 bits
+            # or a double): let DRF's parser decide, so the field's own validation can name
+            # the problem. Only a request that is already wrong pays for the second parse.
+            return super().parse(io.BytesIO(body), media_type, parser_context)
 
 
 class WidgetCSVRenderer(BaseRenderer):
@@ -59,3 +65,4 @@ class WidgetCSVRenderer(BaseRenderer):
         """``data`` is a widget queryset; returns an iterator of CSV lines for a
         ``StreamingHttpResponse`` (the list view never builds the file in memory)."""
         return csv_lines(export_rows(data))
+

@@ -1,6 +1,8 @@
 """OpenAPI descriptions drf-spectacular cannot infer on its own."""
+from drf_spectacular import openapi
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
 
 from .serializers import ErrorSerializer
 
@@ -27,7 +29,7 @@ class TokenAuthenticationScheme(OpenApiAuthenticationExtension):
 HEADER = OpenApiParameter.HEADER
 
 IDEMPOTENCY_KEY = OpenApiParameter(
-    "Idempotency-Key", str, HEADER,
+    "Idempotency-Key", str, HEADER, pattern=r"^[\x20-\x7e]{1,255}$",
     description=(
         "1-255 printable ASCII characters, unique per request you mean (a UUID is ideal). "
         "A retry with the same key and body gets the first answer back instead of applying "
@@ -80,14 +82,19 @@ PRECONDITION_REQUIRED = OpenApiResponse(
 )
 
 
-def conditional_schema(serializer, *, idempotent_create: bool = False) -> dict:
-    """``extend_schema_view`` arguments for a ``ConditionalMixin`` viewset."""
+def conditional_schema(serializer, *, idempotent_create: bool = False, conflict=None, update_request=None) -> dict:
+    """``extend_schema_view`` arguments for a ``ConditionalMixin`` viewset. ``conflict`` documents
+    the 409 of create and update (a taken unique value); ``update_request`` the PUT/PATCH body."""
     conditional_write = {412: PRECONDITION_FAILED, 428: PRECONDITION_REQUIRED}
     update = extend_schema(
-        parameters=[IF_MATCH, etag_header(200, 412)], responses={200: serializer, **conditional_write}
+        request=update_request or serializer,
+        parameters=[IF_MATCH, etag_header(200, 412)],
+        responses={200: serializer, **({409: conflict} if conflict else {}), **conditional_write},
     )
     create_parameters = [etag_header(201), *(IDEMPOTENT if idempotent_create else [])]
     create_responses = {201: serializer, **({**IDEMPOTENT_RESPONSES, 409: IN_FLIGHT} if idempotent_create else {})}
+    if conflict:
+        create_responses[409] = conflict
     return {
         "retrieve": extend_schema(
             parameters=[IF_NONE_MATCH, etag_header(200, 304)],
@@ -110,8 +117,11 @@ def conditional_schema(serializer, *, idempotent_create: bool = False) -> dict:
 ERROR = {"$ref": "#/components/schemas/Error"}
 VALIDATION_ERROR = {
     "type": "object",
-    "description": "Each invalid field or query parameter, with its messages.",
-    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+    "description": (
+        "Each invalid field or query parameter with its messages (nested for nested input), "
+        "or `{detail, code}` for a body that cannot be parsed."
+    ),
+    "additionalProperties": {},
     "example": {"name": ["This field is required."]},
 }
 
@@ -148,6 +158,8 @@ def add_error_responses(result, generator, request, public):
                                          "headers": {"Retry-After": RETRY_AFTER}})
             if "{" in path:
                 responses.setdefault("404", _json("No such object.", ERROR))
+            elif any(p.get("name") == "format" for p in operation.get("parameters", [])):
+                responses.setdefault("404", _json("No such `format` (DRF's answer to an unknown one).", ERROR))
     return result
 
 
@@ -166,11 +178,84 @@ def add_request_id_header(result, generator, request, public):
                 continue
             operation.setdefault("parameters", []).append(
                 {"in": "header", "name": "X-Request-ID", "required": False,
-                 "schema": {"type": "string", "maxLength": 128}, "description": REQUEST_ID_DESCRIPTION}
+                 # Any value is accepted (one that is not a usable id is replaced), so no maxLength.
+                 "schema": {"type": "string"}, "description": REQUEST_ID_DESCRIPTION}
             )
             for response in operation["responses"].values():
                 if "$ref" not in response:
                     response.setdefault("headers", {})["X-Request-ID"] = {
                         "schema": {"type": "string"}, "description": REQUEST_ID_DESCRIPTION,
                     }
+    return result
+
+
+BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+class AutoSchema(openapi.AutoSchema):
+    """drf-spectacular's schema, JSON request bodies only, and the error answers that come
+    from the transport rather than from validation, auth or lookups (``add_error_responses``
+    adds those, and 429 with its Retry-After): 413, 414, and 503 when the database is away.
+    """
+
+    def map_parsers(self):
+        # The API's contract is JSON. The form parsers serve the browsable API's HTML
+        # forms, whose text-only encoding cannot express null or a number.
+        return ["application/json"]
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        # drf-spectacular leaves out a nested many=True serializer's length bounds.
+        if isinstance(field, serializers.ListSerializer) and schema.get("type") == "array":
+            if field.min_length is not None:
+                schema["minItems"] = field.min_length
+            if field.max_length is not None:
+                schema["maxItems"] = field.max_length
+        return schema
+
+    def _with_error_responses(self, direction):
+        responses = super()._get_response_bodies(direction)
+        for code, response in self._error_responses().items():
+            if code not in responses:
+                responses[code] = self._get_response_for_code(response, code, direction=direction)
+        return responses
+
+    def _error_responses(self) -> dict:
+        errors = {}
+        if self.method in BODY_METHODS:
+            errors["413"] = _error("The request body is larger than the server accepts.")
+        errors["503"] = _error("The database is unreachable; retry shortly.")
+        return errors
+
+    def _get_response_bodies(self, direction="response"):
+        responses = self._with_error_responses(direction)
+        # Answered by gunicorn before the app sees the request, hence HTML.
+        responses.setdefault("414", self._get_response_for_code(
+            OpenApiResponse({"type": "string"}, description="The URL is longer than the server accepts (4 KB)."),
+            "414", media_types=["text/html"], direction=direction,
+        ))
+        return responses
+
+
+def allow_empty_query_values(result, generator, request, public):
+    """drf-spectacular postprocessing hook: an empty query value (``?min_stock=``) means the
+    parameter was not given, as HTML filter forms send it; say so for every typed parameter.
+    Text parameters refuse NUL (Django's form fields do), so say that too."""
+    for path in result.get("paths", {}).values():
+        for operation in path.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                schema = parameter.get("schema", {})
+                typed = schema.get("type") != "string" or {"enum", "format", "pattern"} & schema.keys()
+                if parameter.get("in") != "query":
+                    continue
+                if schema.get("type") == "string" and "enum" in schema:
+                    schema["enum"] = [*schema["enum"], ""] if "" not in schema["enum"] else schema["enum"]
+                elif typed:
+                    parameter["schema"] = {"anyOf": [schema, {"type": "string", "maxLength": 0}]}
+                elif schema.get("type") == "string":
+                    schema["pattern"] = "^[^\\u0000]*$"
     return result

@@ -1,15 +1,24 @@
-"""Representations of the API. Validation lives here; writes go through services."""
+"""Representations of the API. Validation lives here; writes go through services.
+
+Input types are strict, so what the OpenAPI schema says is exactly what is accepted:
+text must be a JSON string (no control characters, not only whitespace; stored verbatim),
+a boolean a JSON boolean, a price a decimal string or an integer, an integer a JSON integer. HTML forms of the browsable API send only text and
+keep DRF's coercions.
+"""
+import re
 from collections.abc import Mapping
 
 from django.core.exceptions import FieldDoesNotExist
+from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
 from rest_framework.fields import SkipField
 from rest_framework.relations import PKOnlyObject
+from rest_framework.utils import html
 
-from ..models import SKU_PATTERN, ApiToken, Category, ChangeLogEntry, StockMovement, Widget
+from ..models import ApiToken, Category, ChangeLogEntry, StockMovement, Widget
 from ..services import MAX_BATCH_ITEMS, MAX_STOCK
 from .exceptions import ItemError
 
@@ -17,6 +26,120 @@ from .exceptions import ItemError
 ADJUSTABLE_REASONS = [c for c in StockMovement.Reason.choices if c[0] != StockMovement.Reason.INITIAL]
 
 STOCK_READ_ONLY = "Stock cannot be edited directly; use POST {adjust_url} to record a movement."
+
+# Control characters never belong in stored text; PostgreSQL cannot even store NUL.
+# The same patterns are published in the schema; drf-spectacular turns \Z (Python's true
+# end of string, where $ would allow a trailing newline) into ECMA's $.
+_CONTROL = r"\x00-\x1f\x7f-\x9f\ufeff"
+# Both refuse the empty string (drf-spectacular documents "" itself where a field allows
+# blank) and text that is only whitespace; surrounding whitespace is kept, as all text is.
+ONE_LINE_PATTERN = rf"^[^{_CONTROL}]*[^\s{_CONTROL}][^{_CONTROL}]*\Z"
+# One-line text with at least one ASCII letter or digit, so that the slug is never empty.
+CATEGORY_NAME_PATTERN = rf"^[^{_CONTROL}]*[A-Za-z0-9][^{_CONTROL}]*\Z"
+MULTI_LINE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff]+\Z"
+one_line = RegexValidator(
+    ONE_LINE_PATTERN, "Must contain a visible character and no control characters (tabs, line breaks, NUL...)."
+)
+multi_line = RegexValidator(
+    MULTI_LINE_PATTERN, "Must not contain control characters other than tab and line breaks."
+)
+
+
+class StrictInputMixin:
+    """Refuses JSON values of the wrong type; form input (always text) is parsed as usual."""
+
+    json_types: tuple[type, ...] = ()
+    json_type_name = ""
+
+    def get_value(self, dictionary):
+        self.from_form = html.is_html_input(dictionary)
+        return super().get_value(dictionary)
+
+    def to_internal_value(self, data):
+        if not getattr(self, "from_form", False) and (
+            isinstance(data, bool) != (bool in self.json_types) or not isinstance(data, self.json_types)
+        ):
+            raise serializers.ValidationError(f"Must be {self.json_type_name}.", code="invalid")
+        return super().to_internal_value(data)
+
+
+class OneLineTextField(StrictInputMixin, serializers.CharField):
+    json_types, json_type_name = (str,), "a string"
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)  # stored verbatim
+        super().__init__(**kwargs)
+        self.validators.append(one_line)
+
+
+class MultiLineTextField(StrictInputMixin, serializers.CharField):
+    json_types, json_type_name = (str,), "a string"
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+        self.validators.append(multi_line)
+
+
+class StrictBooleanField(StrictInputMixin, serializers.BooleanField):
+    json_types, json_type_name = (bool,), "true or false"
+
+
+class StrictIntegerField(StrictInputMixin, serializers.IntegerField):
+    json_types, json_type_name = (int,), "an integer"
+
+
+class StrictPrimaryKeyField(StrictInputMixin, serializers.PrimaryKeyRelatedField):
+    # Django would read 1.5 as pk 1.
+    json_types, json_type_name = (int,), "an integer id"
+
+
+class SkuField(StrictInputMixin, serializers.RegexField):
+    """Case-insensitive on input, stored upper-case."""
+
+    json_types, json_type_name = (str,), "a string"
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("error_messages", {"invalid": "SKU must be 1-32 characters of A-Z, 0-9 and '-'."})
+        super().__init__(r"^[A-Za-z0-9-]{1,32}\Z", max_length=32, trim_whitespace=False, **kwargs)
+        self.regex = re.compile(r"[A-Za-z0-9-]{1,32}")
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        # Checked before upper-casing: 'ı'.upper() is 'I' and 'ﬀ'.upper() is 'FF'.
+        if not self.regex.fullmatch(value):
+            self.fail("invalid")
+        return value.upper()
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "format": "decimal", "pattern": r"^[0-9]{1,10}(?:\.[0-9]{1,2})?$"},
+            {"type": "integer", "minimum": 0, "maximum": 9_999_999_999},
+        ],
+        "example": "9.99",
+    }
+)
+class PriceField(StrictInputMixin, serializers.DecimalField):
+    """A non-negative amount: a decimal string such as "9.99", or a whole number."""
+
+    json_types, json_type_name = (str, int), 'a decimal string such as "9.99", or a whole number'
+    PATTERN = r"^[0-9]{1,10}(?:\.[0-9]{1,2})?$"
+    default_error_messages = {"invalid": 'Send a decimal string such as "9.99", or a whole number.'}
+
+    def to_internal_value(self, data):
+        # Floats are refused: 0.1 is not exactly representable and would be rounded silently.
+        if isinstance(data, str) and not getattr(self, "from_form", False) and not re.fullmatch(self.PATTERN, data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class Conflict(exceptions.APIException):
+    """409 with the field-naming body of a validation error: the value clashes with stored data."""
+
+    status_code = 409
+    default_code = "conflict"
 
 
 class IdentityUrlField(serializers.HyperlinkedIdentityField):
@@ -118,35 +241,46 @@ class ReadPlanMixin:
         return slow if convert is None else (field.field_name, source, convert, field)
 
 
-class CategorySerializer(ReadPlanMixin, serializers.HyperlinkedModelSerializer):
+class StrictFieldsMixin:
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: OneLineTextField,
+        models.TextField: MultiLineTextField,
+        models.BooleanField: StrictBooleanField,
+        models.IntegerField: StrictIntegerField,
+        models.PositiveIntegerField: StrictIntegerField,
+        models.DateTimeField: DateTimeField,
+    }
+
+
+class CategorySerializer(ReadPlanMixin, StrictFieldsMixin, serializers.HyperlinkedModelSerializer):
     serializer_url_field = IdentityUrlField
+    # Unique by slug (so also by name); a clash is a 409 raised by the view.
+    name = OneLineTextField(
+        max_length=100,
+        validators=[RegexValidator(CATEGORY_NAME_PATTERN, "The name must contain a letter (A-Z) or a digit.")],
+    )
 
     class Meta:
         model = Category
         fields = ["id", "url", "name", "slug", "description"]
         read_only_fields = ["slug"]
 
-    def validate_name(self, value):
-        problem = Category.objects.name_problem(value, exclude_pk=getattr(self.instance, "pk", None))
-        if problem:
-            raise serializers.ValidationError(problem)
-        return value
+    # The name's format (a letter or digit, so the slug is never empty) is the pattern above;
+    # a taken name or slug is refused by the database's unique constraints, as a 409 (views).
 
-
-class WidgetSerializer(ReadPlanMixin, serializers.HyperlinkedModelSerializer):
+class WidgetSerializer(ReadPlanMixin, StrictFieldsMixin, serializers.HyperlinkedModelSerializer):
     serializer_url_field = IdentityUrlField
-    serializer_field_mapping = FIELD_MAPPING
-    sku = serializers.RegexField(
-        SKU_PATTERN,
-        max_length=32,
+    sku = SkuField(
         required=False,
-        help_text="Unique, case-insensitive, stored upper-case. Assigned (WGT-000042) when omitted.",
-        error_messages={"invalid": "SKU must be 1-32 characters of A-Z, 0-9 and '-'."},
+        help_text=(
+            "Unique, case-insensitive, stored upper-case; a clash is 409. "
+            "Assigned (WGT-000042) when omitted."
+        ),
     )
-    category = serializers.PrimaryKeyRelatedField(
-        queryset=Category.objects.all(), allow_null=True, required=False
-    )
-    stock = serializers.IntegerField(
+    price = PriceField(max_digits=12, decimal_places=2, min_value=0, required=False)
+    category = StrictPrimaryKeyField(queryset=Category.objects.all(), allow_null=True, required=False)
+    stock = StrictIntegerField(
         min_value=0,
         max_value=MAX_STOCK,
         required=False,
@@ -162,21 +296,6 @@ class WidgetSerializer(ReadPlanMixin, serializers.HyperlinkedModelSerializer):
         ]
         read_only_fields = ["created_at", "updated_at"]
 
-    def to_internal_value(self, data):
-        # Upper-case before the pattern check, so 'wgt-1' is accepted as 'WGT-1'.
-        if hasattr(data, "get") and isinstance(data.get("sku"), str):
-            data = data.copy()
-            data["sku"] = data["sku"].strip().upper()
-        return super().to_internal_value(data)
-
-    def validate_sku(self, value):
-        clash = Widget.objects.filter(sku=value)
-        if self.instance is not None:
-            clash = clash.exclude(pk=self.instance.pk)
-        if clash.exists():
-            raise serializers.ValidationError("A widget with this SKU already exists.")
-        return value
-
     def validate_stock(self, value):
         if self.instance is not None and value != self.instance.stock:
             adjust_url = reverse("widget-adjust", args=[self.instance.pk])
@@ -184,9 +303,15 @@ class WidgetSerializer(ReadPlanMixin, serializers.HyperlinkedModelSerializer):
         return value
 
 
+class WidgetUpdateSerializer(WidgetSerializer):
+    """The schema of PUT/PATCH: stock is not among the fields that can be changed there."""
+
+    stock = serializers.IntegerField(read_only=True)
+
+
 class StockMovementSerializer(ReadPlanMixin, serializers.ModelSerializer):
     serializer_field_mapping = FIELD_MAPPING
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = StockMovement
@@ -194,14 +319,18 @@ class StockMovementSerializer(ReadPlanMixin, serializers.ModelSerializer):
         read_only_fields = fields
 
 
+@extend_schema_field({"type": "integer", "minimum": -MAX_STOCK, "maximum": MAX_STOCK, "not": {"enum": [0]}})
+class DeltaField(StrictIntegerField):
+    def __init__(self, **kwargs):
+        super().__init__(min_value=-MAX_STOCK, max_value=MAX_STOCK, **kwargs)
+
+
 class AdjustmentSerializer(serializers.Serializer):
     """One stock adjustment: the body of ``POST /api/widgets/{id}/adjust/``."""
 
-    delta = serializers.IntegerField(
-        min_value=-MAX_STOCK, max_value=MAX_STOCK, help_text="Units added (+) or removed (-); not zero."
-    )
+    delta = DeltaField(help_text="Units added (+) or removed (-); not zero.")
     reason = serializers.ChoiceField(choices=ADJUSTABLE_REASONS)
-    note = serializers.CharField(max_length=255, required=False, allow_blank=True, default="")
+    note = OneLineTextField(max_length=255, required=False, allow_blank=True, default="")
 
     def validate_delta(self, value):
         if value == 0:
@@ -212,7 +341,9 @@ class AdjustmentSerializer(serializers.Serializer):
 class BatchItemSerializer(AdjustmentSerializer):
     """One line of a batch: an adjustment of the named widget."""
 
-    widget = serializers.IntegerField(min_value=1, help_text="Widget id; may appear several times.")
+    widget = StrictIntegerField(
+        min_value=1, max_value=2**63 - 1, help_text="Widget id; may appear several times."
+    )
 
 
 class AdjustmentBatchSerializer(serializers.Serializer):
@@ -272,14 +403,14 @@ class TokenRequestSerializer(serializers.Serializer):
 
     username = serializers.CharField(trim_whitespace=False)
     password = serializers.CharField(trim_whitespace=False, write_only=True, style={"input_type": "password"})
-    name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
-    expires_in_days = serializers.IntegerField(
+    name = OneLineTextField(max_length=100, required=False, allow_blank=True, default="")
+    expires_in_days = StrictIntegerField(
         min_value=1,
         max_value=MAX_TOKEN_DAYS,
         required=False,
         help_text="Lifetime in days; the server default (DJANGO_TOKEN_EXPIRY_DAYS) when omitted.",
     )
-    read_only = serializers.BooleanField(default=False, help_text="Allow only GET, HEAD and OPTIONS.")
+    read_only = StrictBooleanField(default=False, help_text="Allow only GET, HEAD and OPTIONS.")
 
 
 class ApiTokenSerializer(serializers.ModelSerializer):

@@ -1,10 +1,10 @@
 """API viewsets: declarations plus thin hand-offs to ``widgets.services``."""
 from django.contrib.auth import authenticate
-from django.db.models import ProtectedError
+from django.db import IntegrityError
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import exceptions, generics, mixins, serializers, status, viewsets
+from rest_framework import exceptions, generics, mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.generics import get_object_or_404
@@ -19,7 +19,7 @@ from .filters import CategoryFilter, ChangeLogFilter, StockMovementFilter, Widge
 from .idempotency import IdempotentMixin
 from .permissions import HasPermission, IsAuthenticated
 from .renderers import WidgetCSVRenderer
-from .schema import conditional_schema, IDEMPOTENT, IDEMPOTENT_RESPONSES, WIDGET_ETAG
+from .schema import IDEMPOTENT, IDEMPOTENT_RESPONSES, VALIDATION_ERROR, WIDGET_ETAG, conditional_schema
 from .serializers import (
     AdjustmentBatchSerializer,
     AdjustmentSerializer,
@@ -27,6 +27,7 @@ from .serializers import (
     BatchResultSerializer,
     CategorySerializer,
     ChangeLogEntrySerializer,
+    Conflict,
     ErrorSerializer,
     InsufficientStockSerializer,
     IssuedTokenSerializer,
@@ -34,13 +35,23 @@ from .serializers import (
     StockMovementSerializer,
     TokenRequestSerializer,
     WidgetSerializer,
+    WidgetUpdateSerializer,
 )
 from .throttling import LOGIN_THROTTLES
 
 CONFLICT = OpenApiResponse(ErrorSerializer, description="Conflicts with the current state.")
+CLASH = OpenApiResponse(
+    {"type": "object", "additionalProperties": {}},
+    description=(
+        "Conflicts with stored data: a unique value (name, SKU) already taken or a category that "
+        "does not exist, as `{field: [message]}`; or, on create, a request with the same "
+        "Idempotency-Key still in progress, as `{detail, code}`."
+    ),
+)
+SKU_CLASH = {"sku": ["A widget with this SKU already exists."]}
 
 
-@extend_schema_view(**conditional_schema(CategorySerializer))
+@extend_schema_view(**conditional_schema(CategorySerializer, conflict=CLASH))
 class CategoryViewSet(ConditionalMixin, viewsets.ModelViewSet):
     """Widget categories. A category that still has widgets cannot be deleted (409)."""
 
@@ -49,23 +60,37 @@ class CategoryViewSet(ConditionalMixin, viewsets.ModelViewSet):
     serializer_class = CategorySerializer
     filterset_class = CategoryFilter
 
+    # Name and slug are unique in the database; the constraint, not a racy pre-check, decides.
     def perform_create(self, serializer):
-        serializer.instance = services.create_category(user=self.request.user, **serializer.validated_data)
+        try:
+            serializer.instance = services.create_category(user=self.request.user, **serializer.validated_data)
+        except IntegrityError:
+            raise self._name_clash(serializer.validated_data["name"]) from None
 
     def perform_update(self, serializer):
-        serializer.instance = services.update_category(
-            category=serializer.instance,
-            changes=serializer.validated_data,
-            user=self.request.user,
-            expected_version=self.expected_version(),
-        )
+        try:
+            serializer.instance = services.update_category(
+                category=serializer.instance,
+                changes=serializer.validated_data,
+                user=self.request.user,
+                expected_version=self.expected_version(),
+            )
+        except IntegrityError:
+            raise self._name_clash(serializer.validated_data.get("name", ""), serializer.instance.pk) from None
+
+    @staticmethod
+    def _name_clash(name, exclude_pk=None) -> Conflict:
+        problem = Category.objects.name_problem(name, exclude_pk=exclude_pk)
+        return Conflict({"name": [problem or "A category with this name already exists."]})
 
     def perform_destroy(self, instance):
         services.delete_category(category=instance, user=self.request.user, expected_version=self.expected_version())
 
 
 @extend_schema_view(
-    **conditional_schema(WidgetSerializer, idempotent_create=True),
+    **conditional_schema(
+        WidgetSerializer, idempotent_create=True, conflict=CLASH, update_request=WidgetUpdateSerializer
+    ),
     list=extend_schema(
         parameters=[
             OpenApiParameter(
@@ -131,7 +156,7 @@ class WidgetViewSet(IdempotentMixin, ConditionalMixin, viewsets.ModelViewSet):
         try:
             serializer.instance = services.create_widget(user=self.request.user, **data)
         except services.DuplicateSku:
-            raise serializers.ValidationError({"sku": ["A widget with this SKU already exists."]}) from None
+            raise Conflict(SKU_CLASH) from None
 
     def perform_update(self, serializer):
         changes = {k: v for k, v in serializer.validated_data.items() if k != "stock"}
@@ -143,7 +168,7 @@ class WidgetViewSet(IdempotentMixin, ConditionalMixin, viewsets.ModelViewSet):
                 expected_version=self.expected_version(),
             )
         except services.DuplicateSku:
-            raise serializers.ValidationError({"sku": ["A widget with this SKU already exists."]}) from None
+            raise Conflict(SKU_CLASH) from None
 
     def perform_destroy(self, instance):
         services.delete_widget(widget=instance, user=self.request.user, expected_version=self.expected_version())
@@ -213,12 +238,16 @@ class StockMovementViewSet(viewsets.ReadOnlyModelViewSet):
         responses={
             201: BatchResultSerializer,
             400: OpenApiResponse(
-                ItemErrorSerializer, description="An item is invalid (`index` names the first); nothing applied."
+                {"anyOf": [{"$ref": "#/components/schemas/ItemError"}, VALIDATION_ERROR]},
+                description=(
+                    "An item is invalid (`{detail, code, index, field}`, `index` naming the first), or "
+                    "another part of the request is (`{field: [messages]}`); nothing applied."
+                ),
             ),
             409: OpenApiResponse(
                 ItemErrorSerializer,
-                description="An item would oversell (`index` names the first; nothing applied), "
-                "or the same Idempotency-Key is in flight.",
+                description="An item would oversell or names a widget that does not exist (`index` names "
+                "the first; nothing applied), or the same Idempotency-Key is in flight.",
             ),
             **IDEMPOTENT_RESPONSES,
         },
