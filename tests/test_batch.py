@@ -104,13 +104,13 @@ class TestAllOrNothing:
         assert response.status_code == 409
         assert (response.json()["code"], response.json()["index"]) == ("stock_limit_exceeded", 1)
 
-    def test_unknown_widget_is_409_naming_the_item(self, clerk, create_widget):
+    def test_unknown_widget_is_400_naming_the_item(self, clerk, create_widget):
         widget = create_widget(stock=5)
         before = snapshot()
 
         response = post_batch(clerk, item(widget, -1, "sold"), item(999999, 1))
 
-        assert response.status_code == 409
+        assert response.status_code == 400
         assert (response.json()["code"], response.json()["index"]) == ("unknown_widget", 1)
         assert snapshot() == before
 

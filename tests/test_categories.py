@@ -23,21 +23,21 @@ class TestCreate:
 
         assert body["slug"] == "fittings"
 
-    def test_duplicate_name_is_409_on_name(self, manager, create_category):
+    def test_duplicate_name_is_400_on_name(self, manager, create_category):
         create_category(name="Bolts")
 
         response = manager.post("/api/categories/", {"name": "Bolts"}, format="json")
 
-        assert response.status_code == 409
+        assert response.status_code == 400
         assert "name" in response.json()
         assert Category.objects.count() == 1
 
-    def test_name_with_the_same_slug_is_409_on_name(self, manager, create_category):
+    def test_name_with_the_same_slug_is_400_on_name(self, manager, create_category):
         create_category(name="Hand Tools")
 
         response = manager.post("/api/categories/", {"name": "hand  tools!"}, format="json")
 
-        assert response.status_code == 409
+        assert response.status_code == 400
         assert "hand-tools" in response.json()["name"][0]
         assert Category.objects.count() == 1
 
@@ -90,13 +90,13 @@ class TestReadUpdate:
         assert response.status_code == 200
         assert response.json()["slug"] == "adhesives"
 
-    def test_rename_onto_another_slug_is_409_and_changes_nothing(self, manager, create_category):
+    def test_rename_onto_another_slug_is_400_and_changes_nothing(self, manager, create_category):
         create_category(name="Bolts")
         nuts = create_category(name="Nuts")
 
         response = manager.patch(f"/api/categories/{nuts['id']}/", {"name": "BOLTS"}, format="json")
 
-        assert response.status_code == 409
+        assert response.status_code == 400
         assert "name" in response.json()
         assert Category.objects.get(pk=nuts["id"]).name == "Nuts"
 

@@ -69,6 +69,15 @@ class TestApiCsvExport:
         assert response["Content-Type"] == "application/json"
         assert "is_active" in response.json()
 
+    @pytest.mark.parametrize("param, value", [("offset", "true"), ("limit", "0"), ("start", "x")])
+    def test_bad_paging_parameter_with_format_csv_is_a_json_400(self, viewer, param, value):
+        # The file is not paged, but a wrong parameter is refused rather than ignored.
+        response = viewer.get("/api/widgets/", {"format": "csv", param: value})
+
+        assert response.status_code == 400
+        assert response["Content-Type"] == "application/json"
+        assert param in response.json()
+
     def test_anonymous_csv_request_is_a_json_401(self, anon):
         response = anon.get("/api/widgets/?format=csv")
 

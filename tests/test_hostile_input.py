@@ -273,11 +273,16 @@ class TestPagingAndOrdering:
     def test_bad_filter_value_is_400_naming_it(self, viewer, widget, query, param):
         assert_refused(viewer.get(f"/api/widgets/?{query}"), naming=param)
 
-    def test_datetime_with_an_offset_postgres_refuses_is_converted(self, viewer, widget):
-        # Python accepts -23:17; PostgreSQL does not. The filter compares in UTC instead.
-        response = viewer.get("/api/widgets/", {"updated_after": "2000-01-01T00:00:00-23:17"})
+    @pytest.mark.parametrize("url, param, matches", [
+        ("/api/widgets/", "updated_after", 1),
+        ("/api/movements/", "created_after", 1),
+        ("/api/changes/", "since", 2),  # the category and the widget
+    ])
+    def test_datetime_with_an_offset_postgres_refuses_is_converted(self, viewer, widget, url, param, matches):
+        # Python accepts -23:17; PostgreSQL does not. Every datetime filter compares in UTC instead.
+        response = viewer.get(url, {param: "2000-01-01T00:00:00-23:17"})
         assert response.status_code == 200, response.content
-        assert response.json()["count"] == 1
+        assert response.json()["count"] == matches
 
 
 class TestLongInput:
@@ -354,16 +359,16 @@ class TestMarkupAndSql:
 
 class TestLookAlikeSkus:
     @pytest.mark.parametrize("sku", ["spn-1", "Spn-1", "SPN-1"])
-    def test_sku_differing_only_by_case_is_409(self, manager, widget, sku):
+    def test_sku_differing_only_by_case_is_400(self, manager, widget, sku):
         with nothing_changes():
             response = manager.post("/api/widgets/", {"name": "Twin", "sku": sku}, format="json")
-        assert_refused(response, 409, naming="sku")
+        assert_refused(response, 400, naming="sku")
 
-    def test_sku_change_differing_only_by_case_is_409(self, manager, widget):
+    def test_sku_change_differing_only_by_case_is_400(self, manager, widget):
         other = manager.post("/api/widgets/", {"name": "Other"}, format="json").json()
         with nothing_changes():
             response = manager.patch(f"/api/widgets/{other['id']}/", {"sku": "spn-1"}, format="json")
-        assert_refused(response, 409, naming="sku")
+        assert_refused(response, 400, naming="sku")
 
     # Characters whose upper case is ASCII ('ı' -> 'I', 'ſ' -> 'S', 'ﬀ' -> 'FF'), full-width
     # letters and look-alike dashes are not SKU characters, even though .upper() would
@@ -374,10 +379,10 @@ class TestLookAlikeSkus:
             response = manager.post("/api/widgets/", {"name": "Twin", "sku": sku}, format="json")
         assert_refused(response, naming="sku")
 
-    def test_category_name_differing_only_by_case_is_409(self, manager, category):
+    def test_category_name_differing_only_by_case_is_400(self, manager, category):
         with nothing_changes():
             response = manager.post("/api/categories/", {"name": "TOOLS"}, format="json")
-        assert_refused(response, 409, naming="name")
+        assert_refused(response, 400, naming="name")
 
 
 class TestUnicodeNames:

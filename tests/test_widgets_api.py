@@ -45,12 +45,12 @@ class TestCreate:
         assert body["low_stock"] is True  # 0 <= 3
         assert body["url"].endswith(f"/api/widgets/{body['id']}/")
 
-    def test_duplicate_sku_differing_only_in_case_is_409_on_sku(self, manager, create_widget):
+    def test_duplicate_sku_differing_only_in_case_is_400_on_sku(self, manager, create_widget):
         create_widget(sku="ABC-1")
 
         response = manager.post("/api/widgets/", {"name": "Again", "sku": "abc-1"}, format="json")
 
-        assert response.status_code == 409
+        assert response.status_code == 400
         assert "sku" in response.json()
         assert Widget.objects.filter(sku="ABC-1").count() == 1
 
@@ -78,10 +78,10 @@ class TestCreate:
         assert field in response.json()
         assert not Widget.objects.exists()
 
-    def test_unknown_category_is_409_naming_it_and_creates_nothing(self, manager):
+    def test_unknown_category_is_400_naming_it_and_creates_nothing(self, manager):
         response = manager.post("/api/widgets/", {"name": "W", "category": 999999}, format="json")
 
-        assert response.status_code == 409
+        assert response.status_code == 400
         assert "does not exist" in response.json()["category"][0]
         assert not Widget.objects.exists()
 
@@ -118,13 +118,13 @@ class TestUpdate:
         assert "adjust" in response.json()["stock"][0]
         assert Widget.objects.get(pk=widget["id"]).stock == 5
 
-    def test_sku_change_to_existing_sku_is_409(self, manager, create_widget):
+    def test_sku_change_to_existing_sku_is_400(self, manager, create_widget):
         create_widget(sku="TAKEN")
         widget = create_widget()
 
         response = manager.patch(f"/api/widgets/{widget['id']}/", {"sku": "taken"}, format="json")
 
-        assert response.status_code == 409
+        assert response.status_code == 400
         assert "sku" in response.json()
 
 

@@ -46,14 +46,6 @@ class DatabaseUnavailable(exceptions.APIException):
     default_detail = "The database is unavailable; retry shortly. Nothing was changed."
 
 
-def _only_missing_references(codes) -> bool:
-    if isinstance(codes, dict):
-        return bool(codes) and all(_only_missing_references(c) for c in codes.values())
-    if isinstance(codes, list):
-        return bool(codes) and all(_only_missing_references(c) for c in codes)
-    return codes == "does_not_exist"
-
-
 def exception_handler(exc, context):
     if isinstance(exc, (OperationalError, InterfaceError)):
         # The database went away (or refused, or timed out). The transaction was rolled back,
@@ -71,9 +63,7 @@ def exception_handler(exc, context):
         if isinstance(error, InventoryError):
             exc = ItemError(index=exc.index, detail=error.detail, code=error.code, status=409, **error.extra)
         else:
-            code = getattr(error, "code", "invalid")
-            # Like a missing category on a widget: a reference to nothing is a conflict (409).
-            exc = ItemError(index=exc.index, detail=str(error), code=code, status=409 if code == "unknown_widget" else 400)
+            exc = ItemError(index=exc.index, detail=str(error), code=getattr(error, "code", "invalid"))
     if isinstance(exc, ItemError):
         body = {"detail": f"Item {exc.index}: {exc.detail}", "code": exc.code, "index": exc.index, **exc.extra}
         return Response(body, status=exc.status)
@@ -97,10 +87,6 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
-    if isinstance(exc, exceptions.ValidationError) and _only_missing_references(exc.get_codes()):
-        # Well-formed input naming an object that does not exist (now): a conflict with the
-        # current state, like a taken SKU, not malformed input.
-        exc.status_code = status.HTTP_409_CONFLICT
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict) and "detail" in response.data:
         codes = exc.get_codes()

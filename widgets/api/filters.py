@@ -183,7 +183,7 @@ class ChangeLogFilter(filters.FilterSet):
     object_type = filters.ChoiceFilter(choices=ChangeLogEntry.ObjectType.choices)
     object_id = IntegerFilter(field_name="object_id")
     user = filters.CharFilter(field_name="user__username", label="Changed by (username)")
-    since = filters.IsoDateTimeFilter(field_name="timestamp", lookup_expr="gte", label="At or after (ISO 8601)")
+    since = UtcIsoDateTimeFilter(field_name="timestamp", lookup_expr="gte", label="At or after (ISO 8601)")
 
     class Meta:
         model = ChangeLogEntry

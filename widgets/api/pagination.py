@@ -123,6 +123,15 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
             },
         ]
 
+    def check_parameters(self, request) -> None:
+        """Validates the paging parameters of a request that is not paged (the CSV export):
+        a wrong value is still a 400 naming it, never silently ignored."""
+        self.get_limit(request)
+        self.get_offset(request)
+        raw_start = request.query_params.get(self.start_query_param)
+        if raw_start:
+            self._parse(self.start_query_param, raw_start, minimum=0)
+
     def get_limit(self, request):
         raw = request.query_params.get(self.limit_query_param)
         if raw is None or raw == "":

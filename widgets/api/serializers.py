@@ -13,7 +13,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
-from rest_framework import exceptions, serializers
+from rest_framework import serializers
 from rest_framework.fields import SkipField
 from rest_framework.relations import PKOnlyObject
 from rest_framework.utils import html
@@ -135,13 +135,6 @@ class PriceField(StrictInputMixin, serializers.DecimalField):
         return super().to_internal_value(data)
 
 
-class Conflict(exceptions.APIException):
-    """409 with the field-naming body of a validation error: the value clashes with stored data."""
-
-    status_code = 409
-    default_code = "conflict"
-
-
 class IdentityUrlField(serializers.HyperlinkedIdentityField):
     """The object's ``url``, with ``reverse()`` run once per request instead of once
     per row: only the id differs between rows. Same output as DRF's field."""
@@ -255,7 +248,7 @@ class StrictFieldsMixin:
 
 class CategorySerializer(ReadPlanMixin, StrictFieldsMixin, serializers.HyperlinkedModelSerializer):
     serializer_url_field = IdentityUrlField
-    # Unique by slug (so also by name); a clash is a 409 raised by the view.
+    # Unique by slug (so also by name); a clash is a 400 on name, raised by the view.
     name = OneLineTextField(
         max_length=100,
         validators=[RegexValidator(CATEGORY_NAME_PATTERN, "The name must contain a letter (A-Z) or a digit.")],
@@ -267,14 +260,14 @@ class CategorySerializer(ReadPlanMixin, StrictFieldsMixin, serializers.Hyperlink
         read_only_fields = ["slug"]
 
     # The name's format (a letter or digit, so the slug is never empty) is the pattern above;
-    # a taken name or slug is refused by the database's unique constraints, as a 409 (views).
+    # a taken name or slug is refused by the database's unique constraints, as a 400 (views).
 
 class WidgetSerializer(ReadPlanMixin, StrictFieldsMixin, serializers.HyperlinkedModelSerializer):
     serializer_url_field = IdentityUrlField
     sku = SkuField(
         required=False,
         help_text=(
-            "Unique, case-insensitive, stored upper-case; a clash is 409. "
+            "Unique, case-insensitive, stored upper-case; a clash is 400 on sku. "
             "Assigned (WGT-000042) when omitted."
         ),
     )

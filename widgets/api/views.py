@@ -4,7 +4,7 @@ from django.db import IntegrityError
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import exceptions, generics, mixins, status, viewsets
+from rest_framework import exceptions, generics, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.generics import get_object_or_404
@@ -27,7 +27,6 @@ from .serializers import (
     BatchResultSerializer,
     CategorySerializer,
     ChangeLogEntrySerializer,
-    Conflict,
     ErrorSerializer,
     InsufficientStockSerializer,
     IssuedTokenSerializer,
@@ -40,18 +39,10 @@ from .serializers import (
 from .throttling import LOGIN_THROTTLES
 
 CONFLICT = OpenApiResponse(ErrorSerializer, description="Conflicts with the current state.")
-CLASH = OpenApiResponse(
-    {"type": "object", "additionalProperties": {}},
-    description=(
-        "Conflicts with stored data: a unique value (name, SKU) already taken or a category that "
-        "does not exist, as `{field: [message]}`; or, on create, a request with the same "
-        "Idempotency-Key still in progress, as `{detail, code}`."
-    ),
-)
 SKU_CLASH = {"sku": ["A widget with this SKU already exists."]}
 
 
-@extend_schema_view(**conditional_schema(CategorySerializer, conflict=CLASH))
+@extend_schema_view(**conditional_schema(CategorySerializer))
 class CategoryViewSet(ConditionalMixin, viewsets.ModelViewSet):
     """Widget categories. A category that still has widgets cannot be deleted (409)."""
 
@@ -79,9 +70,9 @@ class CategoryViewSet(ConditionalMixin, viewsets.ModelViewSet):
             raise self._name_clash(serializer.validated_data.get("name", ""), serializer.instance.pk) from None
 
     @staticmethod
-    def _name_clash(name, exclude_pk=None) -> Conflict:
+    def _name_clash(name, exclude_pk=None) -> serializers.ValidationError:
         problem = Category.objects.name_problem(name, exclude_pk=exclude_pk)
-        return Conflict({"name": [problem or "A category with this name already exists."]})
+        return serializers.ValidationError({"name": [problem or "A category with this name already exists."]})
 
     def perform_destroy(self, instance):
         services.delete_category(category=instance, user=self.request.user, expected_version=self.expected_version())
@@ -89,7 +80,7 @@ class CategoryViewSet(ConditionalMixin, viewsets.ModelViewSet):
 
 @extend_schema_view(
     **conditional_schema(
-        WidgetSerializer, idempotent_create=True, conflict=CLASH, update_request=WidgetUpdateSerializer
+        WidgetSerializer, idempotent_create=True, update_request=WidgetUpdateSerializer
     ),
     list=extend_schema(
         parameters=[
@@ -134,7 +125,9 @@ class WidgetViewSet(IdempotentMixin, ConditionalMixin, viewsets.ModelViewSet):
 
     def list(self, request, *args, **kwargs):
         if isinstance(request.accepted_renderer, WidgetCSVRenderer):
-            # Streamed straight from the database; pagination does not apply to a file.
+            # Streamed straight from the database; pagination does not apply to a file
+            # (its parameters are still checked).
+            self.paginator.check_parameters(request)
             queryset = self.filter_queryset(self.get_queryset())
             response = StreamingHttpResponse(
                 request.accepted_renderer.render(queryset), content_type="text/csv; charset=utf-8"
@@ -156,7 +149,7 @@ class WidgetViewSet(IdempotentMixin, ConditionalMixin, viewsets.ModelViewSet):
         try:
             serializer.instance = services.create_widget(user=self.request.user, **data)
         except services.DuplicateSku:
-            raise Conflict(SKU_CLASH) from None
+            raise serializers.ValidationError(SKU_CLASH) from None
 
     def perform_update(self, serializer):
         changes = {k: v for k, v in serializer.validated_data.items() if k != "stock"}
@@ -168,7 +161,7 @@ class WidgetViewSet(IdempotentMixin, ConditionalMixin, viewsets.ModelViewSet):
                 expected_version=self.expected_version(),
             )
         except services.DuplicateSku:
-            raise Conflict(SKU_CLASH) from None
+            raise serializers.ValidationError(SKU_CLASH) from None
 
     def perform_destroy(self, instance):
         services.delete_widget(widget=instance, user=self.request.user, expected_version=self.expected_version())
@@ -240,14 +233,15 @@ class StockMovementViewSet(viewsets.ReadOnlyModelViewSet):
             400: OpenApiResponse(
                 {"anyOf": [{"$ref": "#/components/schemas/ItemError"}, VALIDATION_ERROR]},
                 description=(
-                    "An item is invalid (`{detail, code, index, field}`, `index` naming the first), or "
+                    "An item is invalid or names a widget that does not exist (`{detail, code, index, field}`, "
+                    "`index` naming the first), or "
                     "another part of the request is (`{field: [messages]}`); nothing applied."
                 ),
             ),
             409: OpenApiResponse(
                 ItemErrorSerializer,
-                description="An item would oversell or names a widget that does not exist (`index` names "
-                "the first; nothing applied), or the same Idempotency-Key is in flight.",
+                description="An item would oversell (`index` names the first; nothing applied), "
+                "or the same Idempotency-Key is in flight.",
             ),
             **IDEMPOTENT_RESPONSES,
         },
