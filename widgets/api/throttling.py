@@ -24,8 +24,11 @@ class CountingRateThrottle(throttling.SimpleRateThrottle):
     DRF keeps a list of timestamps that it reads, appends to and writes back, so two
     processes answering at the same moment can overwrite each other's hit and let a
     request through uncounted. Here a window opens with a client's first request and lasts
-    one rate period; its counter is raised with ``cache.incr`` (Redis INCRBY), which is
-    atomic. ``Retry-After`` is the time left until the window closes.
+    one rate period, and its counter is raised atomically. ``Retry-After`` is the time left
+    until the window closes.
+
+    On Redis (``config.cache.RedisCache``) that is one round trip, a Lua script; other
+    caches (the process-local one of the embedded default) go through the cache API.
     """
 
     def get_rate(self):
@@ -40,18 +43,24 @@ class CountingRateThrottle(throttling.SimpleRateThrottle):
             return True
         self.now = self.timer()
         try:
-            self.window_start = self._window_start(key)
-            counter = f"{key}:{self.window_start}"
-            # The counter outlives its window, so it never expires between add() and incr()
-            # (Redis would then recreate it without an expiry).
-            self.cache.add(counter, 0, timeout=self.duration + 5)
-            count = self.cache.incr(counter)
+            if hasattr(self.cache, "count_in_window"):  # config.cache.RedisCache
+                count, left = self.cache.count_in_window(key, self.duration)
+                self.window_end = self.now + left
+            else:
+                count, self.window_end = self._count_in_cache(key)
         except RedisError as exc:
             # Redis down or failing over: keep serving (logins still cost a slow password
             # hash each) rather than turn every request into a 500.
             logger.warning("Throttle counts unavailable, request not counted: %s", exc)
             return True
         return count <= self.num_requests
+
+    def _count_in_cache(self, key: str) -> tuple[int, float]:
+        window_start = self._window_start(key)
+        counter = f"{key}:{window_start}"
+        # The counter outlives its window, so it never expires between add() and incr().
+        self.cache.add(counter, 0, timeout=self.duration + 5)
+        return self.cache.incr(counter), window_start + self.duration
 
     def _window_start(self, key: str) -> float:
         # add() is SET NX: of concurrent first requests one sets the start, all read it.
@@ -61,7 +70,7 @@ class CountingRateThrottle(throttling.SimpleRateThrottle):
         return self.now if start is None else start  # None: the window closed just now
 
     def wait(self):
-        return max(self.window_start + self.duration - self.now, 1)
+        return max(self.window_end - self.now, 1)
 
 
 class AnonRateThrottle(CountingRateThrottle, throttling.AnonRateThrottle):

@@ -1,0 +1,49 @@
+"""Django's Redis cache backend, with one Redis client per connection pool and an atomic
+windowed counter for the throttles.
+
+Django's ``RedisCacheClient.get_client`` builds a new ``redis.Redis`` for every cache
+operation, and a client's constructor fills a table of about 200 response callbacks: about
+0.25 ms of CPU each time, more than the round trip to Redis on loopback. A client holds no
+connection of its own (it borrows one from the pool for each command) and is safe to share
+between threads, so one per pool is kept and reused.
+"""
+from django.core.cache.backends import redis
+
+# KEYS[1]: the counter; ARGV[1]: the window in ms. The window opens with the first count
+# and is the counter's lifetime. Returns {count, ms left in the window}.
+COUNT_IN_WINDOW = """
+local count = redis.call('INCR', KEYS[1])
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  left = tonumber(ARGV[1])
+end
+return {count, left}
+"""
+
+
+class RedisCacheClient(redis.RedisCacheClient):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._clients = {}
+
+    def get_client(self, key=None, *, write=False):
+        pool = self._get_connection_pool(write)
+        client = self._clients.get(id(pool))
+        if client is None:
+            client = self._clients[id(pool)] = self._client(connection_pool=pool)
+        return client
+
+
+class RedisCache(redis.RedisCache):
+    def __init__(self, server, params):
+        super().__init__(server, params)
+        self._class = RedisCacheClient
+
+    def count_in_window(self, key: str, window_seconds: float) -> tuple[int, float]:
+        """Count one more event under ``key``; the first count opens a window of
+        ``window_seconds``. Returns (events in the window so far, seconds it has left).
+        One round trip, atomic across every process sharing the Redis."""
+        client = self._cache.get_client(key, write=True)
+        count, left_ms = client.eval(COUNT_IN_WINDOW, 1, self.make_and_validate_key(key), int(window_seconds * 1000))
+        return count, left_ms / 1000
