@@ -6,6 +6,7 @@ Speed itself is measured in bench/, never timed here.
 """
 import re
 import time
+import zoneinfo
 
 import pytest
 from django.core.management import call_command
@@ -287,3 +288,27 @@ class TestListRepresentation:
         assert rows[0]["price"] == "12.50" and rows[0]["low_stock"] is False and rows[1]["is_active"] is False
         assert rows[0]["created_at"].endswith("Z")
         assert rows[0]["url"] == f"http://testserver/api/widgets/{created[0]['id']}/"
+
+    def test_time_stamps_follow_the_active_time_zone(self, settings, viewer, create_widget):
+        created = create_widget(name="Zoned")
+        stored = Widget.objects.get(pk=created["id"]).created_at
+        settings.TIME_ZONE = "Asia/Tokyo"
+
+        row = viewer.get("/api/widgets/?ordering=id").json()["results"][0]
+        detail = viewer.get(f"/api/widgets/{created['id']}/").json()
+
+        expected = stored.astimezone(zoneinfo.ZoneInfo("Asia/Tokyo")).isoformat()
+        assert row["created_at"] == detail["created_at"] == expected
+        assert expected.endswith("+09:00")
+
+    def test_each_request_gets_urls_for_its_own_host(self, settings, viewer, create_widget):
+        # Serializer fields are built once per class: what one request sets on its copies
+        # (here the URL template of its host) must not show in another's answer.
+        settings.ALLOWED_HOSTS = ["testserver", "shop.example.com", "scanner.example.com"]
+        created = create_widget(name="Hosted")
+        path = f"/api/widgets/{created['id']}/"
+
+        for host in ["shop.example.com", "scanner.example.com", "shop.example.com"]:
+            listed = viewer.get("/api/widgets/?ordering=id", HTTP_HOST=host).json()["results"][0]
+            detail = viewer.get(path, HTTP_HOST=host).json()
+            assert listed["url"] == detail["url"] == f"http://{host}{path}"
