@@ -1,0 +1,146 @@
+"""CPU per request, in one process: the app's WSGI handler against the floor's.
+
+Calls both WSGI callables directly (no gunicorn, no sockets, no wrk), with the same
+requests as the wrk scenarios, and reports the CPU time (``time.process_time``) each
+spends per request, which depends far less on what else the machine runs than req/s.
+``--profile SCENARIO`` prints the app's cProfile for that scenario instead.
+
+Uses the benchmark database that ``bench/run.py`` leaves behind (run it once, e.g.
+``make bench-quick``) and the production settings the benchmark serves:
+    python bench/cpu.py [--requests 300] [--profile retrieve] [--scenarios list,retrieve]
+"""
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import secrets
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DATABASE_URL", os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/widgets_bench"))
+os.environ.setdefault("REDIS_URL", os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6"))
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
+os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+os.environ.setdefault("DJANGO_THROTTLE_USER", "100000000/min")
+os.environ.pop("DJANGO_DEBUG", None)
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+# The access log (one JSON line per request, on stdout as deployed) is written, to nowhere;
+# the results go to the real stdout.
+results = sys.stdout
+sys.stdout = open(os.devnull, "w")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.contrib.auth.models import Group, User  # noqa: E402
+from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
+
+from bench import floor  # noqa: E402
+from widgets.models import ApiToken, Widget  # noqa: E402
+
+
+def environ(method, path, token, body=b""):
+    path, _, query = path.partition("?")
+    env = {
+        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SCRIPT_NAME": "",
+        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8601", "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1:8601", "HTTP_ACCEPT": "application/json",
+        "HTTP_AUTHORIZATION": f"Token {token}", "HTTP_X_FORWARDED_PROTO": "https",
+        "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False,
+    }
+    if body:
+        env["CONTENT_TYPE"], env["CONTENT_LENGTH"] = "application/json", str(len(body))
+    return env
+
+
+def scenarios(token):
+    ids = list(Widget.objects.filter(stock__gte=20).order_by("id").values_list("id", flat=True)[:200])
+    top = Widget.objects.order_by("-id").values_list("id", flat=True)[0]
+    step = {"n": 0}
+
+    def next_id():
+        step["n"] += 1
+        return ids[step["n"] % len(ids)]
+
+    def adjust():
+        pk, n = next_id(), step["n"]
+        delta, reason = (1, "received") if n % 2 else (-1, "sold")
+        body = json.dumps({"delta": delta, "reason": reason, "note": "bench"}).encode()
+        return environ("POST", f"/api/widgets/{pk}/adjust/", token, body)
+
+    return {
+        "list": lambda: environ("GET", f"/api/widgets/?limit=50&offset={next_id() % 20 * 50}", token),
+        "filtered": lambda: environ("GET", "/api/widgets/?search=brass&low_stock=true&limit=50", token),
+        "retrieve": lambda: environ("GET", f"/api/widgets/{next_id()}/", token),
+        "adjust": adjust,
+        "keyset": lambda: environ("GET", f"/api/widgets/?limit=50&start={top // 2}", token),
+    }
+
+
+def call(app, env):
+    status = []
+    body = b"".join(app(env, lambda s, h, exc_info=None: status.append(s)))
+    if not status[0].startswith("2"):
+        raise SystemExit(f"{env['REQUEST_METHOD']} {env['PATH_INFO']}: {status[0]} {body[:300]!r}")
+    return body
+
+
+def cpu_per_request(app, make_env, requests):
+    for _ in range(20):  # warm caches, connections and the token cache
+        call(app, make_env())
+    samples = []
+    for _ in range(3):
+        envs = [make_env() for _ in range(requests)]
+        started = time.process_time()
+        for env in envs:
+            call(app, env)
+        samples.append((time.process_time() - started) / requests * 1e6)
+    return statistics.median(samples)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--scenarios", default="list,filtered,retrieve,adjust,keyset")
+    parser.add_argument("--profile", metavar="SCENARIO", help="print the app's cProfile for this scenario")
+    parser.add_argument("--sort", default="cumulative")
+    parser.add_argument("--limit", type=int, default=60)
+    options = parser.parse_args()
+
+    user, _ = User.objects.get_or_create(username="bench-profile")
+    user.groups.add(*Group.objects.filter(name="clerk"))
+    _, token = ApiToken.objects.issue(user=user, name="profile")
+    app = WSGIHandler()
+    made = scenarios(token)
+
+    if options.profile:
+        make_env = made[options.profile]
+        for _ in range(20):
+            call(app, make_env())
+        envs = [make_env() for _ in range(options.requests)]
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for env in envs:
+            call(app, env)
+        profiler.disable()
+        pstats.Stats(profiler, stream=results).strip_dirs().sort_stats(options.sort).print_stats(options.limit)
+        return
+
+    print(f"{'scenario':10} {'app us':>8} {'floor us':>9} {'ratio':>6}", file=results)
+    for name in options.scenarios.split(","):
+        app_us = cpu_per_request(app, made[name], options.requests)
+        floor_us = cpu_per_request(floor.app, made[name], options.requests)
+        print(f"{name:10} {app_us:8.0f} {floor_us:9.0f} {floor_us / app_us:5.2f}x", file=results, flush=True)
+
+
+if __name__ == "__main__":
+    main()
