@@ -8,10 +8,13 @@ import os
 
 bind = f"{os.environ.get('GUNICORN_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 
-# Threads serve concurrent requests that wait on the database; a couple of processes per core
-# use the CPUs. Defaults suit a small instance (t3.small: 2 vCPUs -> 3 workers x 4 threads).
-workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() + 1))
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# One request at a time per process, and two processes per core (plus one). The requests are
+# CPU-bound Python (a widget page spends far longer in Python than waiting for PostgreSQL), so
+# threads in a process would mostly queue for the GIL: measured with bench/ at 8 connections,
+# 4 threads per worker gave the same requests/s as 1 but a p99 latency 2-3x higher (bench/RESULTS.md).
+# gthread with one thread still keeps idle keep-alive connections off the worker.
+workers = int(os.environ.get("GUNICORN_WORKERS", 2 * multiprocessing.cpu_count() + 1))
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 
 # A request that runs longer than this is killed (the worker is replaced); the ALB's idle
 # timeout is 60 s, so a client gets a clear 502 from us rather than a hang.
@@ -23,8 +26,10 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))  # above nginx's ups
 
 # Recycle workers now and then so a slow leak cannot grow forever; the jitter keeps them from
 # all restarting at once.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
-max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "200"))
+# At a few hundred requests/s per worker, every ~30 s or more (a fresh worker starts with cold
+# caches: its token look-ups, database connection and serializer fields).
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "10000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "1000"))
 
 # Logs: gunicorn's own messages (start, worker timeouts) go to stderr as JSON lines like the
 # application's (config/logs.py). The access log is the application's: one JSON line per request
