@@ -182,15 +182,17 @@ class DateTimeField(serializers.DateTimeField):
 FIELD_MAPPING = {**serializers.ModelSerializer.serializer_field_mapping, models.DateTimeField: DateTimeField}
 
 
-# Fields built once per serializer class (SharedFieldsMixin); rebuilt when DRF's settings
-# change, as some fields read them when built.
+# Fields built once per serializer class (SharedFieldsMixin) and how ReadPlanMixin reads
+# them; rebuilt when DRF's settings change, as some fields read them when built.
 _field_templates: dict[type, dict[str, serializers.Field]] = {}
+_read_recipes: dict[type, list[tuple]] = {}
 
 
 @receiver(setting_changed)
 def _forget_field_templates(*, setting, **kwargs):
     if setting == "REST_FRAMEWORK":
         _field_templates.clear()
+        _read_recipes.clear()
 
 
 class SharedFieldsMixin:
@@ -223,10 +225,14 @@ def _copy_field(field):
 # Fields whose output is a plain conversion of the model attribute: their own
 # to_representation is exactly this (subclasses that keep it, the strict input fields
 # above among them, are recognised by the method, not the class).
+def _unchanged(value):
+    return value
+
+
 PLAIN_OUTPUT = {
     serializers.IntegerField.to_representation: int,
     serializers.CharField.to_representation: str,
-    serializers.ReadOnlyField.to_representation: lambda value: value,
+    serializers.ReadOnlyField.to_representation: _unchanged,
 }
 
 
@@ -241,7 +247,8 @@ class ReadPlanMixin:
     attribute, handed to the field's own ``to_representation`` (or, for integers,
     strings and foreign-key ids, whose ``to_representation`` is a plain conversion, to
     that conversion). Every other field goes through its own ``get_attribute`` and
-    ``to_representation`` as in DRF. The output is identical."""
+    ``to_representation`` as in DRF. The output is identical. Needs SharedFieldsMixin
+    (the decisions are kept per class)."""
 
     def to_representation(self, instance):
         model = self.Meta.model
@@ -249,7 +256,7 @@ class ReadPlanMixin:
             return super().to_representation(instance)
         plan = self.__dict__.get("_read_plan")
         if plan is None:
-            plan = self._read_plan = [self._read_step(field, model) for field in self._readable_fields]
+            plan = self._read_plan = self._make_read_plan(model)
         ret = {}
         for name, attname, convert, field in plan:
             if attname is not None:
@@ -264,9 +271,23 @@ class ReadPlanMixin:
             ret[name] = None if check_for_none is None else field.to_representation(attribute)
         return ret
 
+    def _make_read_plan(self, model):
+        # The decisions are the same for every serializer of a class (its fields are built
+        # once, SharedFieldsMixin); the plan binds them to this serializer's fields.
+        recipe = _read_recipes.get(type(self))
+        if recipe is None:
+            recipe = _read_recipes[type(self)] = [self._read_step(field, model) for field in self._readable_fields]
+        fields = self.fields
+        return [
+            (name, attname, convert or fields[name].to_representation, fields[name])
+            for name, attname, convert in recipe
+        ]
+
     @staticmethod
     def _read_step(field, model):
-        slow = (field.field_name, None, None, field)
+        """(name, attribute to read or None for DRF's way, conversion or None for the
+        field's own to_representation)."""
+        slow = (field.field_name, None, None)
         if len(field.source_attrs) != 1:
             return slow
         source = field.source_attrs[0]
@@ -282,7 +303,7 @@ class ReadPlanMixin:
                 and field.pk_field is None
                 and model_field is not None and model_field.many_to_one and model_field.concrete
             ):
-                return (field.field_name, model_field.attname, lambda value: value, field)
+                return (field.field_name, model_field.attname, _unchanged)
             return slow
         # Otherwise only fields that read their source as DRF's Field does, a model field
         # or a property, whose value is then given to their own to_representation.
@@ -290,12 +311,11 @@ class ReadPlanMixin:
             return slow
         if model_field is None:
             if isinstance(getattr(model, source, None), property):
-                return (field.field_name, source, field.to_representation, field)
+                return (field.field_name, source, None)
             return slow
         if model_field.is_relation or not model_field.concrete:
             return slow
-        convert = PLAIN_OUTPUT.get(_own(field, "to_representation"), field.to_representation)
-        return (field.field_name, source, convert, field)
+        return (field.field_name, source, PLAIN_OUTPUT.get(_own(field, "to_representation")))
 
 
 class StrictFieldsMixin:
