@@ -9,6 +9,8 @@ import datetime
 import json
 import logging
 
+import orjson
+
 # The id of the request this thread (or task) is serving; set by RequestLogMiddleware.
 current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -39,4 +41,8 @@ class JsonFormatter(logging.Formatter):
                 entry[field] = getattr(record, field)
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        try:
+            # orjson: one line per request is written on the hot path, ~10x faster than json.
+            return orjson.dumps(entry, default=str).decode()
+        except TypeError:  # text orjson refuses (a lone surrogate): the standard library copes
+            return json.dumps(entry, default=str)
