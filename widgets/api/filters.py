@@ -56,6 +56,21 @@ class FilterBackend(DjangoFilterBackend):
         return super().filter_queryset(request, queryset, view)
 
 
+class FilterSet(filters.FilterSet):
+    """django-filter's FilterSet, building its form class once per FilterSet class instead
+    of once per request (a new class with a form field per filter). The class holds form
+    fields only, which every form deep-copies for itself, and no filter here has choices
+    that depend on the request."""
+
+    _form_classes: dict[type, type] = {}
+
+    def get_form_class(self):
+        form_class = self._form_classes.get(type(self))
+        if form_class is None:
+            form_class = self._form_classes[type(self)] = super().get_form_class()
+        return form_class
+
+
 INT64 = 2**63 - 1
 
 
@@ -119,7 +134,7 @@ class TextFilter(filters.CharFilter):
         super().__init__(*args, **kwargs)
 
 
-class CategoryFilter(filters.FilterSet):
+class CategoryFilter(FilterSet):
     search = TextFilter(method="filter_search", label="Search name and description")
     ordering = filters.OrderingFilter(fields=["name", "id"])
 
@@ -131,7 +146,7 @@ class CategoryFilter(filters.FilterSet):
         return queryset.filter(Q(name__icontains=value) | Q(description__icontains=value))
 
 
-class WidgetFilter(filters.FilterSet):
+class WidgetFilter(FilterSet):
     search = TextFilter(method="filter_search", label="Search SKU, name and description")
     category = TextFilter(method="filter_category", label="Category (id or slug)")
     is_active = StrictBooleanFilter()
@@ -166,7 +181,7 @@ class WidgetFilter(filters.FilterSet):
         return queryset.filter(low if value else ~low)
 
 
-class StockMovementFilter(filters.FilterSet):
+class StockMovementFilter(FilterSet):
     # A number, not a model choice: a <select> of every widget would not scale.
     widget = IntegerFilter(field_name="widget_id")
     reason = filters.ChoiceFilter(choices=StockMovement.Reason.choices)
@@ -179,7 +194,7 @@ class StockMovementFilter(filters.FilterSet):
         fields = ["widget", "reason", "created_by"]
 
 
-class ChangeLogFilter(filters.FilterSet):
+class ChangeLogFilter(FilterSet):
     object_type = filters.ChoiceFilter(choices=ChangeLogEntry.ObjectType.choices)
     object_id = IntegerFilter(field_name="object_id")
     user = filters.CharFilter(field_name="user__username", label="Changed by (username)")
