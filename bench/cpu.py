@@ -5,6 +5,12 @@ requests as the wrk scenarios, and reports the CPU time (``time.process_time``) 
 spends per request, which depends far less on what else the machine runs than req/s.
 ``--profile SCENARIO`` prints the app's cProfile for that scenario instead.
 
+CPU time still moves by 10-20% from run to run on a shared virtual machine.
+``--instructions`` counts instructions instead, with valgrind's callgrind, which are the
+same from run to run whatever else the machine does: each scenario is served 10 and then
+110 times in a process under callgrind, and the difference divided by 100 is reported
+(about 30-40 s per scenario and server, two at a time).
+
 Uses the benchmark database that ``bench/run.py`` leaves behind (run it once, e.g.
 ``make bench-quick``) and the production settings the benchmark serves:
     python bench/cpu.py [--requests 300] [--profile retrieve] [--scenarios list,retrieve]
@@ -15,7 +21,9 @@ import io
 import json
 import os
 import pstats
+import re
 import secrets
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -107,6 +115,31 @@ def cpu_per_request(app, make_env, requests):
     return min(samples)  # the least disturbed of five runs
 
 
+def count_instructions(names):
+    def instructions(name, server, count):
+        command = [
+            "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+            sys.executable, __file__, "--serve", name, server, str(count),
+        ]
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def collected(process):
+        stderr = process.communicate()[1]
+        match = re.search(r"Collected : (\d+)", stderr)
+        if process.returncode or not match:
+            raise SystemExit(f"callgrind run failed:\n{stderr[-2000:]}")
+        return int(match.group(1))
+
+    print(f"{'scenario':10} {'app instr':>11} {'floor instr':>12} {'ratio':>6}", file=results, flush=True)
+    for name in names:
+        per_request = {}
+        for server in ("app", "floor"):
+            few, many = instructions(name, server, 10), instructions(name, server, 110)
+            per_request[server] = (collected(many) - collected(few)) / 100
+        app_n, floor_n = per_request["app"], per_request["floor"]
+        print(f"{name:10} {app_n:11,.0f} {floor_n:12,.0f} {floor_n / app_n:5.2f}x", file=results, flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=300)
@@ -114,13 +147,26 @@ def main():
     parser.add_argument("--profile", metavar="SCENARIO", help="print the app's cProfile for this scenario")
     parser.add_argument("--sort", default="cumulative")
     parser.add_argument("--limit", type=int, default=60)
+    parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind")
+    parser.add_argument("--serve", nargs=3, metavar=("SCENARIO", "SERVER", "N"), help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.instructions:
+        return count_instructions(options.scenarios.split(","))
 
     user, _ = User.objects.get_or_create(username="bench-profile")
     user.groups.add(*Group.objects.filter(name="clerk"))
     _, token = ApiToken.objects.issue(user=user, name="profile")
     app = WSGIHandler()
     made = scenarios(token)
+
+    if options.serve:  # one process of --instructions: serve N requests, after a warm-up
+        name, server, count = options.serve
+        served, make_env = app if server == "app" else floor.app, made[name]
+        for _ in range(30):
+            call(served, make_env())
+        for env in [make_env() for _ in range(int(count))]:
+            call(served, env)
+        return
 
     if options.profile:
         make_env = made[options.profile]
