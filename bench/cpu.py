@@ -84,7 +84,16 @@ def scenarios(token):
         body = json.dumps({"delta": delta, "reason": reason, "note": "bench"}).encode()
         return environ("POST", f"/api/widgets/{pk}/adjust/", token, body)
 
+    def batch():
+        step["n"] += 1
+        n = step["n"]
+        delta, reason = (1, "received") if n % 2 else (-1, "sold")
+        first = (n // 2 * 10) % (len(ids) - 10)  # a +1 and then a -1 on the same ten widgets
+        items = [{"widget": pk, "delta": delta, "reason": reason, "note": "bench"} for pk in ids[first:first + 10]]
+        return environ("POST", "/api/adjustments/", token, json.dumps({"items": items}).encode())
+
     return {
+        "batch": batch,
         "list": lambda: environ("GET", f"/api/widgets/?limit=50&offset={next_id() % 20 * 50}", token),
         "filtered": lambda: environ("GET", "/api/widgets/?search=brass&low_stock=true&limit=50", token),
         "retrieve": lambda: environ("GET", f"/api/widgets/{next_id()}/", token),

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, ProtectedError
+from django.db.models import Case, F, IntegerField, ProtectedError, Value, When
 from django.utils import timezone
 
 from .models import Category, ChangeLogEntry, IdempotencyKey, StockMovement, Widget
@@ -194,12 +194,18 @@ def adjust_stock_batch(*, items: Sequence[Mapping[str, Any]], user=None) -> list
             created_by=user,
         ))
 
-    # Every check passed: one UPDATE for the widgets, one INSERT for the ledger.
+    # Every check passed: one UPDATE for the widgets, one INSERT for the ledger. Only the
+    # stock differs between the widgets, so only it needs a CASE (bulk_update would build
+    # one per field: three times the expressions, most of a batch request's time).
     touched = [widgets[pk] for pk in ids]
+    Widget.objects.filter(pk__in=ids).update(
+        stock=Case(*(When(pk=w.pk, then=Value(w.stock)) for w in touched), output_field=IntegerField()),
+        version=F("version") + 1,
+        updated_at=now,
+    )
     for widget in touched:
         widget.version += 1
         widget.updated_at = now
-    Widget.objects.bulk_update(touched, ["stock", "version", "updated_at"])
     return StockMovement.objects.bulk_create(movements)
 
 
