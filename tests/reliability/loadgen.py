@@ -119,32 +119,43 @@ class LoadGenerator:
     def write(self, kind: str, path: str, token: str, body) -> None:
         """POST with an Idempotency-Key, retried with the same key until it gets an answer."""
         key = str(uuid.uuid4())
+        answer = self.send_until_answered(kind, path, token, body, key)
+        if answer is None:
+            with self.stats.lock:
+                self.stats.unanswered_writes.append(key)
+            return
+        status, parsed, headers, attempts = answer
+        with self.stats.lock:
+            self.stats.retried_writes += attempts > 0
+            self.stats.replayed += headers.get("Idempotent-Replayed") == "true"
+            if status == 201:
+                for movement in parsed["movements"] if kind == BATCH else [parsed]:
+                    self.stats.movements[movement["id"]] = movement["delta"]
+        # Now and then act like a client that never saw the answer: send it again (retried
+        # like any write, e.g. when a worker is killed under it). The same key must bring back
+        # the same answer, marked as replayed, and apply nothing.
+        if random.random() < self.resend_ratio:
+            again = self.send_until_answered(kind, path, token, body, key)
+            with self.stats.lock:
+                self.stats.resent += 1
+                if again is None:
+                    self.stats.unanswered_writes.append(key)
+                elif again[:2] != (status, parsed) or again[2].get("Idempotent-Replayed") != "true":
+                    self.stats.resend_mismatches.append((key, status, again[0]))
+
+    def send_until_answered(self, kind: str, path: str, token: str, body, key: str):
+        """(status, body, headers, retries) of the first real answer (not 502/503/504 and not
+        a dropped connection), or None when none came before the write deadline."""
         deadline = time.monotonic() + self.write_deadline
         attempt = 0
         while True:
             status, parsed, headers = self.send(kind, "POST", path, token, body, key)
             if status is not None and status not in RETRY_STATUSES:
-                break
+                return status, parsed, headers, attempt
             attempt += 1
             if time.monotonic() > deadline:
-                with self.stats.lock:
-                    self.stats.unanswered_writes.append(key)
-                return
+                return None
             time.sleep(min(0.1 * 2**attempt, 1.0) * random.uniform(0.5, 1.0))
-        with self.stats.lock:
-            self.stats.retried_writes += attempt > 0
-            self.stats.replayed += headers.get("Idempotent-Replayed") == "true"
-            if status == 201:
-                for movement in parsed["movements"] if kind == BATCH else [parsed]:
-                    self.stats.movements[movement["id"]] = movement["delta"]
-        # Now and then act like a client that never saw the answer: send it again. The same
-        # key must bring back the same answer, marked as replayed, and apply nothing.
-        if status is not None and status < 500 and random.random() < self.resend_ratio:
-            again, again_body, again_headers = self.send(kind, "POST", path, token, body, key)
-            with self.stats.lock:
-                self.stats.resent += 1
-                if (again, again_body) != (status, parsed) or again_headers.get("Idempotent-Replayed") != "true":
-                    self.stats.resend_mismatches.append((key, status, again))
 
     # --- the mix ------------------------------------------------------------------------------
 
