@@ -56,6 +56,24 @@ class TestApply:
         assert response.status_code == 201, response.content
         assert Widget.objects.get(pk=widget["id"]).stock == 0
 
+    def test_each_widget_changed_gets_a_new_version_once_and_others_keep_theirs(self, clerk, create_widget):
+        bolts, nuts, untouched = create_widget(stock=10), create_widget(stock=10), create_widget(stock=10)
+        before = {w["id"]: clerk.get(f"/api/widgets/{w['id']}/") for w in (bolts, nuts, untouched)}
+
+        response = post_batch(clerk, item(bolts, 1), item(nuts, -2, "sold"), item(bolts, 3))
+
+        assert response.status_code == 201, response.content
+        after = {pk: clerk.get(f"/api/widgets/{pk}/") for pk in before}
+        for widget, stock in ((bolts, 14), (nuts, 8)):
+            old, new = before[widget["id"]], after[widget["id"]]
+            assert new.json()["stock"] == stock
+            assert new["ETag"] != old["ETag"]
+            assert new.json()["updated_at"] > old.json()["updated_at"]
+        versions = dict(Widget.objects.values_list("pk", "version"))
+        assert versions[bolts["id"]] == versions[nuts["id"]] == versions[untouched["id"]] + 1
+        assert after[untouched["id"]]["ETag"] == before[untouched["id"]]["ETag"]
+        assert after[untouched["id"]].json() == before[untouched["id"]].json()
+
     def test_full_batch_of_500_runs_in_a_handful_of_queries(self, clerk, create_widget, django_assert_max_num_queries):
         widgets = [create_widget(stock=1000) for _ in range(10)]
         items = [item(widgets[i % 10], -1, "sold") for i in range(500)]
