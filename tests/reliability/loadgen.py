@@ -24,6 +24,7 @@ from harness import FORWARDED_HTTPS
 
 READ, ADJUST, BATCH = "read", "adjust", "batch"
 RETRY_STATUSES = {502, 503, 504}
+THROTTLED = 429
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Stats:
     retried_writes: int = 0
     replayed: int = 0
     resent: int = 0
+    resends_throttled: int = 0
     resend_mismatches: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -67,6 +69,7 @@ class Stats:
             "retried_writes": self.retried_writes,
             "replayed_answers": self.replayed,
             "answered_writes_sent_again": self.resent,
+            "sent_again_throttled": self.resends_throttled,
             "sent_again_not_replayed_identically": len(self.resend_mismatches),
             "unanswered_writes": len(self.unanswered_writes),
             "p50_ms": round(1000 * latencies[len(latencies) // 2]) if latencies else None,
@@ -120,28 +123,41 @@ class LoadGenerator:
         """POST with an Idempotency-Key, retried with the same key until it gets an answer."""
         key = str(uuid.uuid4())
         answer = self.send_until_answered(kind, path, token, body, key)
-        if answer is None:
+        self._record_answer(kind, key, answer)
+        # Now and then act like a client that never saw the answer: send it again (retried
+        # like any write, e.g. when a worker is killed under it). The same key must bring back
+        # the same answer, marked as replayed, and apply nothing.
+        if answer is None or random.random() >= self.resend_ratio:
+            return
+        again = self.send_until_answered(kind, path, token, body, key)
+        with self.stats.lock:
+            self.stats.resent += 1
+        if answer[0] == THROTTLED:
+            # The first try was refused before it ran (429s are not stored): this one is a
+            # fresh attempt, and whatever it applied counts.
+            self._record_answer(kind, key, again)
+        elif again is not None and again[0] == THROTTLED:
+            # Throttling comes before the replay: "later", not a different answer.
+            with self.stats.lock:
+                self.stats.resends_throttled += 1
+        elif again is None:
             with self.stats.lock:
                 self.stats.unanswered_writes.append(key)
-            return
-        status, parsed, headers, attempts = answer
+        elif again[:2] != answer[:2] or again[2].get("Idempotent-Replayed") != "true":
+            with self.stats.lock:
+                self.stats.resend_mismatches.append((key, answer[0], again[0]))
+
+    def _record_answer(self, kind: str, key: str, answer) -> None:
         with self.stats.lock:
+            if answer is None:
+                self.stats.unanswered_writes.append(key)
+                return
+            status, parsed, headers, attempts = answer
             self.stats.retried_writes += attempts > 0
             self.stats.replayed += headers.get("Idempotent-Replayed") == "true"
             if status == 201:
                 for movement in parsed["movements"] if kind == BATCH else [parsed]:
                     self.stats.movements[movement["id"]] = movement["delta"]
-        # Now and then act like a client that never saw the answer: send it again (retried
-        # like any write, e.g. when a worker is killed under it). The same key must bring back
-        # the same answer, marked as replayed, and apply nothing.
-        if random.random() < self.resend_ratio:
-            again = self.send_until_answered(kind, path, token, body, key)
-            with self.stats.lock:
-                self.stats.resent += 1
-                if again is None:
-                    self.stats.unanswered_writes.append(key)
-                elif again[:2] != (status, parsed) or again[2].get("Idempotent-Replayed") != "true":
-                    self.stats.resend_mismatches.append((key, status, again[0]))
 
     def send_until_answered(self, kind: str, path: str, token: str, body, key: str):
         """(status, body, headers, retries) of the first real answer (not 502/503/504 and not
