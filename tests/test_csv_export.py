@@ -130,3 +130,40 @@ class TestAdminCsvExport:
         )
 
         assert [row[0] for row in read_csv(response)] == ["sku", "LOW-1", "LOW-2"]
+
+
+class TestSpreadsheetFormulas:
+    """Text a spreadsheet would run as a formula (CSV injection) goes out as text."""
+
+    @pytest.mark.parametrize("text", ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1)"])
+    def test_text_starting_like_a_formula_is_exported_behind_an_apostrophe(self, viewer, create_widget, text):
+        create_widget(sku="F-1", name=text, description=text)
+
+        row = read_csv(viewer.get("/api/widgets/?format=csv"))[1]
+
+        assert row[1:3] == ["'" + text, "'" + text]
+
+    @pytest.mark.parametrize("description", ["\t=1+1", "\r\n=1+1"])
+    def test_a_description_starting_with_a_tab_or_carriage_return_is_protected(self, viewer, create_widget, description):
+        create_widget(sku="F-1", description=description)
+
+        row = read_csv(viewer.get("/api/widgets/?format=csv"))[1]
+
+        assert row[2] == "'" + description
+
+    def test_ordinary_text_and_numbers_are_exported_as_they_are(self, viewer, create_widget):
+        create_widget(sku="-A-1", name="Drill 'pro'", description="'quoted' and 3-way", price="1.50", stock=3)
+
+        row = read_csv(viewer.get("/api/widgets/?format=csv"))[1]
+
+        assert row[:3] == ["-A-1", "Drill 'pro'", "'quoted' and 3-way"]
+        assert row[4:] == ["1.50", "0", "true", "3"]
+
+    def test_admin_export_protects_formulas_too(self, create_widget):
+        widget = create_widget(sku="F-1", name="=1+1")
+        client = Client()
+        client.force_login(make_user("viewer", is_staff=True))
+
+        response = client.post("/admin/widgets/widget/", {"action": "export_csv", "_selected_action": [widget["id"]]})
+
+        assert read_csv(response)[1][1] == "'=1+1"

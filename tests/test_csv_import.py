@@ -168,6 +168,23 @@ class TestImportCommand:
         assert snapshot() == before
         assert "0 created, 0 updated, 0 stock corrections, 2 unchanged" in out
 
+    @pytest.mark.parametrize("text", ["=1+1", "'=1+1", "''=x", "'plain", "''", "-", "@home", "'\t"])
+    def test_export_then_import_keeps_text_that_looks_like_a_formula(self, tmp_path, viewer, create_widget, text):
+        create_widget(sku="F-1", name=text.strip(), description=text)
+        create_widget(sku="F-2", name="x" + text.strip(), description="\t" + text)
+        (tmp_path / "export.csv").write_bytes(b"".join(viewer.get("/api/widgets/?format=csv").streaming_content))
+        before = snapshot()
+
+        out, _ = run_import(str(tmp_path / "export.csv"))
+
+        assert snapshot() == before
+        assert "0 created, 0 updated, 0 stock corrections, 2 unchanged" in out
+
+    def test_an_apostrophe_before_a_formula_is_taken_off_on_import(self, tmp_path):
+        run_import(write_csv(tmp_path, "sku,name,description\nF-1,'=1+1,'@note\n"))
+
+        assert Widget.objects.values_list("name", "description").get(sku="F-1") == ("=1+1", "@note")
+
     def test_query_count_grows_with_batches_not_rows(self, tmp_path, create_widget, django_assert_max_num_queries):
         for n in range(50):
             create_widget(sku=f"OLD-{n}", stock=1)

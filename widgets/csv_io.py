@@ -1,8 +1,9 @@
 """Widgets as CSV: the one column layout that export writes and import reads.
 
 Export and import share ``COLUMNS``, so a file exported from the API or the admin
-imports back without changing anything. Reading validates every row and collects
-every error (row number and column) before anything is written; applying a valid
+imports back without changing anything; text that a spreadsheet would run as a formula
+goes out behind an apostrophe and comes back without it. Reading validates every row and
+collects every error (row number and column) before anything is written; applying a valid
 file is ``services.import_widgets``.
 """
 from __future__ import annotations
@@ -29,6 +30,28 @@ EXPORT_CHUNK = 2000
 
 _sku_re = re.compile(SKU_PATTERN)
 
+# Spreadsheets run a cell that starts with one of these as a formula when the file is opened
+# (CSV injection: `=HYPERLINK(...)` in a widget's name would act in the staff's spreadsheet).
+FORMULA_FIRST_CHARACTERS = frozenset("=+-@\t\r")
+TEXT_MARK = "'"  # the spreadsheet convention for "this cell is text"
+
+
+def protect_cell(text: str) -> str:
+    """``text`` as it is written to a CSV file: behind ``TEXT_MARK`` when a spreadsheet
+    would run it, or when import would take a mark off it (so every text comes back)."""
+    if text[:1] in FORMULA_FIRST_CHARACTERS or _is_marked(text):
+        return TEXT_MARK + text
+    return text
+
+
+def unprotect_cell(text: str) -> str:
+    """The inverse of ``protect_cell``, for a cell read from a CSV file."""
+    return text[1:] if _is_marked(text) else text
+
+
+def _is_marked(text: str) -> bool:
+    return text[:1] == TEXT_MARK and (text[1:2] in FORMULA_FIRST_CHARACTERS or text[1:2] == TEXT_MARK)
+
 
 # --- Export ------------------------------------------------------------------------------
 
@@ -43,7 +66,10 @@ def export_rows(queryset) -> Iterator[list[Any]]:
     for sku, name, description, category, price, reorder_level, is_active, stock in rows.iterator(
         chunk_size=EXPORT_CHUNK
     ):
-        yield [sku, name, description, category or "", price, reorder_level, "true" if is_active else "false", stock]
+        yield [
+            sku, protect_cell(name), protect_cell(description), category or "", price, reorder_level,
+            "true" if is_active else "false", stock,
+        ]
 
 
 class _Echo:
@@ -165,14 +191,14 @@ def _validate_row(number: int, cells: dict[str, str], categories, errors: list[R
     if not _sku_re.match(sku):
         fail("sku", "Must be 1-32 characters of A-Z, 0-9 and '-'.")
     values: dict[str, Any] = {}
-    name = cells["name"]
+    name = unprotect_cell(cells["name"])
     if not name.strip():
         fail("name", "Required.")
     elif len(name) > NAME_MAX_LENGTH:
         fail("name", f"At most {NAME_MAX_LENGTH} characters (found {len(name)}).")
     values["name"] = name
     if "description" in cells:
-        values["description"] = cells["description"]
+        values["description"] = unprotect_cell(cells["description"])
     if "category" in cells:
         wanted = cells["category"].strip()
         values["category"] = categories.get(slugify(wanted)) if wanted else None
