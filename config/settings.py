@@ -298,6 +298,14 @@ TOKEN_DEFAULT_EXPIRY_DAYS = int(os.environ.get("DJANGO_TOKEN_EXPIRY_DAYS", "90")
 
 REQUIRE_IF_MATCH = env_bool("DJANGO_REQUIRE_IF_MATCH", default=False)
 
+# --- Idempotency keys ----------------------------------------------------------------------
+# Stored answers are kept at least 24 hours. On average one new key in this many also
+# deletes a batch of expired ones after its request commits (0 = never: then run
+# `manage.py purge_idempotency_keys` daily from a scheduler).
+IDEMPOTENCY_PURGE_EVERY = int(os.environ.get("DJANGO_IDEMPOTENCY_PURGE_EVERY", "200"))
+if IDEMPOTENCY_PURGE_EVERY < 0:
+    raise ImproperlyConfigured("DJANGO_IDEMPOTENCY_PURGE_EVERY must be 0 (off) or a positive number.")
+
 # --- Production security ------------------------------------------------------------------
 # On by default whenever DEBUG is off. The load balancer terminates TLS and says so in
 # X-Forwarded-Proto; its health checks arrive over plain HTTP and must not be redirected.

@@ -221,3 +221,86 @@ class TestPurge:
     def test_purge_refuses_a_retention_under_24_hours(self):
         with pytest.raises(CommandError, match="at least 24"):
             call_command("purge_idempotency_keys", "--hours", "1")
+
+
+class TestPurgeInPassing:
+    """Without any scheduler, new keys now and then clear out the expired ones."""
+
+    def age(self, key, hours):
+        IdempotencyKey.objects.filter(key=key).update(created_at=timezone.now() - timedelta(hours=hours))
+
+    def test_a_new_key_deletes_expired_keys_once_its_request_commits(
+        self, settings, clerk, create_widget, django_capture_on_commit_callbacks
+    ):
+        settings.IDEMPOTENCY_PURGE_EVERY = 1  # every new key purges
+        widget = create_widget(stock=10)
+        for key, hours in (("expired", 25), ("young", 23)):
+            adjust(clerk, widget["id"], key, delta=-1, reason="sold")
+            self.age(key, hours)
+
+        with django_capture_on_commit_callbacks(execute=True):
+            response = adjust(clerk, widget["id"], "new", delta=-1, reason="sold")
+
+        assert response.status_code == 201
+        assert sorted(IdempotencyKey.objects.values_list("key", flat=True)) == ["new", "young"]
+        assert Widget.objects.get(pk=widget["id"]).stock == 7
+
+    def test_replays_and_unkeyed_requests_purge_nothing(
+        self, settings, clerk, create_widget, django_capture_on_commit_callbacks
+    ):
+        settings.IDEMPOTENCY_PURGE_EVERY = 1
+        widget = create_widget(stock=10)
+        adjust(clerk, widget["id"], "expired", delta=-1, reason="sold")
+        adjust(clerk, widget["id"], "replayed", delta=-1, reason="sold")
+        self.age("expired", 25)
+
+        with django_capture_on_commit_callbacks(execute=True):
+            assert adjust(clerk, widget["id"], "replayed", delta=-1, reason="sold")["Idempotent-Replayed"] == "true"
+            assert adjust(clerk, widget["id"], delta=-1, reason="sold").status_code == 201
+
+        assert IdempotencyKey.objects.filter(key="expired").exists()
+
+    def test_zero_turns_the_purge_in_passing_off(self, settings, clerk, create_widget, django_capture_on_commit_callbacks):
+        settings.IDEMPOTENCY_PURGE_EVERY = 0
+        widget = create_widget(stock=10)
+        adjust(clerk, widget["id"], "expired", delta=-1, reason="sold")
+        self.age("expired", 25)
+
+        with django_capture_on_commit_callbacks(execute=True):
+            adjust(clerk, widget["id"], "new", delta=-1, reason="sold")
+
+        assert IdempotencyKey.objects.filter(key="expired").exists()
+
+    def test_one_purge_deletes_a_bounded_batch_oldest_first(
+        self, settings, monkeypatch, clerk, create_widget, django_capture_on_commit_callbacks
+    ):
+        from widgets.api import idempotency
+
+        monkeypatch.setattr(idempotency, "PURGE_BATCH", 2)
+        settings.IDEMPOTENCY_PURGE_EVERY = 1
+        widget = create_widget(stock=10)
+        for key, hours in (("oldest", 30), ("older", 28), ("old", 26)):
+            adjust(clerk, widget["id"], key, delta=-1, reason="sold")
+            self.age(key, hours)
+
+        with django_capture_on_commit_callbacks(execute=True):
+            adjust(clerk, widget["id"], "new", delta=-1, reason="sold")
+
+        assert sorted(IdempotencyKey.objects.values_list("key", flat=True)) == ["new", "old"]
+
+    def test_a_failing_purge_does_not_fail_the_request(
+        self, settings, monkeypatch, caplog, clerk, create_widget, django_capture_on_commit_callbacks
+    ):
+        def broken(**kwargs):
+            raise RuntimeError("purge failed")
+
+        settings.IDEMPOTENCY_PURGE_EVERY = 1
+        widget = create_widget(stock=10)
+        monkeypatch.setattr(services, "purge_idempotency_keys", broken)
+
+        with django_capture_on_commit_callbacks(execute=True):
+            response = adjust(clerk, widget["id"], "new", delta=-1, reason="sold")
+
+        assert response.status_code == 201
+        assert "purge failed" in caplog.text
+        assert adjust(clerk, widget["id"], "new", delta=-1, reason="sold")["Idempotent-Replayed"] == "true"

@@ -42,3 +42,10 @@ def test_debug_must_be_a_boolean():
 
     assert result.returncode != 0
     assert "DJANGO_DEBUG must be a boolean" in result.stderr
+
+
+def test_a_negative_idempotency_purge_rate_is_refused_at_start():
+    result = manage("check", DJANGO_SECRET_KEY="x" * 50, DJANGO_IDEMPOTENCY_PURGE_EVERY="-1")
+
+    assert result.returncode != 0
+    assert "DJANGO_IDEMPOTENCY_PURGE_EVERY must be 0 (off) or a positive number" in result.stderr

@@ -417,11 +417,15 @@ def _log_change(user, action: str, instance, *, before: dict, after: dict, objec
 IDEMPOTENCY_KEY_RETENTION = timedelta(hours=24)
 
 
-def purge_idempotency_keys(*, older_than: timedelta = IDEMPOTENCY_KEY_RETENTION) -> int:
-    """Delete stored Idempotency-Key responses older than ``older_than``; returns how many."""
+def purge_idempotency_keys(*, older_than: timedelta = IDEMPOTENCY_KEY_RETENTION, limit: int | None = None) -> int:
+    """Delete stored Idempotency-Key responses older than ``older_than`` (at most ``limit``
+    of them, the oldest first); returns how many."""
     if older_than < IDEMPOTENCY_KEY_RETENTION:
         raise ValueError("idempotency keys are kept for at least 24 hours")
-    deleted, _ = IdempotencyKey.objects.expired(older_than=older_than).delete()
+    expired = IdempotencyKey.objects.expired(older_than=older_than)
+    if limit is not None:
+        expired = IdempotencyKey.objects.filter(pk__in=expired.order_by("created_at").values("pk")[:limit])
+    deleted, _ = expired.delete()
     return deleted
 
 

@@ -12,15 +12,22 @@ response; if not, the twin answers 409 "in flight". Either way the effect happen
 This needs no separate in-flight marker (which a crash would leave behind, blocking the
 key until some expiry) and no second transaction. SQLite serialises writers, so a twin
 there simply waits its turn and replays.
+
+Keys are kept at least 24 hours. So that the table stays bounded without a scheduler, one
+new key in ``IDEMPOTENCY_PURGE_EVERY`` (at random) deletes a batch of expired keys once its
+own request has committed; ``manage.py purge_idempotency_keys`` does the same on demand.
 """
 import hashlib
+import random
 import re
 from contextlib import ExitStack, contextmanager
 
+from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.http import HttpResponse
 from rest_framework import exceptions, status
 
+from .. import services
 from ..models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
@@ -30,6 +37,9 @@ IN_FLIGHT_WAIT = "200ms"
 # Response headers that are part of the answer, replayed with the body.
 STORED_HEADERS = ("Content-Type", "ETag", "Location")
 LOCK_NOT_AVAILABLE = "55P03"
+# Expired keys deleted by one purge in passing: enough to outpace the keys being added,
+# small enough to cost the request that runs it a few milliseconds.
+PURGE_BATCH = 1000
 
 
 class IdempotencyKeyInFlight(exceptions.APIException):
@@ -65,6 +75,14 @@ def _bounded_lock_wait():
     yield
     with connection.cursor() as cursor:
         cursor.execute("SELECT set_config('lock_timeout', %s, true)", [previous])
+
+
+def _purge_expired_keys_now_and_then() -> None:
+    every = settings.IDEMPOTENCY_PURGE_EVERY
+    if every and random.randrange(every) == 0:
+        # After the commit, so the purge never holds up or rolls back the request's effect;
+        # robust: a failed purge is logged and the answer still goes out.
+        transaction.on_commit(lambda: services.purge_idempotency_keys(limit=PURGE_BATCH), robust=True)
 
 
 def _is_lock_timeout(exc: OperationalError) -> bool:
@@ -126,6 +144,7 @@ class IdempotentMixin:
                         user=request.user, key=key, method=request.method, path=request.path,
                         fingerprint=fingerprint,
                     )
+                _purge_expired_keys_now_and_then()
                 return
             except IntegrityError:  # the twin committed while we waited: replay its answer
                 record = mine.get()
