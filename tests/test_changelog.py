@@ -46,6 +46,18 @@ class TestWrittenByTheApi:
             "is_active": [None, True],
         }
 
+    def test_values_are_recorded_as_the_api_shows_them(self, manager, viewer):
+        """A price left at its default is the string "0.00", as GET shows it, not the number 0."""
+        created = manager.post("/api/widgets/", {"name": "Plain", "sku": "PLAIN-1"}, format="json")
+        assert created.status_code == 201, created.content
+
+        [entry] = viewer.get("/api/changes/", {"object_id": created.json()["id"]}).json()["results"]
+        shown = viewer.get(f"/api/widgets/{created.json()['id']}/").json()
+
+        assert entry["changes"]["price"] == [None, "0.00"]
+        assert entry["changes"] == {field: [None, shown[field]] for field in entry["changes"]}
+        assert set(entry["changes"]) == {"sku", "name", "description", "price", "stock", "reorder_level", "is_active"}
+
     def test_widget_update_records_only_changed_fields_old_and_new(self, manager, create_widget):
         widget = create_widget(name="Bolt", price="1.00")
 

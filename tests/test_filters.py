@@ -49,8 +49,13 @@ class TestWidgetFilters:
 
         assert ids(viewer.get("/api/widgets/", {"category": "hand-tools"})) == [catalogue["bravo"]["id"]]
 
-    def test_unknown_category_matches_nothing(self, viewer, catalogue):
-        assert ids(viewer.get("/api/widgets/", {"category": "no-such-slug"})) == []
+    @pytest.mark.parametrize("value", ["nope", "999", "9" * 30])
+    def test_unknown_category_is_a_400_naming_category(self, viewer, catalogue, value):
+        response = viewer.get("/api/widgets/", {"category": value})
+
+        assert response.status_code == 400, response.content
+        assert list(response.json()) == ["category"]
+        assert value[:20] in response.json()["category"][0]
 
     @pytest.mark.parametrize("value, expected", [("true", ["bravo", "alpha"]), ("false", ["charlie"])])
     def test_is_active(self, viewer, catalogue, value, expected):
@@ -184,6 +189,16 @@ class TestPagination:
         assert len(body["results"]) == 50
         assert body["previous"] is None
         assert parse_qs(urlsplit(body["next"]).query) == {"limit": ["50"], "offset": ["50"]}
+
+    def test_page_size_setting_sets_the_default_page(self, viewer, create_widget, settings):
+        for _ in range(4):
+            create_widget()
+        settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "PAGE_SIZE": 3}
+
+        body = viewer.get("/api/widgets/").json()
+
+        assert len(body["results"]) == 3
+        assert parse_qs(urlsplit(body["next"]).query) == {"limit": ["3"], "offset": ["3"]}
 
     def test_next_and_previous_links(self, viewer, create_widget):
         created = [create_widget()["id"] for _ in range(5)]

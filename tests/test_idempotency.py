@@ -53,6 +53,20 @@ class TestReplay:
 
         assert Widget.objects.get(pk=widget["id"]).stock == 4
 
+    def test_same_json_in_another_key_order_and_spacing_is_a_replay(self, clerk, create_widget):
+        widget = create_widget(stock=10)
+        url = f"/api/widgets/{widget['id']}/adjust/"
+        headers = {"Idempotency-Key": "reordered-1"}
+
+        first = clerk.post(url, '{"delta": -3, "reason": "sold"}', content_type="application/json", headers=headers)
+        retry = clerk.post(url, '{ "reason":"sold",\n  "delta":-3 }', content_type="application/json", headers=headers)
+
+        assert first.status_code == 201, first.content
+        assert retry.status_code == 201, retry.content
+        assert retry["Idempotent-Replayed"] == "true"
+        assert retry.content == first.content
+        assert Widget.objects.get(pk=widget["id"]).stock == 7
+
     def test_retried_widget_create_makes_one_widget(self, manager):
         body = {"name": "Retry me", "stock": 5}
         first = manager.post("/api/widgets/", body, format="json", headers={"Idempotency-Key": "new-widget-1"})

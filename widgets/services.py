@@ -15,10 +15,11 @@ import uuid
 import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
+from datetime import timezone as dt_timezone
 from decimal import Decimal
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Case, F, IntegerField, ProtectedError, Value, When
 from django.utils import timezone
 
@@ -376,15 +377,25 @@ OBJECT_TYPES = {Widget: ChangeLogEntry.ObjectType.WIDGET, Category: ChangeLogEnt
 
 
 def _audited_values(instance) -> dict[str, Any]:
-    """The audited fields as JSON values: foreign keys as ids, decimals as strings."""
+    """The audited fields as the API shows them: foreign keys as ids, decimals as strings
+    with the field's decimal places, datetimes in ISO 8601 UTC."""
     values = {}
     for name in AUDITED_FIELDS[type(instance)]:
         field = instance._meta.get_field(name)
-        value = field.value_from_object(instance)
-        if isinstance(value, Decimal):
-            value = f"{value:.{field.decimal_places}f}"
-        values[name] = value
+        values[name] = _as_shown(field, field.value_from_object(instance))
     return values
+
+
+def _as_shown(field, value):
+    if value is None:
+        return None
+    if isinstance(field, models.DecimalField):
+        # A default (price=0) is still the int it was declared as until the row is re-read.
+        return f"{Decimal(value):.{field.decimal_places}f}"
+    if isinstance(field, models.DateTimeField):
+        text = value.astimezone(dt_timezone.utc).isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    return value
 
 
 def _change_entry(user, action: str, instance, before: dict, after: dict, object_id=None) -> ChangeLogEntry | None:

@@ -134,6 +134,33 @@ class TextFilter(filters.CharFilter):
         super().__init__(*args, **kwargs)
 
 
+class CategoryReferenceField(forms.CharField):
+    """A category named by id or by slug; one that does not exist is a 400 naming the
+    filter, like any other bad value (an empty list would read as "no widgets there")."""
+
+    def clean(self, value):
+        value = super().clean(value)  # a string within max_length, without NUL
+        if value in self.empty_values:
+            return None
+        if value.isascii() and value.isdigit():
+            # Longer than any 64-bit id: no such category (int() of it would overflow the database).
+            found = Category.objects.filter(pk=int(value)).first() if len(value) <= 18 else None
+        else:
+            found = Category.objects.filter(slug=value).first()
+        if found is None:
+            raise forms.ValidationError(f"No category with the id or slug '{value}'.", code="invalid_choice")
+        return found
+
+
+@extend_schema_field({"type": "string", "maxLength": 200})
+class CategoryReferenceFilter(filters.Filter):
+    field_class = CategoryReferenceField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("max_length", 200)
+        super().__init__(*args, **kwargs)
+
+
 class CategoryFilter(FilterSet):
     search = TextFilter(method="filter_search", label="Search name and description")
     ordering = filters.OrderingFilter(fields=["name", "id"])
@@ -148,7 +175,7 @@ class CategoryFilter(FilterSet):
 
 class WidgetFilter(FilterSet):
     search = TextFilter(method="filter_search", label="Search SKU, name and description")
-    category = TextFilter(method="filter_category", label="Category (id or slug)")
+    category = CategoryReferenceFilter(field_name="category", label="Category (id or slug)")
     is_active = StrictBooleanFilter()
     low_stock = StrictBooleanFilter(method="filter_low_stock", label="Low stock")
     min_price = PriceFilter(field_name="price", lookup_expr="gte")
@@ -169,12 +196,6 @@ class WidgetFilter(FilterSet):
         return queryset.filter(
             Q(sku__icontains=value) | Q(name__icontains=value) | Q(description__icontains=value)
         )
-
-    def filter_category(self, queryset, name, value):
-        if value.isascii() and value.isdigit():
-            # Longer than any 64-bit id: no such category (int() of it would overflow the database).
-            return queryset.filter(category_id=int(value)) if len(value) <= 18 else queryset.none()
-        return queryset.filter(category__slug=value)
 
     def filter_low_stock(self, queryset, name, value):
         low = Q(stock__lte=F("reorder_level"))

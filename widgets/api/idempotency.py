@@ -18,6 +18,7 @@ new key in ``IDEMPOTENCY_PURGE_EVERY`` (at random) deletes a batch of expired ke
 own request has committed; ``manage.py purge_idempotency_keys`` does the same on demand.
 """
 import hashlib
+import json
 import random
 import re
 from contextlib import ExitStack, contextmanager
@@ -90,6 +91,23 @@ def _is_lock_timeout(exc: OperationalError) -> bool:
     return getattr(cause, "pgcode", None) == LOCK_NOT_AVAILABLE or getattr(cause, "sqlstate", None) == LOCK_NOT_AVAILABLE
 
 
+def _fingerprint(request) -> str:
+    """What the request means: method, path, user and the body as canonical JSON (sorted
+    keys, no insignificant whitespace), so the same request in other bytes is a replay.
+    A body that is not JSON counts byte for byte."""
+    # Read before DRF parses the body; DRF then parses from this same buffer.
+    body = request.body
+    try:
+        body = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    except (ValueError, RecursionError):
+        pass
+    digest = hashlib.sha256()
+    for part in (request.method.encode(), request.path.encode(), str(request.user.pk).encode(), body):
+        digest.update(len(part).to_bytes(8, "big"))  # length-prefixed: no two splits collide
+        digest.update(part)
+    return digest.hexdigest()
+
+
 class IdempotentMixin:
     """Honours ``Idempotency-Key`` on the viewset actions named in ``idempotent_actions``.
 
@@ -133,8 +151,7 @@ class IdempotentMixin:
     def _claim_key(self, request, key: str) -> None:
         if not KEY_PATTERN.fullmatch(key):
             raise exceptions.ValidationError({HEADER: ["Must be 1-255 printable ASCII characters."]})
-        # Read before DRF parses the body; DRF then parses from this same buffer.
-        fingerprint = hashlib.sha256(request.body).hexdigest()
+        fingerprint = _fingerprint(request)
         mine = IdempotencyKey.objects.filter(user=request.user, key=key)
         record = mine.first()
         if record is None:
@@ -152,7 +169,9 @@ class IdempotentMixin:
                 if not _is_lock_timeout(exc):
                     raise
                 raise IdempotencyKeyInFlight() from None
-        if (record.method, record.path, record.fingerprint) != (request.method, request.path, fingerprint):
+        # A key stored before fingerprints were canonical holds the SHA-256 of the raw body.
+        same = record.fingerprint in (fingerprint, hashlib.sha256(request.body).hexdigest())
+        if (record.method, record.path) != (request.method, request.path) or not same:
             raise IdempotencyKeyReused()
         raise _Replay(self._replay_response(record))
 

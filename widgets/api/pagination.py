@@ -14,6 +14,7 @@ from django.conf import settings
 from rest_framework import pagination
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.utils.urls import replace_query_param
 
 from ..models import bounded_count
@@ -22,18 +23,23 @@ ORDERING_PARAM = "ordering"
 
 
 class LimitOffsetPagination(pagination.LimitOffsetPagination):
-    """``?limit=&offset=``: default 50; a limit above 1000 is clamped to 1000.
+    """``?limit=&offset=``: default ``REST_FRAMEWORK["PAGE_SIZE"]`` (50); a limit above
+    1000 is clamped to 1000.
 
     DRF silently falls back to the default on ``limit=abc`` or ``limit=-5``; here any
     value that is not a whole number in range is a 400 naming the parameter.
     """
 
-    default_limit = 50
     max_limit = 1000
     max_digits = 18  # int() on a 10,000-digit string is needless work
     start_query_param = "start"
     count_is_estimate = False
     start = None
+
+    @property
+    def default_limit(self):
+        # Read per request, like the rest of api_settings (DRF's class reads it once, at import).
+        return api_settings.PAGE_SIZE
 
     def paginate_queryset(self, queryset, request, view=None):
         self.request = request
