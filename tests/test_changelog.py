@@ -200,7 +200,7 @@ class TestWrittenByTheCsvImport:
 
         response = client.post(
             "/admin/widgets/widget/import/",
-            {"file": SimpleUploadedFile("widgets.csv", text.encode(), content_type="text/csv")},
+            {"file": SimpleUploadedFile("widgets.csv", text.encode(), content_type="text/csv"), "stock_corrections": "on"},
             follow=True,
         )
 

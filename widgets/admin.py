@@ -1,5 +1,12 @@
-"""Staff screens. Every stock change made here goes through ``widgets.services``."""
+"""Staff screens. Every stock change made here goes through ``widgets.services``.
+
+The input rules are the model fields' (``widgets.validators``), which the ModelForms run in
+``full_clean()``; text is kept as typed (not stripped), as the API keeps it.
+"""
+import base64
+import gzip
 import io
+import secrets
 from datetime import timedelta
 
 from django import forms
@@ -7,7 +14,7 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import F
 from django.forms.models import BaseInlineFormSet
 from django.http import StreamingHttpResponse
@@ -21,6 +28,7 @@ from django.utils.html import format_html
 from . import csv_io, services
 from .charts import line_chart
 from .models import ApiToken, Category, ChangeLogEntry, StockMovement, Widget, bounded_count
+from .validators import one_line
 
 INLINE_MOVEMENTS = 20
 DASHBOARD_DAYS = 30
@@ -93,7 +101,7 @@ class AdjustStockForm(forms.Form):
     reason = forms.ChoiceField(
         choices=[c for c in StockMovement.Reason.choices if c[0] != StockMovement.Reason.INITIAL]
     )
-    note = forms.CharField(max_length=255, required=False)
+    note = forms.CharField(max_length=255, required=False, strip=False, validators=[one_line])
 
     def clean_delta(self):
         delta = self.cleaned_data["delta"]
@@ -101,12 +109,74 @@ class AdjustStockForm(forms.Form):
             raise forms.ValidationError("The change must not be zero.")
         return delta
 
+    def clean(self):
+        cleaned = super().clean()
+        if "delta" in cleaned and "reason" in cleaned:
+            # The service's rule (the sign each reason allows), shown on the field at fault.
+            try:
+                services.check_movement(delta=cleaned["delta"], reason=cleaned["reason"])
+            except services.InvalidMovement as exc:
+                self.add_error(exc.field, f"{exc.detail[0].upper()}{exc.detail[1:]}.")
+        return cleaned
+
+
+# After a dry run the checked file waits in the session (the database: every instance sees
+# it) under a random token, so that applying it needs no second upload.
+PENDING_IMPORT = "widgets_pending_import"
+
 
 class ImportWidgetsForm(forms.Form):
-    file = forms.FileField(help_text="UTF-8 CSV with a header row: " + ", ".join(csv_io.COLUMNS) + ".")
+    file = forms.FileField(
+        required=False, help_text="UTF-8 CSV with a header row: " + ", ".join(csv_io.COLUMNS) + "."
+    )
+    pending = forms.CharField(required=False, widget=forms.HiddenInput)
     dry_run = forms.BooleanField(
         required=False, initial=True, label="Dry run", help_text="Check the file and show what would change; write nothing."
     )
+    stock_corrections = forms.BooleanField(
+        required=False,
+        label="Apply stock from a file without versions",
+        help_text="Rows without a version may set the stock of existing widgets (as corrections). "
+        "Leave off unless the file is newer than every change to that stock.",
+    )
+
+    def __init__(self, *args, session, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.session = session
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("file"):
+            cleaned["content"] = cleaned["file"].read()
+            cleaned["filename"] = cleaned["file"].name
+        else:
+            stored = self.session.get(PENDING_IMPORT) or {}
+            token = cleaned.get("pending")
+            if not token or not secrets.compare_digest(str(stored.get("token", "")), token):
+                raise forms.ValidationError({"file": "Choose a file to import."})
+            cleaned["content"] = gzip.decompress(base64.b64decode(stored["data"]))
+            cleaned["filename"] = stored["name"]
+        return cleaned
+
+    def keep(self) -> str:
+        """Keep the checked file for applying it later; returns its token."""
+        token = secrets.token_urlsafe(16)
+        data = base64.b64encode(gzip.compress(self.cleaned_data["content"])).decode()
+        self.session[PENDING_IMPORT] = {"token": token, "name": self.cleaned_data["filename"], "data": data}
+        return token
+
+    def forget(self) -> None:
+        self.session.pop(PENDING_IMPORT, None)
+
+
+class VerbatimTextMixin:
+    """Text fields keep surrounding whitespace, as the API does: the same input is the same
+    value at every door (Django's form fields strip it by default)."""
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if isinstance(db_field, (models.CharField, models.TextField)) and not db_field.choices:
+            kwargs.setdefault("strip", False)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
 
 def csv_download(queryset, filename: str) -> StreamingHttpResponse:
@@ -118,7 +188,7 @@ def csv_download(queryset, filename: str) -> StreamingHttpResponse:
 
 
 @admin.register(Widget)
-class WidgetAdmin(admin.ModelAdmin):
+class WidgetAdmin(VerbatimTextMixin, admin.ModelAdmin):
     list_display = [
         "sku", "name", "category", "stock", "reorder_level", "is_low_stock", "price",
         "is_active", "updated_at",
@@ -217,24 +287,30 @@ class WidgetAdmin(admin.ModelAdmin):
             for p in ("widgets.add_widget", "widgets.change_widget", "widgets.add_stockmovement")
         ):
             raise PermissionDenied
-        form = ImportWidgetsForm(request.POST or None, request.FILES or None)
-        errors, summary = [], None
+        form = ImportWidgetsForm(request.POST or None, request.FILES or None, session=request.session)
+        errors, summary, pending = [], None, None
         if request.method == "POST" and form.is_valid():
-            upload = io.TextIOWrapper(form.cleaned_data["file"], encoding="utf-8-sig", newline="")
             try:
-                parsed = csv_io.read_widget_rows(upload)
+                text = form.cleaned_data["content"].decode("utf-8-sig")
             except UnicodeDecodeError:
                 form.add_error("file", "The file is not UTF-8 text.")
             else:
+                parsed = csv_io.read_widget_rows(io.StringIO(text, newline=""))
                 errors = parsed.errors
                 if not errors:
                     try:
                         summary = services.import_widgets(
-                            rows=parsed.rows, user=request.user, dry_run=form.cleaned_data["dry_run"]
+                            rows=parsed.rows, user=request.user, dry_run=form.cleaned_data["dry_run"],
+                            stock_corrections=form.cleaned_data["stock_corrections"],
                         )
+                    except services.StaleImport as exc:
+                        errors = [csv_io.RowError(*problem) for problem in exc.problems]
                     except services.InventoryError as exc:
                         form.add_error("file", exc.detail)
+                if summary and summary.dry_run:
+                    pending = form.keep()
                 if summary and not summary.dry_run:
+                    form.forget()
                     self.message_user(
                         request,
                         f"Imported: {len(summary.created)} created, {len(summary.updated)} updated, "
@@ -252,6 +328,9 @@ class WidgetAdmin(admin.ModelAdmin):
             "errors_hidden": max(0, len(errors) - IMPORT_ERRORS_SHOWN),
             "error_count": len(errors),
             "summary": summary,
+            "pending": pending,
+            "pending_name": form.cleaned_data.get("filename") if pending else None,
+            "stock_corrections": form.cleaned_data.get("stock_corrections") if pending else False,
             "media": self.media + form.media,
         }
         return TemplateResponse(request, "admin/widgets/widget/import.html", context)
@@ -262,7 +341,7 @@ class WidgetAdmin(admin.ModelAdmin):
             services.update_widget(widget=obj, changes=changes, user=request.user)
         else:
             data = {name: form.cleaned_data[name] for name in form.changed_data if name != "sku"}
-            created = services.create_widget(user=request.user, sku=form.cleaned_data["sku"].upper(), **data)
+            created = services.create_widget(user=request.user, sku=form.cleaned_data["sku"], **data)
             obj.pk = created.pk
 
     def delete_view(self, request, object_id, extra_context=None):
@@ -294,6 +373,8 @@ class WidgetAdmin(admin.ModelAdmin):
                 movement = services.adjust_stock(widget_id=widget.pk, user=request.user, **form.cleaned_data)
             except services.InventoryError as exc:
                 form.add_error("delta", exc.detail)
+            except services.InvalidMovement as exc:  # checked by the form already; kept as a guard
+                form.add_error(exc.field, exc.detail)
             else:
                 self.message_user(
                     request,
@@ -313,7 +394,7 @@ class WidgetAdmin(admin.ModelAdmin):
 
 
 @admin.register(Category)
-class CategoryAdmin(admin.ModelAdmin):
+class CategoryAdmin(VerbatimTextMixin, admin.ModelAdmin):
     list_display = ["name", "slug", "description"]
     search_fields = ["name", "slug"]
     readonly_fields = ["slug"]

@@ -5,6 +5,12 @@ imports back without changing anything; text that a spreadsheet would run as a f
 goes out behind an apostrophe and comes back without it. Reading validates every row and
 collects every error (row number and column) before anything is written; applying a valid
 file is ``services.import_widgets``.
+
+Each cell obeys the same rules as the API and the admin: SKUs go through
+``validators.normalize_sku`` (checked as typed, then upper-cased), text cells are cleaned by
+their model field (its validators: no control characters, not only whitespace, the length).
+The export carries each widget's ``version``, so that importing an old file is refused
+instead of reverting what changed since (``services.import_widgets``).
 """
 from __future__ import annotations
 
@@ -15,20 +21,22 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.utils.text import slugify
 
-from .models import SKU_PATTERN, Category, Widget
+from .models import Category, Widget
 from .services import MAX_STOCK
+from .validators import CONTROL, normalize_sku
 
-COLUMNS = ["sku", "name", "description", "category", "price", "reorder_level", "is_active", "stock"]
+COLUMNS = ["sku", "name", "description", "category", "price", "reorder_level", "is_active", "stock", "version"]
 REQUIRED_COLUMNS = ["sku", "name"]
 TRUE_VALUES = {"true", "1", "yes"}
 FALSE_VALUES = {"false", "0", "no"}
-NAME_MAX_LENGTH = Widget._meta.get_field("name").max_length
 PRICE_MAX = Decimal("9999999999.99")  # max_digits=12, decimal_places=2
 EXPORT_CHUNK = 2000
 
-_sku_re = re.compile(SKU_PATTERN)
+_control_re = re.compile(f"[{CONTROL}]")
+TEXT_COLUMNS = ("name", "description")  # cleaned by the model field of the same name
 
 # Spreadsheets run a cell that starts with one of these as a formula when the file is opened
 # (CSV injection: `=HYPERLINK(...)` in a widget's name would act in the staff's spreadsheet).
@@ -61,14 +69,14 @@ def export_rows(queryset) -> Iterator[list[Any]]:
     with ``iterator()`` in chunks, so a million widgets never sit in memory at once."""
     yield COLUMNS
     rows = queryset.values_list(
-        "sku", "name", "description", "category__slug", "price", "reorder_level", "is_active", "stock"
+        "sku", "name", "description", "category__slug", "price", "reorder_level", "is_active", "stock", "version"
     )
-    for sku, name, description, category, price, reorder_level, is_active, stock in rows.iterator(
+    for sku, name, description, category, price, reorder_level, is_active, stock, version in rows.iterator(
         chunk_size=EXPORT_CHUNK
     ):
         yield [
             sku, protect_cell(name), protect_cell(description), category or "", price, reorder_level,
-            "true" if is_active else "false", stock,
+            "true" if is_active else "false", stock, version,
         ]
 
 
@@ -100,12 +108,14 @@ class RowError:
 
 @dataclass(frozen=True)
 class WidgetRow:
-    """One valid data row: the SKU and the typed value of every other column present
-    (``category`` is a ``Category`` or ``None``)."""
+    """One valid data row: the SKU, the typed value of every other column present
+    (``category`` is a ``Category`` or ``None``) and the widget's version when the file was
+    exported (``None``: no version column, or an empty cell)."""
 
     row: int
     sku: str
     values: dict[str, Any]
+    version: int | None = None
 
 
 @dataclass
@@ -185,20 +195,23 @@ def _validate_row(number: int, cells: dict[str, str], categories, errors: list[R
         found.append(RowError(number, column, message))
 
     for column, text in cells.items():
-        if "\x00" in text:  # PostgreSQL text cannot hold NUL
-            fail(column, "Contains a NUL character.")
-    sku = cells["sku"].strip().upper()
-    if not _sku_re.match(sku):
-        fail("sku", "Must be 1-32 characters of A-Z, 0-9 and '-'.")
+        # The text columns say what is wrong with them below; a number or a name never
+        # holds a control character (and PostgreSQL text cannot hold NUL).
+        if column not in TEXT_COLUMNS and column != "sku" and _control_re.search(text):
+            fail(column, "Contains a control character.")
+    sku = ""
+    try:
+        sku = normalize_sku(cells["sku"])
+    except ValidationError as exc:
+        fail("sku", exc.messages[0])
     values: dict[str, Any] = {}
-    name = unprotect_cell(cells["name"])
-    if not name.strip():
-        fail("name", "Required.")
-    elif len(name) > NAME_MAX_LENGTH:
-        fail("name", f"At most {NAME_MAX_LENGTH} characters (found {len(name)}).")
-    values["name"] = name
-    if "description" in cells:
-        values["description"] = unprotect_cell(cells["description"])
+    for column in TEXT_COLUMNS:
+        if column in cells:
+            text = unprotect_cell(cells[column])
+            try:
+                values[column] = Widget._meta.get_field(column).clean(text, None)
+            except ValidationError as exc:
+                fail(column, " ".join(exc.messages))
     if "category" in cells:
         wanted = cells["category"].strip()
         values["category"] = categories.get(slugify(wanted)) if wanted else None
@@ -209,6 +222,9 @@ def _validate_row(number: int, cells: dict[str, str], categories, errors: list[R
     for column in ("reorder_level", "stock"):
         if column in cells:
             values[column] = _whole_number(cells[column], column, fail)
+    version = None
+    if cells.get("version", "").strip():
+        version = _whole_number(cells["version"], "version", fail)
     if "is_active" in cells:
         lowered = cells["is_active"].strip().lower()
         if lowered in TRUE_VALUES:
@@ -220,7 +236,7 @@ def _validate_row(number: int, cells: dict[str, str], categories, errors: list[R
     if found:
         errors.extend(found)
         return None
-    return WidgetRow(row=number, sku=sku, values=values)
+    return WidgetRow(row=number, sku=sku, values=values, version=version)
 
 
 def _decimal(text: str, column: str, fail) -> Decimal | None:

@@ -13,17 +13,22 @@ from time import monotonic
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MinValueValidator
 from django.db import connections, models
 from django.db.models import Count, DecimalField, ExpressionWrapper, F, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 from django.utils.text import slugify
 
-SKU_PATTERN = r"^[A-Z0-9-]{1,32}$"
-sku_validator = RegexValidator(
-    SKU_PATTERN, "SKU must be 1-32 characters of A-Z, 0-9 and '-' (stored upper-case)."
-)
+from .validators import SkuFormField, category_name, multi_line, one_line, sku_validator
+
+
+class SkuField(models.CharField):
+    """A SKU: stored upper-case (``sku_validator``); its form field (the admin) takes a SKU
+    as typed and upper-cases it, exactly as the API does (``validators.normalize_sku``)."""
+
+    def formfield(self, **kwargs):
+        return super().formfield(**{"form_class": SkuFormField, **kwargs})
 
 
 class CategoryQuerySet(models.QuerySet):
@@ -38,9 +43,9 @@ class CategoryQuerySet(models.QuerySet):
 
 
 class Category(models.Model):
-    name = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=100, unique=True, validators=[one_line, category_name])
     slug = models.SlugField(max_length=100, unique=True, editable=False)
-    description = models.TextField(blank=True)
+    description = models.TextField(blank=True, validators=[multi_line])
     version = models.PositiveIntegerField(default=1, editable=False)
 
     objects = CategoryQuerySet.as_manager()
@@ -162,9 +167,9 @@ class WidgetQuerySet(models.QuerySet):
 
 
 class Widget(models.Model):
-    sku = models.CharField(max_length=32, unique=True, validators=[sku_validator])
-    name = models.CharField(max_length=100)
-    description = models.TextField(blank=True)
+    sku = SkuField(max_length=32, unique=True, validators=[sku_validator])
+    name = models.CharField(max_length=100, validators=[one_line])
+    description = models.TextField(blank=True, validators=[multi_line])
     category = models.ForeignKey(
         Category, null=True, blank=True, on_delete=models.PROTECT, related_name="widgets"
     )
@@ -257,7 +262,7 @@ class StockMovement(models.Model):
     widget = models.ForeignKey(Widget, on_delete=models.PROTECT, related_name="movements")
     delta = models.IntegerField()
     reason = models.CharField(max_length=20, choices=Reason.choices)
-    note = models.CharField(max_length=255, blank=True)
+    note = models.CharField(max_length=255, blank=True, validators=[one_line])
     stock_after = models.IntegerField()
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -325,7 +330,7 @@ class ApiToken(models.Model):
     PREFIX_LENGTH = 12
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
-    name = models.CharField(max_length=100, blank=True)
+    name = models.CharField(max_length=100, blank=True, validators=[one_line])
     prefix = models.CharField(max_length=PREFIX_LENGTH, db_index=True, editable=False)
     digest = models.CharField(max_length=64, unique=True, editable=False)
     read_only = models.BooleanField(default=False)

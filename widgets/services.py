@@ -83,6 +83,49 @@ def _check_version(obj, expected_version: int | Collection[int] | None) -> None:
 
 # --- Stock ------------------------------------------------------------------------------
 
+Reason = StockMovement.Reason
+# The sign of the delta each reason allows: +1 adds stock, -1 removes it, 0 either way.
+REASON_SIGNS = {
+    Reason.INITIAL: +1,
+    Reason.RECEIVED: +1,
+    Reason.RETURNED: +1,
+    Reason.SOLD: -1,
+    Reason.DAMAGED: -1,
+    Reason.CORRECTION: 0,
+}
+
+
+class InvalidMovement(ValueError):
+    """A movement no door may write: ``field`` (delta or reason) says which part is wrong."""
+
+    code = "invalid"
+
+    def __init__(self, detail: str, *, field: str):
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+def check_movement(*, delta: int, reason: str, initial: bool = False) -> None:
+    """The rule every movement obeys: a non-zero delta whose sign its reason allows
+    (received and returned add stock, sold and damaged remove it, a correction goes either
+    way), and ``initial`` only when a widget is created (``initial=True``). Raises
+    ``InvalidMovement``. Called by every write below; the doors may call it first to
+    answer before touching the database."""
+    if reason not in REASON_SIGNS:
+        raise InvalidMovement(f"'{reason}' is not a valid reason", field="reason")
+    if (reason == Reason.INITIAL) != initial:
+        if initial:
+            raise InvalidMovement("a widget's first stock is an 'initial' movement", field="reason")
+        raise InvalidMovement("'initial' movements are only written when a widget is created", field="reason")
+    if delta == 0:
+        raise InvalidMovement("delta must not be zero", field="delta")
+    sign = REASON_SIGNS[reason]
+    if sign > 0 and delta < 0:
+        raise InvalidMovement(f"'{reason}' adds stock: delta must be positive", field="delta")
+    if sign < 0 and delta > 0:
+        raise InvalidMovement(f"'{reason}' removes stock: delta must be negative", field="delta")
+
 
 @transaction.atomic
 def adjust_stock(
@@ -90,14 +133,11 @@ def adjust_stock(
 ) -> StockMovement:
     """Add ``delta`` to a widget's stock and record it in the ledger.
 
-    Raises ``Widget.DoesNotExist``, ``InsufficientStock`` (nothing written) or
-    ``StockLimitExceeded``. Returns the new movement, with ``movement.widget`` the
-    updated widget.
+    Raises ``InvalidMovement`` (see ``check_movement``), ``Widget.DoesNotExist``,
+    ``InsufficientStock`` (nothing written) or ``StockLimitExceeded``. Returns the new
+    movement, with ``movement.widget`` the updated widget.
     """
-    if delta == 0:
-        raise ValueError("delta must not be zero")
-    if reason == StockMovement.Reason.INITIAL:
-        raise ValueError("'initial' movements are only written when a widget is created")
+    check_movement(delta=delta, reason=reason)
 
     # The row lock closes the read-check-write race between concurrent adjustments.
     widget = Widget.objects.select_for_update().get(pk=widget_id)
@@ -156,10 +196,10 @@ def adjust_stock_batch(*, items: Sequence[Mapping[str, Any]], user=None) -> list
     if not 1 <= len(items) <= MAX_BATCH_ITEMS:
         raise ValueError(f"a batch has 1 to {MAX_BATCH_ITEMS} items")
     for index, item in enumerate(items):
-        if item["delta"] == 0:
-            raise BatchItemError(index, ValueError("delta must not be zero"))
-        if item["reason"] not in StockMovement.Reason.values or item["reason"] == StockMovement.Reason.INITIAL:
-            raise BatchItemError(index, ValueError(f"'{item['reason']}' is not a valid reason"))
+        try:
+            check_movement(delta=item["delta"], reason=item["reason"])
+        except InvalidMovement as exc:
+            raise BatchItemError(index, exc) from None
 
     # Rows are locked in ascending id order, whatever order the items name them in: two
     # batches over overlapping widgets then queue on their first shared row instead of
@@ -459,17 +499,35 @@ class ImportConflict(InventoryError):
     code = "import_conflict"
 
 
+class StaleImport(ImportConflict):
+    """Rows that would undo changes made since the file was exported; nothing was imported.
+    ``problems`` are ``(row number, column, message)``, in file order."""
+
+    code = "stale_import"
+
+    def __init__(self, problems: list[tuple[int, str, str]]):
+        super().__init__(f"{len(problems)} row(s) would undo changes made since the file was read; nothing was imported.")
+        self.problems = problems
+
+
 IMPORT_BATCH = 1000
 IMPORT_NOTE = "CSV import"
 
 
-def import_widgets(*, rows, user=None, dry_run: bool = False, progress=None) -> ImportSummary:
+def import_widgets(
+    *, rows, user=None, dry_run: bool = False, progress=None, stock_corrections: bool = False
+) -> ImportSummary:
     """Create or update one widget per row, all in one transaction or not at all.
 
     ``rows`` are ``csv_io.WidgetRow``s (one per SKU, already validated). A new SKU is
     created with its stock as an ``initial`` movement; an existing SKU gets the given
     fields, and a different stock is recorded as a ``correction`` movement, exactly as
-    ``create_widget`` and ``adjust_stock`` keep the ledger. Existing widgets are locked
+    ``create_widget`` and ``adjust_stock`` keep the ledger.
+
+    A stale file never reverts stock: a row carrying the widget's ``version`` from the
+    export must still match it, and a row without one may change an existing widget's
+    stock only when ``stock_corrections`` is chosen. Otherwise ``StaleImport`` lists the
+    rows (dry run or not) and nothing is written. Existing widgets are locked
     (SELECT ... FOR UPDATE) while the import runs, so no concurrent adjustment is lost.
     Every database step is a bulk statement: the query count grows with the number of
     batches, not rows. ``progress(n)`` is told as each batch of ``n`` rows is written.
@@ -490,6 +548,7 @@ def import_widgets(*, rows, user=None, dry_run: bool = False, progress=None) -> 
         corrections: list[StockMovement] = []
         change_log: list[ChangeLogEntry] = []
         changed_fields: set[str] = set()
+        stale: list[tuple[int, str, str]] = []
         for row in rows:
             values = dict(row.values)
             stock = values.pop("stock", None)
@@ -500,6 +559,15 @@ def import_widgets(*, rows, user=None, dry_run: bool = False, progress=None) -> 
                 continue
             changes = [name for name, value in values.items() if _differs(widget, name, value)]
             stock_changed = stock is not None and stock != widget.stock
+            if row.version is not None and row.version != widget.version:
+                stale.append((row.row, "version", f"changed since the export: version {row.version}, now {widget.version}"))
+                continue
+            if stock_changed and row.version is None and not stock_corrections:
+                stale.append((row.row, "stock", (
+                    f"{widget.stock} in stock now, {stock} in the file, and no version shows the file is current: "
+                    "export again, or choose to apply stock corrections"
+                )))
+                continue
             if not changes and not stock_changed:
                 summary.unchanged += 1
                 continue
@@ -524,6 +592,8 @@ def import_widgets(*, rows, user=None, dry_run: bool = False, progress=None) -> 
                 widget.stock = stock
                 changed_fields.add("stock")
             to_update.append(widget)
+        if stale:
+            raise StaleImport(stale)
         if dry_run:
             return summary
 

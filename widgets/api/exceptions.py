@@ -15,7 +15,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from ..services import BatchItemError, InventoryError, VersionMismatch
+from ..services import BatchItemError, InvalidMovement, InventoryError, VersionMismatch
 from .conditional import etag_for
 
 
@@ -58,12 +58,15 @@ def exception_handler(exc, context):
         exc = exceptions.ParseError(
             f"Too many query or form parameters (at most {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})."
         )
+    if isinstance(exc, InvalidMovement):  # the service's own check: a 400 naming the field
+        exc = exceptions.ValidationError({exc.field: [f"{exc.detail}."]}, code=exc.code)
     if isinstance(exc, BatchItemError):  # the service refused an item: nothing was applied
         error = exc.error
         if isinstance(error, InventoryError):
             exc = ItemError(index=exc.index, detail=error.detail, code=error.code, status=409, **error.extra)
         else:
-            exc = ItemError(index=exc.index, detail=str(error), code=getattr(error, "code", "invalid"))
+            extra = {"field": error.field} if getattr(error, "field", None) else {}
+            exc = ItemError(index=exc.index, detail=str(error), code=getattr(error, "code", "invalid"), **extra)
     if isinstance(exc, ItemError):
         body = {"detail": f"Item {exc.index}: {exc.detail}", "code": exc.code, "index": exc.index, **exc.extra}
         return Response(body, status=exc.status)

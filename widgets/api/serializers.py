@@ -11,8 +11,8 @@ import re
 from collections.abc import Mapping
 
 from django.core.exceptions import FieldDoesNotExist
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.signals import setting_changed
-from django.core.validators import RegexValidator
 from django.db import models
 from django.dispatch import receiver
 from django.urls import reverse
@@ -23,8 +23,10 @@ from rest_framework.relations import PKOnlyObject
 from rest_framework.settings import api_settings
 from rest_framework.utils import html
 
+from .. import services
 from ..models import ApiToken, Category, ChangeLogEntry, StockMovement, Widget
 from ..services import MAX_BATCH_ITEMS, MAX_STOCK
+from ..validators import SKU_MESSAGE, category_name, multi_line, normalize_sku, one_line
 from .exceptions import ItemError
 
 # Every reason but 'initial', which only widget creation writes.
@@ -32,23 +34,8 @@ ADJUSTABLE_REASONS = [c for c in StockMovement.Reason.choices if c[0] != StockMo
 
 STOCK_READ_ONLY = "Stock cannot be edited directly; use POST {adjust_url} to record a movement."
 
-# Control characters never belong in stored text; PostgreSQL cannot even store NUL.
-# The same patterns are published in the schema; drf-spectacular turns \Z (Python's true
-# end of string, where $ would allow a trailing newline) into ECMA's $.
-_CONTROL = r"\x00-\x1f\x7f-\x9f\ufeff"
-# Both refuse the empty string (drf-spectacular documents "" itself where a field allows
-# blank) and text that is only whitespace; surrounding whitespace is kept, as all text is.
-ONE_LINE_PATTERN = rf"^[^{_CONTROL}]*[^\s{_CONTROL}][^{_CONTROL}]*\Z"
-# One-line text with at least one ASCII letter or digit, so that the slug is never empty.
-CATEGORY_NAME_PATTERN = rf"^[^{_CONTROL}]*[A-Za-z0-9][^{_CONTROL}]*\Z"
-MULTI_LINE_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff]+\Z"
-one_line = RegexValidator(
-    ONE_LINE_PATTERN, "Must contain a visible character and no control characters (tabs, line breaks, NUL...)."
-)
-multi_line = RegexValidator(
-    MULTI_LINE_PATTERN, "Must not contain control characters other than tab and line breaks."
-)
-
+# The input rules (widgets.validators) are on the model fields, so the fields built from the
+# model carry them; the fields declared here take them from the same place.
 
 class StrictInputMixin:
     """Refuses JSON values of the wrong type; form input (always text) is parsed as usual."""
@@ -74,7 +61,8 @@ class OneLineTextField(StrictInputMixin, serializers.CharField):
     def __init__(self, **kwargs):
         kwargs.setdefault("trim_whitespace", False)  # stored verbatim
         super().__init__(**kwargs)
-        self.validators.append(one_line)
+        if one_line not in self.validators:  # a field built from the model has it already
+            self.validators.append(one_line)
 
 
 class MultiLineTextField(StrictInputMixin, serializers.CharField):
@@ -83,7 +71,8 @@ class MultiLineTextField(StrictInputMixin, serializers.CharField):
     def __init__(self, **kwargs):
         kwargs.setdefault("trim_whitespace", False)
         super().__init__(**kwargs)
-        self.validators.append(multi_line)
+        if multi_line not in self.validators:
+            self.validators.append(multi_line)
 
 
 class StrictBooleanField(StrictInputMixin, serializers.BooleanField):
@@ -100,21 +89,21 @@ class StrictPrimaryKeyField(StrictInputMixin, serializers.PrimaryKeyRelatedField
 
 
 class SkuField(StrictInputMixin, serializers.RegexField):
-    """Case-insensitive on input, stored upper-case."""
+    """Case-insensitive on input, stored upper-case (``validators.normalize_sku``)."""
 
     json_types, json_type_name = (str,), "a string"
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("error_messages", {"invalid": "SKU must be 1-32 characters of A-Z, 0-9 and '-'."})
+        kwargs.setdefault("error_messages", {"invalid": SKU_MESSAGE})
+        # The pattern is what the schema publishes; normalize_sku is the rule itself.
         super().__init__(r"^[A-Za-z0-9-]{1,32}\Z", max_length=32, trim_whitespace=False, **kwargs)
-        self.regex = re.compile(r"[A-Za-z0-9-]{1,32}")
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
-        # Checked before upper-casing: 'ı'.upper() is 'I' and 'ﬀ'.upper() is 'FF'.
-        if not self.regex.fullmatch(value):
+        try:
+            return normalize_sku(value)
+        except DjangoValidationError:
             self.fail("invalid")
-        return value.upper()
 
 
 @extend_schema_field(
@@ -333,10 +322,7 @@ class StrictFieldsMixin:
 class CategorySerializer(SharedFieldsMixin, ReadPlanMixin, StrictFieldsMixin, serializers.HyperlinkedModelSerializer):
     serializer_url_field = IdentityUrlField
     # Unique by slug (so also by name); a clash is a 400 on name, raised by the view.
-    name = OneLineTextField(
-        max_length=100,
-        validators=[RegexValidator(CATEGORY_NAME_PATTERN, "The name must contain a letter (A-Z) or a digit.")],
-    )
+    name = OneLineTextField(max_length=100, validators=[one_line, category_name])
 
     class Meta:
         model = Category
@@ -405,7 +391,10 @@ class DeltaField(StrictIntegerField):
 class AdjustmentSerializer(SharedFieldsMixin, serializers.Serializer):
     """One stock adjustment: the body of ``POST /api/widgets/{id}/adjust/``."""
 
-    delta = DeltaField(help_text="Units added (+) or removed (-); not zero.")
+    delta = DeltaField(
+        help_text="Units added (+) or removed (-); not zero. received and returned add stock, "
+        "sold and damaged remove it, correction goes either way."
+    )
     reason = serializers.ChoiceField(choices=ADJUSTABLE_REASONS)
     note = OneLineTextField(max_length=255, required=False, allow_blank=True, default="")
 
@@ -413,6 +402,14 @@ class AdjustmentSerializer(SharedFieldsMixin, serializers.Serializer):
         if value == 0:
             raise serializers.ValidationError("delta must not be zero.")
         return value
+
+    def validate(self, attrs):
+        # The service's own rule (the sign each reason allows), asked before any row is locked.
+        try:
+            services.check_movement(delta=attrs["delta"], reason=attrs["reason"])
+        except services.InvalidMovement as exc:
+            raise serializers.ValidationError({exc.field: [f"{exc.detail}."]}, code=exc.code) from None
+        return attrs
 
 
 class BatchItemSerializer(AdjustmentSerializer):
