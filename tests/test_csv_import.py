@@ -1,5 +1,6 @@
 """CSV import: ``manage.py import_widgets`` and the admin import page."""
 import io
+import re
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -267,3 +268,117 @@ class TestAdminImportPage:
     def test_roles_that_cannot_create_widgets_get_403(self, role):
         assert staff_client(role).get("/admin/widgets/widget/import/").status_code == 403
 
+
+
+class TestStaleFiles:
+    """An import never reverts what changed since its file was exported."""
+
+    def export(self, viewer, tmp_path):
+        path = tmp_path / "export.csv"
+        path.write_bytes(b"".join(viewer.get("/api/widgets/?format=csv").streaming_content))
+        return str(path)
+
+    @pytest.mark.parametrize("dry_run", [False, True])
+    def test_a_row_whose_widget_changed_since_the_export_is_refused(self, tmp_path, viewer, create_widget, dry_run):
+        widget = create_widget(sku="BOLT-1", stock=0)
+        path = self.export(viewer, tmp_path)
+        staff_client("manager").post(f"/admin/widgets/widget/{widget['id']}/adjust/", {"delta": "30", "reason": "received"})
+        assert Widget.objects.get(pk=widget["id"]).stock == 30
+        before = snapshot()
+        err = io.StringIO()
+
+        with pytest.raises(CommandError, match="nothing was imported"):
+            call_command("import_widgets", path, *(["--dry-run"] if dry_run else []), stderr=err, verbosity=0)
+
+        assert "row 2, version: changed since the export: version 1, now 2" in err.getvalue().splitlines()
+        assert snapshot() == before
+
+    def test_the_admin_lists_stale_rows_and_applies_nothing(self, tmp_path, viewer, create_widget, clerk):
+        widget = create_widget(sku="BOLT-1", stock=5)
+        text = open(self.export(viewer, tmp_path)).read()
+        clerk.post(f"/api/widgets/{widget['id']}/adjust/", {"delta": -2, "reason": "sold"}, format="json")
+        before = snapshot()
+
+        html = upload(staff_client("manager"), text).content.decode()
+
+        assert "1 error: nothing was imported" in html
+        assert "<td>2</td><td>version</td><td>changed since the export: version 1, now 2</td>" in html
+        assert snapshot() == before
+
+    def test_a_current_export_may_change_stock_as_a_correction(self, tmp_path, viewer, create_widget):
+        widget = create_widget(sku="BOLT-1", stock=5)
+        path = self.export(viewer, tmp_path)
+        edited = open(path).read().replace("true,5,1", "true,9,1")
+        assert edited != open(path).read()
+
+        out, _ = run_import(write_csv(tmp_path, edited, "edited.csv"))
+
+        assert "1 stock corrections" in out
+        newest = StockMovement.objects.filter(widget_id=widget["id"]).latest("id")
+        assert (newest.reason, newest.delta, newest.stock_after) == ("correction", 4, 9)
+
+    def test_without_versions_changing_stock_needs_the_explicit_option(self, tmp_path, create_widget):
+        create_widget(sku="BOLT-1", stock=30)
+        path = write_csv(tmp_path, f"{HEADER}\nBOLT-1,Bolt,,,0,0,true,0\n")
+        before = snapshot()
+        err = io.StringIO()
+
+        with pytest.raises(CommandError, match="nothing was imported"):
+            call_command("import_widgets", path, stderr=err, verbosity=0)
+        assert "row 2, stock: 30 in stock now, 0 in the file" in err.getvalue()
+        assert snapshot() == before
+
+        out, _ = run_import(path, "--dry-run", "--stock-corrections")
+        assert "stock  BOLT-1: 30 -> 0" in out
+        assert snapshot() == before
+
+        run_import(path, "--stock-corrections")
+        assert Widget.objects.get(sku="BOLT-1").stock == 0
+
+    def test_without_versions_other_fields_and_unchanged_stock_need_no_option(self, tmp_path, create_widget):
+        create_widget(sku="BOLT-1", name="Bolt", stock=30)
+
+        run_import(write_csv(tmp_path, f"{HEADER}\nBOLT-1,Bolt M8,,,0,0,true,30\n"))
+
+        assert Widget.objects.values_list("name", "stock").get(sku="BOLT-1") == ("Bolt M8", 30)
+
+    def test_the_admin_checkbox_allows_stock_from_a_file_without_versions(self, create_widget):
+        create_widget(sku="BOLT-1", stock=30)
+        text = f"{HEADER}\nBOLT-1,Bolt,,,0,0,true,0\n"
+
+        refused = upload(staff_client("manager"), text).content.decode()
+        assert "<td>2</td><td>stock</td>" in refused
+        assert Widget.objects.get(sku="BOLT-1").stock == 30
+
+        upload(staff_client("manager"), text, stock_corrections=True)
+        assert Widget.objects.get(sku="BOLT-1").stock == 0
+
+
+class TestAdminKeepsTheCheckedFile:
+    def test_after_a_dry_run_the_file_is_applied_without_a_second_upload(self, create_widget):
+        create_widget(sku="BOLT-1", name="Bolt", stock=30)
+        client = staff_client("manager")
+        text = f"{HEADER}\nBOLT-1,Bolt,,,0,0,true,0\nNEW-1,New,,,1,0,true,2\n"
+        preview = upload(client, text, dry_run=True, stock_corrections=True).content.decode()
+        assert "stock 30 &rarr; 0" in preview
+        assert not Widget.objects.filter(sku="NEW-1").exists()
+        [token] = re.findall(r'name="pending" value="([^"]+)"', preview)
+
+        response = client.post("/admin/widgets/widget/import/", {"pending": token, "stock_corrections": "on"}, follow=True)
+
+        assert "Imported: 1 created, 0 updated, 1 stock corrections, 0 unchanged." in response.content.decode()
+        assert Widget.objects.get(sku="BOLT-1").stock == 0
+        assert Widget.objects.get(sku="NEW-1").stock == 2
+        # Applied once: the kept file is gone.
+        again = client.post("/admin/widgets/widget/import/", {"pending": token, "stock_corrections": "on"})
+        assert "Choose a file to import." in again.content.decode()
+
+    def test_a_token_from_another_session_applies_nothing(self):
+        client = staff_client("manager")
+        preview = upload(client, f"{HEADER}\nNEW-1,New,,,1,0,true,2\n", dry_run=True).content.decode()
+        [token] = re.findall(r'name="pending" value="([^"]+)"', preview)
+
+        response = staff_client("manager").post("/admin/widgets/widget/import/", {"pending": token})
+
+        assert "Choose a file to import." in response.content.decode()
+        assert not Widget.objects.exists()
