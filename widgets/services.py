@@ -23,6 +23,7 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Case, F, IntegerField, ProtectedError, Value, When
 from django.utils import timezone
 
+from . import credentials
 from .models import Category, ChangeLogEntry, IdempotencyKey, StockMovement, Widget
 
 # The stock column is a 32-bit integer on every backend.
@@ -461,6 +462,17 @@ def _log_change(user, action: str, instance, *, before: dict, after: dict, objec
     entry = _change_entry(user, action, instance, before, after, object_id)
     if entry is not None:
         entry.save()
+
+
+# --- API tokens ------------------------------------------------------------------------------
+
+
+def revoke_tokens(tokens) -> int:
+    """Revoke the tokens of the queryset ``tokens`` not revoked yet (an earlier revocation
+    keeps its time); every process refuses them from the next request on. Returns how many."""
+    count = tokens.revoke()
+    credentials.changed()
+    return count
 
 
 # --- Idempotency keys ------------------------------------------------------------------------

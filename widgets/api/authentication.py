@@ -2,9 +2,12 @@
 
 A verified token is remembered in this process for ``API_TOKEN_CACHE_SECONDS``
 (default 5), together with its user and that user's permissions, so a busy client
-costs no authentication queries between look-ups. The price, documented in the
-README: revoking a token, deactivating a user or changing a user's roles takes
-effect within that many seconds rather than at once. 0 turns the cache off.
+costs no authentication queries between look-ups. It is remembered with the credentials
+generation it was verified under (``widgets.credentials``) and used only while that is
+still the current one, so revoking a token, deactivating a user or changing anyone's
+roles takes effect on the very next request, on every process and instance. Reading the
+generation is one Redis GET; without Redis nothing is remembered across requests.
+0 turns the cache off.
 """
 import re
 import time
@@ -14,6 +17,7 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from .. import credentials
 from ..models import ApiToken, token_digest
 
 KEY_FORMAT = re.compile(r"[A-Za-z0-9_-]{1,200}")
@@ -23,7 +27,8 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 # A bound on the memory the cache may take; past it the cache starts afresh.
 CACHE_MAX_ENTRIES = 10_000
 
-_verified: dict[str, tuple[float, ApiToken]] = {}
+# digest -> (monotonic expiry, token with its user, credentials generation it was verified under)
+_verified: dict[str, tuple[float, ApiToken, str]] = {}
 
 
 def _copy(instance):
@@ -54,11 +59,15 @@ class TokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_key(self, raw_key: str):
         digest = token_digest(raw_key)
+        ttl = settings.API_TOKEN_CACHE_SECONDS
+        # Read before any look-up: a change made after this read starts a generation the
+        # token is not remembered under.
+        generation = credentials.current() if ttl > 0 else None
         cached = _verified.get(digest)
-        if cached is not None and cached[0] > time.monotonic():
+        if cached is not None and cached[0] > time.monotonic() and generation is not None and cached[2] == generation:
             token = cached[1]
         else:
-            token = self._look_up(raw_key, digest)
+            token = self._look_up(raw_key, digest, generation)
         if token.is_expired:  # a cached token may have expired since it was looked up
             raise exceptions.AuthenticationFailed("Token has expired.")
 
@@ -71,7 +80,7 @@ class TokenAuthentication(authentication.BaseAuthentication):
         request_token.user = _copy(token.user)
         return request_token.user, request_token
 
-    def _look_up(self, raw_key: str, digest: str) -> ApiToken:
+    def _look_up(self, raw_key: str, digest: str, generation: str | None) -> ApiToken:
         candidates = ApiToken.objects.select_related("user").filter(prefix=raw_key[: ApiToken.PREFIX_LENGTH])
         token = next((t for t in candidates if t.matches(raw_key)), None)
         if token is None:
@@ -83,13 +92,15 @@ class TokenAuthentication(authentication.BaseAuthentication):
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
         ttl = settings.API_TOKEN_CACHE_SECONDS
-        if ttl > 0:
+        if ttl > 0 and generation is not None:
             # Loads the permissions onto the user object now, so the copies handed to
             # later requests carry them and never query for them.
             token.user.get_all_permissions()
             if len(_verified) >= CACHE_MAX_ENTRIES:
                 _verified.clear()
-            _verified[digest] = (time.monotonic() + ttl, token)
+            _verified[digest] = (time.monotonic() + ttl, token, generation)
+        else:
+            _verified.pop(digest, None)
         return token
 
     def authenticate_header(self, request):

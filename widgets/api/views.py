@@ -336,4 +336,4 @@ class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.D
         return super().get_queryset().filter(user=self.request.user)
 
     def perform_destroy(self, instance):
-        ApiToken.objects.filter(pk=instance.pk).revoke()
+        services.revoke_tokens(ApiToken.objects.filter(pk=instance.pk))

@@ -1,0 +1,131 @@
+"""Revoking a token, deactivating a user and removing a role take effect on the very next
+request on every server process, however long the processes remember verified tokens.
+
+Two gunicorn processes share a PostgreSQL database and Redis, as two instances behind the
+load balancer do; each has seen the tokens before the change. Needs DATABASE_URL (PostgreSQL)
+and REDIS_URL; skipped, saying so, without them.
+"""
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from tests.test_throttling import free_ports, http
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+REDIS_URL = os.environ.get("REDIS_URL", "")
+
+pytestmark = pytest.mark.skipif(
+    not (DATABASE_URL.startswith(("postgres://", "postgresql://")) and REDIS_URL),
+    reason="needs DATABASE_URL (PostgreSQL) and REDIS_URL: two server processes share both",
+)
+
+SETUP = """
+import json
+from django.contrib.auth.models import Group, User
+from widgets.models import ApiToken
+tokens = {}
+for name, role in [("alice", "clerk"), ("bob", "viewer"), ("carol", "viewer")]:
+    user = User.objects.create_user(username=name, password="pw-Secret-123")
+    user.groups.add(Group.objects.get(name=role))
+    token, key = ApiToken.objects.issue(user=user, name="procs")
+    tokens[name] = {"id": token.pk, "key": key}
+print(json.dumps(tokens))
+"""
+
+
+def psql(admin_url: str, statement: str) -> None:
+    subprocess.run(["psql", admin_url, "-qc", statement], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def two_instances(tmp_path):
+    """Two gunicorn processes on a fresh PostgreSQL database, sharing Redis under a key prefix
+    of their own, each remembering verified tokens for 5 minutes. Yields (urls, manage)."""
+    parts = urlsplit(DATABASE_URL)
+    name = f"{parts.path.lstrip('/') or 'widgets'}_procs_{secrets.token_hex(4)}"
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    psql(admin_url, f'CREATE DATABASE "{name}"')
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL", "RDS_"))},
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DATABASE_URL": urlunsplit(parts._replace(path=f"/{name}")),
+        "REDIS_URL": REDIS_URL,
+        "DJANGO_CACHE_KEY_PREFIX": f"procs-{secrets.token_hex(4)}",
+        "DJANGO_TOKEN_CACHE_SECONDS": "300",
+    }
+
+    def manage(*args):
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    servers, urls, logs = [], [], []
+    try:
+        manage("migrate", "--noinput", "-v", "0")
+        for port in free_ports(2):
+            logs.append(tmp_path / f"server-{port}.log")
+            with open(logs[-1], "w") as log:
+                servers.append(subprocess.Popen(
+                    [sys.executable, "-m", "gunicorn", "config.wsgi:application",
+                     "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "1"],
+                    cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+                ))
+            urls.append(f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + 60
+        for url, server, log in zip(urls, servers, logs):
+            while True:
+                assert server.poll() is None, f"server exited:\n{log.read_text()}"
+                try:
+                    if http("GET", f"{url}/healthz")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        yield urls, manage
+    finally:
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            server.wait(timeout=30)
+        psql(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def statuses(urls, token):
+    return [http("GET", f"{url}/api/widgets/", token=token)[0] for url in urls]
+
+
+def test_credential_changes_reach_every_server_process(two_instances):
+    (first, second), manage = two_instances
+    tokens = json.loads(manage("shell", "-c", SETUP).strip().splitlines()[-1])
+    alice, bob, carol = (tokens[name]["key"] for name in ("alice", "bob", "carol"))
+    # Every process has verified (and remembers) every token.
+    for key in (alice, bob, carol):
+        assert statuses([first, second, first, second], key) == [200, 200, 200, 200]
+
+    # A token revoked through one process is refused by the other on the next request.
+    status, _, _ = http("DELETE", f"{first}/api/auth/tokens/{tokens['alice']['id']}/", token=alice)
+    assert status == 204
+    status, _, body = http("GET", f"{second}/api/widgets/", token=alice)
+    assert status == 401, body
+    assert body["detail"] == "Token has been revoked."
+    assert statuses([first], alice) == [401]
+
+    # A user deactivated elsewhere (another process: the admin, a shell) is refused by both.
+    manage("shell", "-c", "from django.contrib.auth.models import User; u = User.objects.get(username='bob'); "
+                          "u.is_active = False; u.save()")
+    assert statuses([second, first], bob) == [401, 401]
+
+    # A role removed elsewhere: the user is still authenticated, but may no longer read.
+    manage("shell", "-c", "from django.contrib.auth.models import User; User.objects.get(username='carol').groups.clear()")
+    assert statuses([first, second], carol) == [403, 403]
