@@ -6,6 +6,8 @@ default WSGI port); PORT overrides it, and nginx follows PORT too.
 import multiprocessing
 import os
 
+from config import gunicorn_errors
+
 bind = f"{os.environ.get('GUNICORN_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 
 # One request at a time per process, and two processes per core (plus one). The requests are
@@ -54,3 +56,9 @@ control_socket_disable = True
 
 # Load the app in the master so a broken deploy fails at start-up, not in every worker.
 preload_app = True
+
+# gunicorn's own answers (a request line over 8190 bytes, a header over 8190, a malformed
+# request) as JSON, like every other error (config/gunicorn_errors.py). The request line may be
+# as long as gunicorn allows; the app refuses a URL over MAX_URL_BYTES itself, as JSON.
+gunicorn_errors.install()
+limit_request_line = int(os.environ.get("GUNICORN_LIMIT_REQUEST_LINE", "8190"))

@@ -1,9 +1,12 @@
 """Project-wide middleware: the per-request log line and the load balancer's health check."""
+import json
 import logging
 import re
 import time
 import uuid
 
+from django.conf import settings
+from django.http import HttpResponse
 from django.utils.functional import empty
 
 from config.logs import current_request_id
@@ -78,3 +81,35 @@ class HealthCheckMiddleware:
         if request.path_info == "/healthz" and request.method in ("GET", "HEAD"):
             return healthz(request)
         return self.get_response(request)
+
+
+class RequestSizeMiddleware:
+    """Refuses an over-long URL (414) or header field (431) with a small JSON body.
+
+    In production nginx (8 KB request line and header buffers) and gunicorn (8190 bytes,
+    its own errors written as JSON by config/gunicorn_errors.py) refuse larger ones before
+    they get here; this answers the same for whatever server the app runs behind, so no
+    client ever gets an HTML error for sending too much. Bodies are bounded by
+    DATA_UPLOAD_MAX_MEMORY_SIZE (a 413, widgets.api.exceptions).
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        meta = request.META
+        limit = settings.MAX_URL_BYTES
+        if len(meta.get("PATH_INFO", "")) + len(meta.get("QUERY_STRING", "")) > limit:
+            return json_error(414, f"The URL is longer than {limit} bytes.", "uri_too_long")
+        limit = settings.MAX_HEADER_BYTES
+        for name, value in meta.items():
+            if name.startswith("HTTP_") and len(value) > limit:
+                header = name[5:].replace("_", "-").title()
+                return json_error(431, f"The {header} header is longer than {limit} bytes.", "header_too_large")
+        return self.get_response(request)
+
+
+def json_error(status: int, detail: str, code: str) -> HttpResponse:
+    response = HttpResponse(json.dumps({"detail": detail, "code": code}), status=status, content_type="application/json")
+    response["Content-Length"] = str(len(response.content))
+    return response

@@ -60,6 +60,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.middleware.RequestLogMiddleware",  # outermost: times and logs every request
+    "config.middleware.RequestSizeMiddleware",  # an over-long URL or header: 414/431 as JSON
     "django.middleware.security.SecurityMiddleware",
     "config.middleware.HealthCheckMiddleware",  # before CommonMiddleware validates the Host
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -372,6 +373,10 @@ REST_FRAMEWORK.update(
 # /api/, see widgets.api.exceptions) instead of hanging a worker.
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DJANGO_MAX_REQUEST_BYTES", str(1024 * 1024)))
+# The longest URL (path and query) and header value answered; longer ones get 414 / 431 as
+# JSON (config.middleware.RequestSizeMiddleware). Under nginx's and gunicorn's 8 KB limits.
+MAX_URL_BYTES = 8000
+MAX_HEADER_BYTES = 8000
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", int(os.environ.get("DJANGO_DB_CONNECT_TIMEOUT", "3"))
