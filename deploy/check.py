@@ -8,11 +8,15 @@
 5. serve       the Procfile's `web` command, probed as the load balancer and clients would
 6. scale out   a second instance of the same bundle (no leader-only commands) on the same
                PostgreSQL and Redis: state is shared across instances
-7. stop        everything started here; the database is dropped
+7. nginx       Debian's nginx in front of both instances, with the bundle's
+               .platform/nginx/conf.d snippets included where Elastic Beanstalk includes them:
+               nginx's own refusals (a 20 KB URL, a 16 KB header, a 2 MB body, no upstream)
+               are JSON, and the app's own errors pass through
+8. stop        everything started here; the database is dropped
 
 Each step is reported as PASS or FAIL; the exit status is non-zero if any failed.
 Knobs (environment): DEPLOY_CHECK_PORT (first instance, default 8500; the second uses the
-next port), DEPLOY_CHECK_POSTGRES (an admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
+next port, nginx the one after), DEPLOY_CHECK_POSTGRES (an admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
 DEPLOY_CHECK_REDIS_URL (default redis://127.0.0.1:6379/5), DEPLOY_CHECK_KEEP=1 keeps the
 temporary directory for inspection.
 """
@@ -76,6 +80,7 @@ class Rehearsal:
         self.token = None
         self.secret_key = secrets.token_urlsafe(50)
         self.cache_prefix = f"deploy-check-{secrets.token_hex(4)}"
+        self.nginx = None  # (Popen, error log path)
 
     # --- running the steps ---------------------------------------------------------------
 
@@ -88,6 +93,7 @@ class Rehearsal:
             ("4 container_commands against fresh PostgreSQL", self.deploy),
             ("5 serve the Procfile's web command and probe it", self.serve),
             ("6 second instance: shared PostgreSQL and Redis", self.scale_out),
+            ("7 nginx in front, with the bundle's .platform snippets", self.behind_nginx),
         ]
         failed = False
         try:
@@ -97,7 +103,7 @@ class Rehearsal:
                     continue
                 failed = not self.run_step(name, step)
         finally:
-            self.run_step("7 stop everything, drop the database", self.stop)
+            self.run_step("8 stop everything, drop the database", self.stop)
         self.report(time.monotonic() - started)
         return 0 if all(ok for _, ok, _, _ in self.results) else 1
 
@@ -504,10 +510,80 @@ class Rehearsal:
         check(backend == "RedisCache" and value == "from A", f"cache: {backend}, read back {value!r}")
         self.note("cache: RedisCache; a value written with instance A's settings is read with B's")
 
-    # --- 7. stop --------------------------------------------------------------------------
+    # --- 7. nginx -------------------------------------------------------------------------
+
+    def behind_nginx(self):
+        nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+        check(nginx, "nginx is not installed (Debian: apt-get install -y nginx; .ci/run installs it)")
+        platform = self.bundle / ".platform" / "nginx" / "conf.d"
+        server_level = sorted((platform / "elasticbeanstalk").glob("*.conf"))
+        check(server_level, ".platform/nginx/conf.d/elasticbeanstalk/*.conf: no server-level snippet in the bundle")
+        root = self.tmp / "nginx"
+        root.mkdir()
+        port = PORT + 2
+        conf = root / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(
+            root=root, port=port, a=PORT, b=PORT + 1, http_level=platform, server_level=platform / "elasticbeanstalk",
+        ))
+        result = subprocess.run([nginx, "-t", "-c", str(conf)], capture_output=True, text=True)
+        check(result.returncode == 0, f"nginx -t: {result.stderr.strip()[-500:]}")
+        process = subprocess.Popen([nginx, "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        self.nginx = (process, root / "error.log")
+        deadline = time.monotonic() + 20
+        while True:
+            check(process.poll() is None, f"nginx exited: {(root / 'error.log').read_text()[-500:]}")
+            try:
+                if request(port, "GET", "/healthz", host=PRIVATE_IP)[0] == 200:
+                    break
+            except OSError:
+                pass
+            check(time.monotonic() < deadline, "nginx did not answer /healthz within 20s")
+            time.sleep(0.2)
+        self.note(f"nginx {nginx_version(nginx)} on port {port}, upstream the two instances; "
+                  f"included {', '.join(p.name for p in server_level)} in the server block")
+
+        status, _, body = request(port, "GET", "/api/widgets/?limit=1", https=True, token=self.token)
+        check(status == 200 and "results" in json.loads(body), f"/api/widgets/ through nginx: {status} {body[:200]!r}")
+        status, _, body = request(port, "GET", "/api/widgets/?category=no-such-category", https=True, token=self.token)
+        check(status == 400 and "category" in json.loads(body), f"the app's own 400 through nginx: {status} {body[:200]!r}")
+        self.note("through nginx: /api/widgets/ -> 200; the app's own 400 (naming category) passes through")
+
+        probes = [
+            ("a 20 KB query", 414, dict(method="GET", path="/api/widgets/?x=" + "a" * 20_000)),
+            ("a 16 KB header", 400, dict(method="GET", path="/api/widgets/", extra={"X-Padding": "b" * 16_000})),
+            ("a 2 MB body", 413, dict(method="POST", path="/api/widgets/", body=b"{}" + b" " * 2_000_000,
+                                      extra={"Content-Type": "application/json"})),
+            ("no upstream", 502, dict(method="GET", path="/__deploy_check_no_upstream")),
+        ]
+        answers = []
+        for what, expected, options in probes:
+            status, headers, body = request(port, options.pop("method"), options.pop("path"), https=True,
+                                            token=self.token, **options)
+            content_type = headers.get("content-type", "")
+            try:
+                code = json.loads(body)["code"]
+            except (ValueError, KeyError, TypeError):
+                raise Failed(f"{what} through nginx: {status} {content_type} {body[:200]!r}, not a JSON error") from None
+            check(status == expected and content_type.startswith("application/json"),
+                  f"{what} through nginx: {status} {content_type}, expected {expected} JSON")
+            answers.append(f"{what} -> {status} {code}")
+        self.note("nginx's own answers are JSON: " + "; ".join(answers))
+
+    # --- 8. stop --------------------------------------------------------------------------
 
     def stop(self):
         problems = []
+        if self.nginx is not None:
+            process, _ = self.nginx
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            self.note("nginx stopped")
         for port, (process, log) in self.servers.items():
             began = time.monotonic()
             if process.poll() is None:
@@ -539,6 +615,52 @@ def option_settings(settings):
     else:
         for item in settings:
             yield item.get("namespace", "aws:elasticbeanstalk:application:environment"), item["option_name"], item.get("value")
+
+
+# What Elastic Beanstalk's nginx on Amazon Linux 2023 does with a bundle's .platform/nginx/conf.d:
+# conf.d/*.conf inside the http block, conf.d/elasticbeanstalk/*.conf inside the server block
+# next to the proxy location (its defaults: 8 KB header buffers, 1 MB bodies, HTTP/1.1 to the app).
+NGINX_CONF = """
+worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    include {http_level}/*.conf;
+    upstream app {{
+        server 127.0.0.1:{a};
+        server 127.0.0.1:{b};
+        keepalive 16;
+    }}
+    server {{
+        listen 127.0.0.1:{port} default_server;
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+        # Only for the rehearsal: an upstream that refuses connections, for nginx's own 502.
+        location = /__deploy_check_no_upstream {{
+            proxy_pass http://127.0.0.1:9;
+        }}
+        include {server_level}/*.conf;
+    }}
+}}
+"""
+
+
+def nginx_version(nginx):
+    result = subprocess.run([nginx, "-v"], capture_output=True, text=True)
+    return (result.stderr or result.stdout).strip().rsplit("/", 1)[-1]
 
 
 REQUESTS = {}  # port -> requests sent
