@@ -122,6 +122,15 @@ class TestIssueToken:
         with pytest.raises(CommandError, match="No user named 'ghost'"):
             run("issue_token", "ghost")
 
+    @pytest.mark.parametrize("name", ["tab\there", "line\nbreak", "   ", "n" * 101])
+    def test_a_name_the_api_would_refuse_is_a_command_error(self, name):
+        """The token name obeys the same rule as POST /api/auth/token/ (docs/input-rules.md)."""
+        user = make_user("viewer", username="named")
+
+        with pytest.raises(CommandError, match="--name"):
+            run("issue_token", "named", name=name)
+        assert not user.api_tokens.exists()
+
 
 class TestCheckLedger:
     def test_passes_on_a_consistent_ledger(self, create_widget, clerk):

@@ -1,4 +1,5 @@
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from widgets.models import ApiToken
@@ -19,6 +20,10 @@ class Command(BaseCommand):
     def handle(self, *args, username, name, expires_days, read_only, **options):
         if expires_days is not None and expires_days < 0:
             raise CommandError("--expires-days must be 0 (never) or more.")
+        try:  # the same rule as the API's token name (the model field's validators)
+            name = ApiToken._meta.get_field("name").clean(name, None)
+        except ValidationError as exc:
+            raise CommandError(f"--name: {' '.join(exc.messages)}") from None
         try:
             user = get_user_model().objects.get(username=username)
         except get_user_model().DoesNotExist:
