@@ -6,7 +6,6 @@ Speed itself is measured in bench/, never timed here.
 """
 import os
 import re
-import time
 import zoneinfo
 
 import pytest

@@ -199,7 +199,7 @@ def _error(description: str) -> OpenApiResponse:
 class AutoSchema(openapi.AutoSchema):
     """drf-spectacular's schema, JSON request bodies only, and the error answers that come
     from the transport rather than from validation, auth or lookups (``add_error_responses``
-    adds those, and 429 with its Retry-After): 413, 414, and 503 when the database is away.
+    adds those, and 429 with its Retry-After): 413, 414, 431, and 503 when the database is away.
     """
 
     def map_parsers(self):
@@ -233,10 +233,13 @@ class AutoSchema(openapi.AutoSchema):
 
     def _get_response_bodies(self, direction="response"):
         responses = self._with_error_responses(direction)
-        # Answered by gunicorn before the app sees the request, hence HTML.
+        # Answered before any view (config.middleware.RequestSizeMiddleware, or gunicorn and
+        # nginx in front, all as JSON), whatever the operation's parameters say.
         responses.setdefault("414", self._get_response_for_code(
-            OpenApiResponse({"type": "string"}, description="The URL is longer than the server accepts (4 KB)."),
-            "414", media_types=["text/html"], direction=direction,
+            _error("The URL is longer than the server accepts (8,000 bytes)."), "414", direction=direction
+        ))
+        responses.setdefault("431", self._get_response_for_code(
+            _error("A header is longer than the server accepts (8,000 bytes)."), "431", direction=direction
         ))
         return responses
 
