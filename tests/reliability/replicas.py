@@ -232,6 +232,10 @@ def main() -> int:
                 problems.append(f"/readyz with the replica stopped: {ready_without[0]} {ready_without[2]}")
             if ready_again is None:
                 problems.append("/readyz did not report the replica ok again after it restarted")
+            warnings = [line for line in server.log().splitlines() if "Read replica replica_0 unreachable" in line]
+            report["replica_stopped_under_load"]["breaker_trips_logged"] = len(warnings)
+            if not warnings:
+                problems.append("the server never logged the replica as unreachable: did reads use it?")
             figures, book_problems = harness.verify_books(
                 env, primary_url, initial_total=initial_total, movements_seen={**adjusted, **load.stats.movements}
             )
