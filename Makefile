@@ -40,12 +40,14 @@ test: install
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The full reliability runs (docs/RELIABILITY.md): schemathesis on every operation, 60 s of
-# load, and a database outage plus a killed worker under 40 s of load. Needs PostgreSQL on
-# 127.0.0.1:5432 (ADMIN_DATABASE_URL) and the PostgreSQL 15 binaries for the private server.
+# load, a database outage plus a killed worker under 40 s of load, and read replicas (a private
+# primary and a streaming replica of it on ports 5510/5511, Redis db 13). Needs PostgreSQL on
+# 127.0.0.1:5432 (ADMIN_DATABASE_URL) and the PostgreSQL 15 binaries for the private servers.
 reliability: install
 	$(BIN)/python tests/reliability/fuzz.py --examples 100
 	$(BIN)/python tests/reliability/load.py --seconds 60
 	$(BIN)/python tests/reliability/outage.py --seconds 40
+	$(BIN)/python tests/reliability/replicas.py
 
 clean:
 	rm -rf $(VENV) .local db.sqlite3 staticfiles .pytest_cache

@@ -2,6 +2,7 @@
 
     python bench/run.py            # full run: 10k, 100k, 1M widgets, 3 repetitions
     python bench/run.py --quick    # 10k widgets, 1 repetition, short runs
+    python bench/run.py --replica  # list and retrieve, one read replica against the primary alone
 
 Recreates the benchmark database (BENCH_DATABASE_URL, default widgets_bench), seeds
 it incrementally with seed_widgets, serves the app (gunicorn, production settings,
@@ -147,12 +148,20 @@ def main():
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
     parser.add_argument("--label", default="", help="a note for the results, e.g. the change measured")
+    parser.add_argument("--replica", action="store_true",
+                        help="instead: list and retrieve with one read replica against the primary alone (bench/replicas.py)")
     options = parser.parse_args()
     if options.quick:
         options.sizes, options.reps, options.seconds = "10000", 1, 5
     if shutil.which("wrk") is None:
         log("wrk is missing: installing Debian's package")
         subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True)
+    if options.replica:
+        import replicas
+
+        if options.sizes == parser.get_default("sizes"):
+            options.sizes = "10000"
+        return replicas.main(options)
     sizes = [int(s) for s in options.sizes.split(",")]
     scenarios = options.scenarios.split(",")
     OUT.mkdir(exist_ok=True)

@@ -381,3 +381,35 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", int(os.environ.get("DJANGO_DB_CONNECT_TIMEOUT", "3"))
     )
+
+# --- Read replicas ---------------------------------------------------------------------------
+# DATABASE_REPLICA_URLS (comma-separated database URLs, e.g. RDS read replicas) adds replicas
+# as the aliases replica_0, replica_1, ...: config.replicas then sends the reads of HTTP
+# requests to them and everything else to the primary (docs/read-replicas.md). A user who
+# has just written reads from the primary for DATABASE_REPLICA_STICKY_SECONDS (a marker in
+# the cache, so set REDIS_URL when several processes serve); an unreachable replica is skipped
+# for DATABASE_REPLICA_RETRY_SECONDS. Unset: one database, no router, nothing changes.
+
+DATABASE_REPLICA_STICKY_SECONDS = int(os.environ.get("DATABASE_REPLICA_STICKY_SECONDS", "5"))
+DATABASE_REPLICA_RETRY_SECONDS = int(os.environ.get("DATABASE_REPLICA_RETRY_SECONDS", "10"))
+if DATABASE_REPLICA_STICKY_SECONDS < 1 or DATABASE_REPLICA_RETRY_SECONDS < 1:
+    raise ImproperlyConfigured("DATABASE_REPLICA_STICKY_SECONDS and DATABASE_REPLICA_RETRY_SECONDS must be at least 1.")
+for _index, _url in enumerate(env_list("DATABASE_REPLICA_URLS")):
+    try:
+        _replica = dj_database_url.parse(
+            _url, conn_max_age=DATABASES["default"]["CONN_MAX_AGE"], conn_health_checks=True
+        )
+    except ValueError:  # the URL holds a password: name its position, never the URL
+        raise ImproperlyConfigured(f"DATABASE_REPLICA_URLS: entry {_index + 1} is not a database URL.") from None
+    if _replica["ENGINE"] != DATABASES["default"]["ENGINE"]:
+        raise ImproperlyConfigured(f"DATABASE_REPLICA_URLS: entry {_index + 1} is not the primary's kind of database.")
+    _replica["OPTIONS"] = {**DATABASES["default"].get("OPTIONS", {}), **_replica.get("OPTIONS", {})}
+    if _replica["ENGINE"] == "django.db.backends.postgresql":
+        # A replica that stopped answering is skipped: find out quickly (libpq's minimum is 2 s).
+        _replica["OPTIONS"]["connect_timeout"] = min(2, _replica["OPTIONS"].get("connect_timeout", 2))
+    _replica["TEST"] = {"MIRROR": "default"}  # tests read their own writes from the test database
+    DATABASES[f"replica_{_index}"] = _replica
+if len(DATABASES) > 1:
+    DATABASE_ROUTERS = ["config.replicas.ReplicaRouter"]
+    # Inside the session and user middleware, so a retry on the primary redoes only the view.
+    MIDDLEWARE.insert(MIDDLEWARE.index("widgets.api.middleware.DatabaseUnavailableMiddleware"), "config.replicas.ReplicaMiddleware")

@@ -3,10 +3,13 @@
 Errors under ``/api/`` are JSON for API clients (anything but a browser asking for
 HTML), so a client never has to parse an HTML error page.
 """
+from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import JsonResponse
 from django.views import defaults
 from django.views.decorators.cache import never_cache
+
+from config.replicas import replica_health
 
 
 @never_cache
@@ -17,13 +20,19 @@ def healthz(request):
 
 @never_cache
 def readyz(request):
-    """Readiness: the database answers a query."""
+    """Readiness: the database answers a query. Read replicas, when configured, are reported
+    but never fail the instance: reads fall back to the primary without them."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
+        body, status = {"status": "ok", "database": "ok"}, 200
     except DatabaseError:
-        return JsonResponse({"status": "unavailable", "database": "unreachable"}, status=503)
-    return JsonResponse({"status": "ok", "database": "ok"})
+        body, status = {"status": "unavailable", "database": "unreachable"}, 503
+    if len(settings.DATABASES) > 1:
+        body["replicas"] = replica_health()
+        if status == 200 and "unreachable" in body["replicas"].values():
+            body["status"] = "degraded"
+    return JsonResponse(body, status=status)
 
 
 def wants_json(request) -> bool:

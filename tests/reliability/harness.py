@@ -166,18 +166,27 @@ def gunicorn(env: dict[str, str], port: int, **options):
 
 
 class PrivatePostgres:
-    """A PostgreSQL instance of our own (initdb into a temp dir) that a test may stop and start."""
+    """A PostgreSQL instance of our own (initdb into a temp dir) that a test may stop and start.
 
-    def __init__(self, port: int):
+    With ``standby_of`` (a running PrivatePostgres) it is instead a streaming replica of that
+    server: a ``pg_basebackup -R`` copy, read-only, replaying the primary's WAL as it comes.
+    """
+
+    def __init__(self, port: int, *, standby_of: "PrivatePostgres | None" = None):
         self.port = port
         self.dir = tempfile.mkdtemp(prefix="reliability-pg-")
         self.data = Path(self.dir) / "data"
         self.socket_dir = Path(self.dir)
         self.admin_url = f"postgres://postgres@127.0.0.1:{port}/postgres"
-        subprocess.run(
-            [PG_BIN / "initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
-            check=True, capture_output=True, **self._as_postgres(),
-        )
+        if standby_of is None:
+            command = [PG_BIN / "initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]
+        else:
+            # initdb's default pg_hba.conf trusts replication connections from 127.0.0.1.
+            command = [
+                PG_BIN / "pg_basebackup", "-h", "127.0.0.1", "-p", str(standby_of.port), "-U", "postgres",
+                "-D", self.data, "-R", "-X", "stream", "--checkpoint=fast", "--no-sync",
+            ]
+        subprocess.run(command, check=True, capture_output=True, **self._as_postgres())
 
     def _as_postgres(self) -> dict:
         # initdb/postgres refuse to run as root; drop to the 'postgres' system user then.
