@@ -194,6 +194,12 @@ class WidgetQuerySet(models.QuerySet):
             .order_by("headroom", "id")[:limit]
         )
 
+    def over_reserved(self, now=None):
+        """Widgets with more units reserved than in stock (available < 0): none, ever.
+        Only widgets that reservations hold units of are summed."""
+        held = ReservationItem.objects.holding(now=now).values("widget_id")
+        return self.filter(pk__in=held).alias(_over=F("stock") - reserved_units(now)).filter(_over__lt=0)
+
     def ledger_mismatches(self):
         """Widgets whose stock is not the sum of their ledger, or whose newest
         movement's ``stock_after`` differs from their stock. Empty when all is well."""
