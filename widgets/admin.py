@@ -422,6 +422,10 @@ class ReservationItemInline(admin.TabularInline):
     extra = 0
     can_delete = False
 
+    def has_view_permission(self, request, obj=None):
+        # Items are part of their reservation: whoever may see it sees them.
+        return request.user.has_perm("widgets.view_reservation")
+
     def has_add_permission(self, request, obj=None):
         return False
 
