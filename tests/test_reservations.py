@@ -725,3 +725,31 @@ class TestQueries:
             counts.append(len(captured))
         assert counts[0] == counts[1]
 
+
+
+class TestSchema:
+    @pytest.mark.parametrize("path, method, codes", [
+        ("/api/reservations/", "get", {"200", "400", "401", "403", "429"}),
+        ("/api/reservations/", "post", {"201", "400", "401", "403", "409", "422", "429"}),
+        ("/api/reservations/{id}/", "get", {"200", "401", "403", "404", "429"}),
+        ("/api/reservations/{id}/commit/", "post", {"201", "401", "403", "404", "409", "422", "429"}),
+        ("/api/reservations/{id}/release/", "post", {"200", "401", "403", "404", "409", "422", "429"}),
+        ("/api/reservations/{id}/extend/", "post", {"200", "400", "401", "403", "404", "409", "422", "429"}),
+    ])
+    def test_every_reservation_operation_documents_its_answers(self, anon, path, method, codes):
+        schema = anon.get("/api/schema/", {"format": "json"}).json()
+
+        operation = schema["paths"][path][method]
+
+        assert codes <= set(operation["responses"]), sorted(operation["responses"])
+        if method == "post":
+            assert "Idempotency-Key" in {p["name"] for p in operation["parameters"]}
+
+    def test_the_widget_schema_shows_reserved_and_available_and_their_filters(self, anon):
+        schema = anon.get("/api/schema/", {"format": "json"}).json()
+
+        assert {"reserved", "available"} <= set(schema["components"]["schemas"]["Widget"]["properties"])
+        parameters = {p["name"] for p in schema["paths"]["/api/widgets/"]["get"]["parameters"]}
+        assert {"min_available", "max_available", "ordering"} <= parameters
+        status = next(p for p in schema["paths"]["/api/reservations/"]["get"]["parameters"] if p["name"] == "status")
+        assert {"active", "committed", "released", "expired"} <= set(status["schema"]["enum"])
