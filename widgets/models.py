@@ -135,6 +135,7 @@ class WidgetQuerySet(models.QuerySet):
         reorder level by stock alone is low whatever is reserved; only the few widgets
         that reservations hold units of need their reserved units summed, so that on
         PostgreSQL the subquery runs for those rows only (the hashed ``IN`` is tested first)."""
+        now = now or timezone.now()
         held = ReservationItem.objects.holding(now=now).values("widget_id")
         queryset = self.alias(_low_available=F("stock") - reserved_units(now))
         condition = Q(stock__lte=F("reorder_level")) | (
@@ -161,6 +162,7 @@ class WidgetQuerySet(models.QuerySet):
         available units are at or below their reorder level) in one aggregate query;
         ``reserved`` units (held by active reservations) in a second, small one; and
         ``available`` units (units - reserved)."""
+        now = now or timezone.now()
         value = ExpressionWrapper(F("price") * F("stock"), output_field=DecimalField(max_digits=24, decimal_places=2))
         queryset, low = self._low_stock_condition(now)
         totals = queryset.aggregate(
@@ -182,6 +184,7 @@ class WidgetQuerySet(models.QuerySet):
         stock alone (``stock - reorder_level <= 0``, read from the
         ``widget_low_stock_urgency`` index) and the few that reservations hold units of;
         only those are sorted."""
+        now = now or timezone.now()
         held = ReservationItem.objects.holding(now=now).values("widget_id")
         return (
             self.filter(is_active=True)
@@ -197,6 +200,7 @@ class WidgetQuerySet(models.QuerySet):
     def over_reserved(self, now=None):
         """Widgets with more units reserved than in stock (available < 0): none, ever.
         Only widgets that reservations hold units of are summed."""
+        now = now or timezone.now()
         held = ReservationItem.objects.holding(now=now).values("widget_id")
         return self.filter(pk__in=held).alias(_over=F("stock") - reserved_units(now)).filter(_over__lt=0)
 

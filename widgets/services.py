@@ -328,7 +328,10 @@ def _lock_reservation(reservation_id: int) -> tuple[Reservation, list[Reservatio
     reservation before the widgets, always (and nothing locks a widget and then a
     reservation), so the services never wait on each other in a circle. Raises
     ``Reservation.DoesNotExist``."""
-    reservation = Reservation.objects.select_for_update().get(pk=reservation_id)
+    # ``of=("self",)``: the creator is read along (the answer shows it), not locked.
+    reservation = (
+        Reservation.objects.select_for_update(of=("self",)).select_related("created_by").get(pk=reservation_id)
+    )
     items = list(reservation.items.all())
     return reservation, items
 
