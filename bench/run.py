@@ -30,8 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 OUT = BENCH / "results"
 PYTHON = sys.executable
-SCENARIOS = ["list", "filtered", "retrieve", "adjust", "batch", "keyset"]
-APP_PORT, FLOOR_PORT = 8601, 8602
+SCENARIOS = ["list", "filtered", "retrieve", "adjust", "batch", "keyset", "reserve"]
+# BENCH_APP_PORT / BENCH_FLOOR_PORT: another pair, e.g. for a smoke run on a shared machine.
+APP_PORT = int(os.environ.get("BENCH_APP_PORT", "8601"))
+FLOOR_PORT = int(os.environ.get("BENCH_FLOOR_PORT", "8602"))
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 
 

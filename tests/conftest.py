@@ -1,18 +1,22 @@
 """Shared fixtures: users in each role, authenticated API clients, and the ledger check.
 
 After every test that touched the database, ``manage.py check_ledger`` must pass: the
-ledger invariant is asserted everywhere, not only in the tests written for it.
+ledger invariant is asserted everywhere, not only in the tests written for it. So must the
+reservation invariant: each widget's ``reserved`` (as the API computes it) is the sum of
+its items in active, unexpired reservations, and 0 <= reserved <= stock.
 """
 import itertools
 import os
 import uuid
+from collections import Counter
 
 import pytest
 from django.contrib.auth.models import Group, User
 from django.core.management import call_command
+from django.utils import timezone
 from rest_framework.test import APIClient
 
-from widgets.models import ApiToken
+from widgets.models import ApiToken, Reservation, ReservationItem, Widget
 
 ROLES = ["viewer", "clerk", "manager"]
 IS_POSTGRES = os.environ.get("DATABASE_URL", "").startswith(("postgres", "postgresql"))
@@ -64,6 +68,25 @@ def _ledger_invariant_holds(request):
     request.getfixturevalue("transactional_db" if "transactional_db" in names else "db")
     yield
     call_command("check_ledger", verbosity=0)
+    assert_reservation_invariant()
+
+
+def assert_reservation_invariant():
+    """reserved (the SQL annotation the API serves) == the items of active, unexpired
+    reservations summed here in Python, and 0 <= reserved <= stock, for every widget."""
+    now = timezone.now()
+    expected = Counter()
+    for widget_id, quantity, status, expires_at in ReservationItem.objects.values_list(
+        "widget_id", "quantity", "reservation__status", "reservation__expires_at"
+    ):
+        if status == Reservation.Status.ACTIVE and expires_at > now:
+            expected[widget_id] += quantity
+    broken = [
+        (pk, stock, reserved, expected[pk])
+        for pk, stock, reserved in Widget.objects.with_availability(now).values_list("pk", "stock", "reserved")
+        if reserved != expected[pk] or not 0 <= reserved <= stock
+    ]
+    assert not broken, f"reservation invariant broken (widget, stock, reserved, expected): {broken}"
 
 
 def make_user(role=None, **extra):

@@ -240,3 +240,102 @@ def test_parallel_adjustments_keep_stock_equal_to_the_ledger(transactional_db):
         for before, after in zip(movements, movements[1:]):
             assert after.stock_after == before.stock_after + after.delta
     assert StockMovement.objects.filter(widget_id__in=widget_ids).count() == 3 + statuses.count(201)
+
+
+# --- Reservations (issue 12) -------------------------------------------------------------
+
+
+def test_twenty_clients_racing_for_the_last_five_units_hold_exactly_five(transactional_db, create_widget):
+    widget = create_widget(stock=5)
+    keys = [token_client(make_user("clerk")).raw_key for _ in range(20)]
+    body = {"reference": "race", "items": [{"widget": widget["id"], "quantity": 1}]}
+
+    responses = all_at_once(20, lambda i: client_for(keys[i]).post("/api/reservations/", body, format="json"))
+
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] * 5 + [409] * 15, [r.content for r in responses]
+    assert all(r.json()["code"] == "insufficient_stock" for r in responses if r.status_code == 409)
+    shown = client_for(keys[0]).get(f"/api/widgets/{widget['id']}/").json()
+    assert (shown["stock"], shown["reserved"], shown["available"]) == (5, 5, 0)
+
+
+def test_reservations_racing_adjustments_never_leave_available_below_zero(transactional_db, create_widget):
+    widgets = [create_widget(stock=12)["id"] for _ in range(2)]
+    keys = [token_client(make_user("clerk")).raw_key for _ in range(12)]
+    outcomes = []
+    lock = threading.Lock()
+
+    def work(i):
+        client, rng = client_for(keys[i]), random.Random(i)
+        statuses = []
+        for _ in range(6):
+            widget_id = rng.choice(widgets)
+            if i % 3 == 0:  # sells (and now and then restocks)
+                delta = rng.choice([-3, -2, -1, 2])
+                response = client.post(
+                    f"/api/widgets/{widget_id}/adjust/",
+                    {"delta": delta, "reason": "sold" if delta < 0 else "received"},
+                    format="json",
+                )
+            elif i % 3 == 1:  # reserves, then commits or releases some
+                response = client.post(
+                    "/api/reservations/",
+                    {"reference": f"r{i}", "items": [{"widget": widget_id, "quantity": rng.randint(1, 3)}]},
+                    format="json",
+                )
+                if response.status_code == 201 and rng.random() < 0.5:
+                    verb = rng.choice(["commit", "release"])
+                    follow = client.post(f"/api/reservations/{response.json()['id']}/{verb}/", {}, format="json")
+                    statuses.append(follow.status_code)
+            else:  # batches over both widgets, in either order
+                order = widgets if rng.random() < 0.5 else widgets[::-1]
+                response = client.post(
+                    "/api/adjustments/",
+                    {"items": [{"widget": w, "delta": -1, "reason": "sold"} for w in order]},
+                    format="json",
+                )
+            statuses.append(response.status_code)
+            if response.status_code == 409:
+                assert response.json()["code"] == "insufficient_stock", response.content
+            shown = client.get("/api/widgets/", {"limit": 10}).json()["results"]
+            with lock:
+                outcomes.extend(w["available"] for w in shown if w["id"] in widgets)
+        return statuses
+
+    statuses = list(itertools.chain.from_iterable(all_at_once(12, work)))
+
+    assert set(statuses) <= {200, 201, 409}, statuses
+    assert 409 in statuses and 201 in statuses
+    assert min(outcomes) >= 0
+    for widget in Widget.objects.with_availability().filter(pk__in=widgets):
+        assert 0 <= widget.reserved <= widget.stock
+
+
+def test_multi_item_reservations_in_opposite_orders_never_deadlock(transactional_db, create_widget):
+    widgets = [create_widget(stock=40)["id"] for _ in range(6)]
+    keys = [token_client(make_user("clerk")).raw_key for _ in range(8)]
+
+    def work(i):
+        client = client_for(keys[i])
+        order = widgets if i % 2 == 0 else widgets[::-1]
+        statuses = []
+        for round_ in range(4):
+            response = client.post(
+                "/api/reservations/",
+                {"reference": f"t{i}-{round_}", "items": [{"widget": w, "quantity": 1} for w in order]},
+                format="json",
+            )
+            statuses.append(response.status_code)
+            if response.status_code == 201:
+                # Commit, release or extend it while the others reserve: all lock the same rows.
+                verb, body = [("commit", {}), ("release", {}), ("extend", {"ttl_seconds": 600})][(i + round_) % 3]
+                statuses.append(client.post(f"/api/reservations/{response.json()['id']}/{verb}/", body, format="json").status_code)
+        return statuses
+
+    statuses = list(itertools.chain.from_iterable(all_at_once(8, work)))
+
+    assert set(statuses) <= {200, 201}, statuses  # no deadlock (a 503), no conflict: 40 units suffice
+    committed = sum(1 for i in range(8) for r in range(4) if (i + r) % 3 == 0)
+    for widget in Widget.objects.with_availability().filter(pk__in=widgets):
+        assert widget.stock == 40 - committed
+        assert 0 <= widget.reserved <= widget.stock

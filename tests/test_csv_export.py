@@ -29,8 +29,8 @@ class TestApiCsvExport:
         assert response["Content-Type"] == "text/csv; charset=utf-8"
         assert 'filename="widgets.csv"' in response["Content-Disposition"]
         assert read_csv(response) == [
-            COLUMNS,
-            ["SPAN-1", 'Spanner, "big"', "line 1\nline 2", "hand-tools", "12.50", "3", "true", "7", "1"],
+            COLUMNS + ["reserved", "available"],
+            ["SPAN-1", 'Spanner, "big"', "line 1\nline 2", "hand-tools", "12.50", "3", "true", "7", "1", "0", "7"],
         ]
 
     def test_accept_text_csv_header_also_gives_csv(self, viewer, create_widget):
@@ -157,7 +157,7 @@ class TestSpreadsheetFormulas:
         row = read_csv(viewer.get("/api/widgets/?format=csv"))[1]
 
         assert row[:3] == ["-A-1", "Drill 'pro'", "'quoted' and 3-way"]
-        assert row[4:] == ["1.50", "0", "true", "3", "1"]
+        assert row[4:] == ["1.50", "0", "true", "3", "1", "0", "3"]
 
     def test_admin_export_protects_formulas_too(self, create_widget):
         widget = create_widget(sku="F-1", name="=1+1")

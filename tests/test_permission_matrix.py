@@ -240,6 +240,30 @@ MATRIX = {
         "GET":     "302 302 302 302 302 302 302 302",
         "POST":    "302 302 302 302 302 302 302 302",
     },
+    "admin/widgets/reservation/": {
+        "GET":     "302 403 200 200 200 200 302 302",
+        "POST":    "302 403 200 200 200 200 302 302",
+    },
+    "admin/widgets/reservation/add/": {
+        "GET":     "302 403 403 403 403 403 302 302",
+        "POST":    "302 403 403 403 403 403 302 302",
+    },
+    "admin/widgets/reservation/<object_id>/history/": {
+        "GET":     "302 403 200 200 200 200 302 302",
+        "POST":    "302 403 200 200 200 200 302 302",
+    },
+    "admin/widgets/reservation/<object_id>/delete/": {
+        "GET":     "302 403 403 403 403 403 302 302",
+        "POST":    "302 403 403 403 403 403 302 302",
+    },
+    "admin/widgets/reservation/<object_id>/change/": {
+        "GET":     "302 403 200 200 200 200 302 302",
+        "POST":    "302 403 403 403 403 403 302 302",
+    },
+    "admin/widgets/reservation/<object_id>/": {
+        "GET":     "302 302 302 302 302 302 302 302",
+        "POST":    "302 302 302 302 302 302 302 302",
+    },
     "admin/widgets/apitoken/": {
         "GET":     "302 403 403 403 403 200 302 302",
         "POST":    "302 403 403 403 403 200 302 302",
@@ -440,6 +464,52 @@ MATRIX = {
         "PATCH":   "401 405 405 405 405 405 401 401",
         "DELETE":  "401 405 405 405 405 405 401 401",
     },
+    # -- Reservations: viewers read; clerks (and up) reserve, commit, release and extend.
+    "api/reservations/": {
+        "GET":     "401 403 200 200 200 200 401 401",
+        "HEAD":    "401 403 200 200 200 200 401 401",
+        "OPTIONS": "401 403 200 200 200 200 401 401",
+        "POST":    "401 403 403 400 400 400 401 401",
+        "PUT":     "401 405 405 405 405 405 401 401",
+        "PATCH":   "401 405 405 405 405 405 401 401",
+        "DELETE":  "401 405 405 405 405 405 401 401",
+    },
+    "api/reservations/<pk>/": {
+        "GET":     "401 403 200 200 200 200 401 401",
+        "HEAD":    "401 403 200 200 200 200 401 401",
+        "OPTIONS": "401 403 200 200 200 200 401 401",
+        "POST":    "401 405 405 405 405 405 401 401",
+        "PUT":     "401 405 405 405 405 405 401 401",
+        "PATCH":   "401 405 405 405 405 405 401 401",
+        "DELETE":  "401 405 405 405 405 405 401 401",
+    },
+    "api/reservations/<pk>/commit/": {
+        "GET":     "401 405 405 405 405 405 401 401",
+        "HEAD":    "401 405 405 405 405 405 401 401",
+        "OPTIONS": "401 403 403 200 200 200 401 401",
+        "POST":    "401 403 403 201 201 201 401 401",
+        "PUT":     "401 405 405 405 405 405 401 401",
+        "PATCH":   "401 405 405 405 405 405 401 401",
+        "DELETE":  "401 405 405 405 405 405 401 401",
+    },
+    "api/reservations/<pk>/release/": {
+        "GET":     "401 405 405 405 405 405 401 401",
+        "HEAD":    "401 405 405 405 405 405 401 401",
+        "OPTIONS": "401 403 403 200 200 200 401 401",
+        "POST":    "401 403 403 200 200 200 401 401",
+        "PUT":     "401 405 405 405 405 405 401 401",
+        "PATCH":   "401 405 405 405 405 405 401 401",
+        "DELETE":  "401 405 405 405 405 405 401 401",
+    },
+    "api/reservations/<pk>/extend/": {
+        "GET":     "401 405 405 405 405 405 401 401",
+        "HEAD":    "401 405 405 405 405 405 401 401",
+        "OPTIONS": "401 403 403 200 200 200 401 401",
+        "POST":    "401 403 403 400 400 400 401 401",
+        "PUT":     "401 405 405 405 405 405 401 401",
+        "PATCH":   "401 405 405 405 405 405 401 401",
+        "DELETE":  "401 405 405 405 405 405 401 401",
+    },
     # -- Own tokens: any authenticated user, own tokens only.
     "api/auth/tokens/": {
         "GET":     "401 200 200 200 200 200 401 401",
@@ -536,6 +606,9 @@ def world(settings):
     category = services.create_category(user=actor, name="Secret Category")
     widget = services.create_widget(user=actor, name="Secret Widget", sku="SECRET-1", category=category)
     stocked = services.create_widget(user=actor, name="Stocked Widget", sku="SECRET-2", stock=5)
+    reservation = services.create_reservation(
+        user=actor, reference="Secret Reservation", items=[{"widget": stocked.pk, "quantity": 1}]
+    )
 
     clients = {"anonymous": APIClient()}
     own_tokens = {}
@@ -558,6 +631,8 @@ def world(settings):
         "categories": category.pk,
         "movements": StockMovement.objects.get(widget=stocked).pk,
         "changes": ChangeLogEntry.objects.first().pk,
+        "reservations": reservation.pk,
+        "widgets/reservation": reservation.pk,
         "auth/group": Group.objects.get(name="viewer").pk,
         "auth/user": actor.pk,
         "widgets/widget": widget.pk,
@@ -572,7 +647,7 @@ def world(settings):
         "objects": objects,
         "stocked": stocked.pk,
         "content_type": ContentType.objects.get_for_model(widget).pk,
-        "secrets": ["SECRET-1", "Secret Widget", "Secret Category"],
+        "secrets": ["SECRET-1", "Secret Widget", "Secret Category", "Secret Reservation"],
     }
 
 

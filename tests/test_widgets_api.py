@@ -36,8 +36,8 @@ class TestCreate:
         ).json()
 
         assert set(body) == {
-            "id", "url", "sku", "name", "description", "category", "price", "stock",
-            "reorder_level", "low_stock", "is_active", "created_at", "updated_at",
+            "id", "url", "sku", "name", "description", "category", "price", "stock", "reserved",
+            "available", "reorder_level", "low_stock", "is_active", "created_at", "updated_at",
         }
         assert body["sku"] == "NUT-1"
         assert body["category"] == category["id"]

@@ -27,7 +27,7 @@ from django.utils.html import format_html
 
 from . import csv_io, services
 from .charts import line_chart
-from .models import ApiToken, Category, ChangeLogEntry, StockMovement, Widget, bounded_count
+from .models import ApiToken, Category, ChangeLogEntry, Reservation, ReservationItem, StockMovement, Widget, bounded_count
 from .validators import one_line
 
 INLINE_MOVEMENTS = 20
@@ -51,13 +51,13 @@ class LowStockFilter(admin.SimpleListFilter):
     parameter_name = "low_stock"
 
     def lookups(self, request, model_admin):
-        return [("yes", "Low stock (at or below reorder level)"), ("no", "Above reorder level")]
+        return [("yes", "Low stock (available at or below reorder level)"), ("no", "Above reorder level")]
 
     def queryset(self, request, queryset):
         if self.value() == "yes":
             return queryset.low_stock()
         if self.value() == "no":
-            return queryset.exclude(stock__lte=F("reorder_level"))
+            return queryset.not_low_stock()
         return queryset
 
 
@@ -190,16 +190,16 @@ def csv_download(queryset, filename: str) -> StreamingHttpResponse:
 @admin.register(Widget)
 class WidgetAdmin(VerbatimTextMixin, admin.ModelAdmin):
     list_display = [
-        "sku", "name", "category", "stock", "reorder_level", "is_low_stock", "price",
+        "sku", "name", "category", "stock", "reserved", "available", "reorder_level", "is_low_stock", "price",
         "is_active", "updated_at",
     ]
     list_filter = ["category", "is_active", LowStockFilter]
     list_select_related = ["category"]
     search_fields = ["sku", "name"]
-    readonly_fields = ["stock", "created_at", "updated_at", "movement_history_link"]
+    readonly_fields = ["stock", "reserved", "available", "created_at", "updated_at", "movement_history_link"]
     fields = [
         "sku", "name", "description", "category", "price", "reorder_level", "is_active",
-        "stock", "movement_history_link", "created_at", "updated_at",
+        "stock", "reserved", "available", "movement_history_link", "created_at", "updated_at",
     ]
     inlines = [StockMovementInline]
     show_full_result_count = False
@@ -209,9 +209,24 @@ class WidgetAdmin(VerbatimTextMixin, admin.ModelAdmin):
     change_list_template = "admin/widgets/widget/change_list.html"
     actions = ["export_csv"]
 
-    @admin.display(boolean=True, description="Low stock", ordering="stock")
+    def get_queryset(self, request):
+        # Counted at this request's time: expired reservations hold nothing.
+        return super().get_queryset(request).with_availability()
+
+    @admin.display(boolean=True, description="Low stock", ordering="available")
     def is_low_stock(self, obj):
         return obj.low_stock
+
+    @admin.display(description="Reserved", ordering="reserved")
+    def reserved(self, obj):
+        if obj.pk is None:
+            return "-"
+        url = reverse("admin:widgets_reservation_changelist") + f"?status=active&widget={obj.pk}"
+        return format_html('{} <a href="{}">(reservations)</a>', obj.reserved, url) if obj.reserved else 0
+
+    @admin.display(description="Available", ordering="available")
+    def available(self, obj):
+        return "-" if obj.pk is None else obj.available
 
     @admin.display(description="History")
     def movement_history_link(self, obj):
@@ -444,6 +459,108 @@ class StockMovementAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ReservationStatusFilter(admin.SimpleListFilter):
+    """The status as the API shows it: ``expired`` is computed from the clock."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [(state, state.capitalize()) for state in Reservation.STATES]
+
+    def queryset(self, request, queryset):
+        if self.value() in Reservation.STATES:
+            return queryset.in_state(self.value())
+        return queryset
+
+
+class ReservationWidgetFilter(admin.SimpleListFilter):
+    """``?widget=<id>``: the reservations holding a widget (linked from the widget's page;
+    no list of choices, there may be a million widgets)."""
+
+    title = "widget"
+    parameter_name = "widget"
+
+    def lookups(self, request, model_admin):
+        return []
+
+    def has_output(self):
+        # Applied (and shown, as "All") only when the link asks for it.
+        return self.value() is not None
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value and value.isascii() and value.isdigit() and len(value) <= 18:
+            return queryset.filter(items__widget_id=int(value))
+        return queryset
+
+
+class ReservationItemInline(admin.TabularInline):
+    model = ReservationItem
+    fields = ["widget", "quantity"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_view_permission(self, request, obj=None):
+        # Items are part of their reservation: whoever may see it sees them.
+        return request.user.has_perm("widgets.view_reservation")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Reservation)
+class ReservationAdmin(admin.ModelAdmin):
+    """Reservations, read-only but for the release action (``services.release_reservation``)."""
+
+    list_display = ["reference", "state", "created_at", "expires_at", "closed_at", "created_by"]
+    list_filter = [ReservationStatusFilter, ReservationWidgetFilter]
+    list_select_related = ["created_by"]
+    search_fields = ["reference"]
+    fields = ["reference", "state", "created_by", "created_at", "expires_at", "closed_at"]
+    readonly_fields = fields
+    inlines = [ReservationItemInline]
+    show_full_result_count = False
+    paginator = BoundedCountPaginator
+    actions = ["release"]
+
+    @admin.display(description="Status")
+    def state(self, obj):
+        return obj.state
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        # The page is read-only; "change" is the permission of the release action.
+        return False
+
+    def has_release_permission(self, request):
+        return request.user.has_perm("widgets.change_reservation")
+
+    @admin.action(description="Release selected reservations", permissions=["release"])
+    def release(self, request, queryset):
+        released, refused = 0, []
+        for reservation in queryset.order_by("id"):
+            try:
+                services.release_reservation(reservation_id=reservation.pk, user=request.user)
+            except services.InventoryError as exc:
+                refused.append(exc.detail)
+            else:
+                released += 1
+        if released:
+            self.message_user(request, f"Released {released} reservation(s).", messages.SUCCESS)
+        for detail in refused:
+            self.message_user(request, detail, messages.WARNING)
 
 
 @admin.register(ApiToken)

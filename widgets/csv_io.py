@@ -29,6 +29,9 @@ from .services import MAX_STOCK
 from .validators import CONTROL, normalize_sku
 
 COLUMNS = ["sku", "name", "description", "category", "price", "reorder_level", "is_active", "stock", "version"]
+# Written by export after COLUMNS, for reading; import accepts and ignores them (what is
+# reserved is decided by reservations, not by a file).
+EXPORT_ONLY_COLUMNS = ["reserved", "available"]
 REQUIRED_COLUMNS = ["sku", "name"]
 TRUE_VALUES = {"true", "1", "yes"}
 FALSE_VALUES = {"false", "0", "no"}
@@ -67,16 +70,19 @@ def _is_marked(text: str) -> bool:
 def export_rows(queryset) -> Iterator[list[Any]]:
     """The header, then one row per widget of ``queryset`` in its order. Rows are read
     with ``iterator()`` in chunks, so a million widgets never sit in memory at once."""
-    yield COLUMNS
+    yield COLUMNS + EXPORT_ONLY_COLUMNS
+    if "reserved" not in queryset.query.annotations:
+        queryset = queryset.with_availability()
     rows = queryset.values_list(
-        "sku", "name", "description", "category__slug", "price", "reorder_level", "is_active", "stock", "version"
+        "sku", "name", "description", "category__slug", "price", "reorder_level", "is_active", "stock", "version",
+        "reserved",
     )
-    for sku, name, description, category, price, reorder_level, is_active, stock, version in rows.iterator(
+    for sku, name, description, category, price, reorder_level, is_active, stock, version, reserved in rows.iterator(
         chunk_size=EXPORT_CHUNK
     ):
         yield [
             sku, protect_cell(name), protect_cell(description), category or "", price, reorder_level,
-            "true" if is_active else "false", stock, version,
+            "true" if is_active else "false", stock, version, reserved, stock - reserved,
         ]
 
 
@@ -139,6 +145,7 @@ def read_widget_rows(lines: Iterable[str]) -> ParsedFile:
         return result
     columns = [name.strip().lower().lstrip("\ufeff") for name in header]
     _check_header(columns, result.errors)
+    ignored = [i for i, name in enumerate(columns) if name in EXPORT_ONLY_COLUMNS]
     if result.errors:
         return result
 
@@ -164,7 +171,8 @@ def read_widget_rows(lines: Iterable[str]) -> ParsedFile:
                 RowError(number, "row", f"Expected {len(columns)} cells, found {len(cells)}.")
             )
             continue
-        row = _validate_row(number, dict(zip(columns, cells)), categories, result.errors)
+        values = {name: cell for i, (name, cell) in enumerate(zip(columns, cells)) if i not in ignored}
+        row = _validate_row(number, values, categories, result.errors)
         if row is None:
             continue
         if row.sku in first_row_of_sku:
@@ -179,6 +187,10 @@ def read_widget_rows(lines: Iterable[str]) -> ParsedFile:
 
 def _check_header(columns: list[str], errors: list[RowError]) -> None:
     for name in columns:
+        if name in EXPORT_ONLY_COLUMNS:
+            if columns.count(name) > 1:
+                errors.append(RowError(1, name, "Column appears more than once."))
+            continue
         if name not in COLUMNS:
             errors.append(RowError(1, name or "(blank)", f"Unknown column; the columns are {', '.join(COLUMNS)}."))
         elif columns.count(name) > 1:

@@ -112,38 +112,102 @@ def bounded_count(queryset, limit: int) -> tuple[int, bool]:
     return max(estimate, exact), True
 
 
+def reserved_units(now=None):
+    """The units of the outer widget (``OuterRef("pk")``) held at ``now`` (default: the
+    current time): the sum of its items in reservations that are active and not yet
+    expired. One correlated subquery, answered from ``reservation_item_widget``."""
+    held = (
+        ReservationItem.objects.holding(now=now)
+        .filter(widget=OuterRef("pk"))
+        .values("widget")
+        .annotate(total=Sum("quantity"))
+        .values("total")
+    )
+    return Coalesce(Subquery(held, output_field=models.IntegerField()), 0)
+
+
 class WidgetQuerySet(models.QuerySet):
-    def low_stock(self):
-        return self.filter(stock__lte=F("reorder_level"))
+    def with_availability(self, now=None):
+        """Annotate ``reserved`` (units held by active, unexpired reservations) and make
+        ``available`` (= stock - reserved) usable in filters and ordering. ``reserved`` is
+        one subquery in the same SELECT, so a page of widgets costs no query per row;
+        ``Widget.available`` reads it. Expiry needs no job: a reservation stops counting
+        the moment its ``expires_at`` is past."""
+        return self.annotate(reserved=reserved_units(now)).alias(available=F("stock") - F("reserved"))
+
+    def _low_stock_condition(self, now):
+        """(queryset, Q) for "available <= reorder_level". A widget at or below its
+        reorder level by stock alone is low whatever is reserved; only the few widgets
+        that reservations hold units of need their reserved units summed, so that on
+        PostgreSQL the subquery runs for those rows only (the hashed ``IN`` is tested first)."""
+        now = now or timezone.now()
+        held = ReservationItem.objects.holding(now=now).values("widget_id")
+        queryset = self.alias(_low_available=F("stock") - reserved_units(now))
+        condition = Q(stock__lte=F("reorder_level")) | (
+            Q(pk__in=held) & Q(_low_available__lte=F("reorder_level"))
+        )
+        return queryset, condition
+
+    def low_stock(self, now=None):
+        """Widgets whose *available* units (stock - reserved) are at or below their
+        reorder level: units promised to someone are not there to sell."""
+        queryset, condition = self._low_stock_condition(now)
+        return queryset.filter(condition)
+
+    def not_low_stock(self, now=None):
+        queryset, condition = self._low_stock_condition(now)
+        return queryset.filter(~condition)
 
     def active(self):
         return self.filter(is_active=True)
 
-    def stock_summary(self) -> dict:
-        """Totals for the staff dashboard, in one aggregate query: ``widgets``,
-        ``active``, ``units`` in stock, stock ``value`` (sum of price x stock) and
-        ``low_stock`` (active widgets at or below their reorder level)."""
+    def stock_summary(self, now=None) -> dict:
+        """Totals for the staff dashboard: ``widgets``, ``active``, ``units`` in stock,
+        stock ``value`` (sum of price x stock) and ``low_stock`` (active widgets whose
+        available units are at or below their reorder level) in one aggregate query;
+        ``reserved`` units (held by active reservations) in a second, small one; and
+        ``available`` units (units - reserved)."""
+        now = now or timezone.now()
         value = ExpressionWrapper(F("price") * F("stock"), output_field=DecimalField(max_digits=24, decimal_places=2))
-        totals = self.aggregate(
+        queryset, low = self._low_stock_condition(now)
+        totals = queryset.aggregate(
             widgets=Count("id"),
             active=Count("id", filter=Q(is_active=True)),
             units=Coalesce(Sum("stock"), 0),
             value=Coalesce(Sum(value), 0, output_field=DecimalField(max_digits=24, decimal_places=2)),
-            low_stock=Count("id", filter=Q(is_active=True, stock__lte=F("reorder_level"))),
+            low_stock=Count("id", filter=Q(is_active=True) & low),
         )
+        totals["reserved"] = ReservationItem.objects.holding(now=now).filter(widget__in=self.values("pk")).aggregate(
+            total=Coalesce(Sum("quantity"), 0)
+        )["total"]
+        totals["available"] = totals["units"] - totals["reserved"]
         return totals
 
-    def most_urgent_low_stock(self, limit: int):
-        """Active low-stock widgets, furthest below their reorder level first. Written as
-        ``stock - reorder_level <= 0`` so that it reads the ``widget_low_stock_urgency``
-        index instead of sorting every widget."""
+    def most_urgent_low_stock(self, limit: int, now=None):
+        """Active low-stock widgets, furthest below their reorder level (by available
+        units) first, annotated with ``reserved``. The candidates are the widgets low by
+        stock alone (``stock - reorder_level <= 0``, read from the
+        ``widget_low_stock_urgency`` index) and the few that reservations hold units of;
+        only those are sorted."""
+        now = now or timezone.now()
+        held = ReservationItem.objects.holding(now=now).values("widget_id")
         return (
             self.filter(is_active=True)
-            .alias(headroom=F("stock") - F("reorder_level"))
+            .alias(stock_headroom=F("stock") - F("reorder_level"))
+            .filter(Q(stock_headroom__lte=0) | Q(pk__in=held))
+            .with_availability(now)
+            .alias(headroom=F("available") - F("reorder_level"))
             .filter(headroom__lte=0)
             .select_related("category")
             .order_by("headroom", "id")[:limit]
         )
+
+    def over_reserved(self, now=None):
+        """Widgets with more units reserved than in stock (available < 0): none, ever.
+        Only widgets that reservations hold units of are summed."""
+        now = now or timezone.now()
+        held = ReservationItem.objects.holding(now=now).values("widget_id")
+        return self.filter(pk__in=held).alias(_over=F("stock") - reserved_units(now)).filter(_over__lt=0)
 
     def ledger_mismatches(self):
         """Widgets whose stock is not the sum of their ledger, or whose newest
@@ -207,9 +271,16 @@ class Widget(models.Model):
     def __str__(self) -> str:
         return f"{self.sku} {self.name}"
 
+    # ``reserved`` is not a column: ``Widget.objects.with_availability()`` annotates it
+    # (and the services set it on the widgets they return), read by these two.
+    @property
+    def available(self) -> int:
+        """Units that can still be sold or reserved: stock - reserved."""
+        return self.stock - self.reserved
+
     @property
     def low_stock(self) -> bool:
-        return self.stock <= self.reorder_level
+        return self.available <= self.reorder_level
 
 
 class AppendOnlyQuerySet(models.QuerySet):
@@ -297,6 +368,109 @@ class StockMovement(models.Model):
         raise TypeError("Stock movements are append-only and cannot be deleted.")
 
 
+class ReservationQuerySet(models.QuerySet):
+    def holding(self, now=None):
+        """Reservations that hold stock at ``now``: active and not yet expired."""
+        return self.filter(status=Reservation.Status.ACTIVE, expires_at__gt=now or timezone.now())
+
+    def in_state(self, state: str, now=None):
+        """Reservations whose computed ``state`` (see ``Reservation.state``) is ``state``."""
+        now = now or timezone.now()
+        if state == Reservation.EXPIRED:
+            return self.filter(status=Reservation.Status.ACTIVE, expires_at__lte=now)
+        if state == Reservation.Status.ACTIVE:
+            return self.holding(now=now)
+        return self.filter(status=state)
+
+
+class Reservation(models.Model):
+    """Units of one or more widgets held for an order until ``expires_at``, then either
+    committed (sold: one ``sold`` movement per item) or released.
+
+    ``status`` stores what was decided (active, committed, released); whether an active
+    reservation has expired is read from the clock (``state``), so expiry needs no job
+    and an expired reservation stops holding stock at that very moment. Written only by
+    ``widgets.services``.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        COMMITTED = "committed"
+        RELEASED = "released"
+
+    # Never stored: an active reservation past its expires_at.
+    EXPIRED = "expired"
+    STATES = [*Status.values, EXPIRED]
+
+    reference = models.CharField(max_length=100)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="reservations"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField()
+    # When it was committed or released; null while active (expired included).
+    closed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ReservationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["active", "committed", "released"]), name="reservation_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="active", closed_at__isnull=True) | (~Q(status="active") & Q(closed_at__isnull=False)),
+                name="reservation_closed_at_iff_closed",
+            ),
+            models.CheckConstraint(condition=Q(expires_at__gt=F("created_at")), name="reservation_expires_after_creation"),
+        ]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="reservation_newest"),
+            models.Index(fields=["reference"], name="reservation_reference"),
+            models.Index(fields=["status", "expires_at"], name="reservation_status_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.reference} ({self.state})"
+
+    @property
+    def state(self) -> str:
+        """``status``, or ``expired`` for an active reservation whose time is up."""
+        if self.status == self.Status.ACTIVE and self.expires_at <= timezone.now():
+            return self.EXPIRED
+        return self.status
+
+
+class ReservationItemQuerySet(models.QuerySet):
+    def holding(self, now=None):
+        """Items of reservations that hold stock at ``now`` (active, not expired)."""
+        return self.filter(
+            reservation__status=Reservation.Status.ACTIVE, reservation__expires_at__gt=now or timezone.now()
+        )
+
+
+class ReservationItem(models.Model):
+    reservation = models.ForeignKey(Reservation, on_delete=models.CASCADE, related_name="items")
+    widget = models.ForeignKey(Widget, on_delete=models.PROTECT, related_name="reservation_items")
+    quantity = models.PositiveIntegerField(validators=[MinValueValidator(1)])
+
+    objects = ReservationItemQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gte=1), name="reservation_item_quantity_positive"),
+            models.UniqueConstraint(fields=["reservation", "widget"], name="reservation_item_widget_once"),
+        ]
+        # A widget's reserved units: its items, each joined to its reservation by id.
+        indexes = [models.Index(fields=["widget", "reservation"], name="reservation_item_widget")]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x widget {self.widget_id}"
+
+
 def token_digest(raw_key: str) -> str:
     """Keyed digest of an API key; the key itself is never stored."""
     return hmac.new(settings.TOKEN_HMAC_KEY.encode(), raw_key.encode(), hashlib.sha256).hexdigest()
@@ -357,7 +531,9 @@ class ApiToken(models.Model):
 
 
 class ChangeLogEntry(models.Model):
-    """Who created, changed or deleted which widget or category, and what changed.
+    """Who created, changed or deleted which widget or category, and what changed; and
+    who reserved stock (create), committed, released or extended a reservation (update
+    of its ``status`` or ``expires_at``).
 
     Written by ``widgets.services`` in the same transaction as the change itself. Stock
     adjustments are not here: the ledger is their log. Like the ledger, append-only.
@@ -371,6 +547,7 @@ class ChangeLogEntry(models.Model):
     class ObjectType(models.TextChoices):
         WIDGET = "widget"
         CATEGORY = "category"
+        RESERVATION = "reservation"
 
     timestamp = models.DateTimeField(auto_now_add=True)
     user = models.ForeignKey(

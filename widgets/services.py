@@ -8,6 +8,13 @@ stock): the widget row is locked with SELECT ... FOR UPDATE, the new level check
 the widget updated and the movement appended, all in one transaction. On
 PostgreSQL concurrent adjustments of one widget therefore queue on the row lock and
 can neither oversell nor lose an update; SQLite serialises writers by itself.
+
+Reservations hold units for an order (see docs/reservations.md). Every service that
+changes stock or what is reserved locks the widget rows first (in ascending id order,
+so that two of them never deadlock), then reads what is reserved, then the clock: a
+decrease of stock may take only the *available* units (stock - reserved), so units held
+for someone can be neither sold nor written off, and at every commit
+0 <= reserved <= stock for every widget.
 """
 from __future__ import annotations
 
@@ -20,11 +27,19 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import Case, F, IntegerField, ProtectedError, Value, When
+from django.db.models import Case, F, IntegerField, ProtectedError, Sum, Value, When
 from django.utils import timezone
 
 from . import credentials
-from .models import Category, ChangeLogEntry, IdempotencyKey, StockMovement, Widget
+from .models import (
+    Category,
+    ChangeLogEntry,
+    IdempotencyKey,
+    Reservation,
+    ReservationItem,
+    StockMovement,
+    Widget,
+)
 
 # The stock column is a 32-bit integer on every backend.
 MAX_STOCK = 2_147_483_647
@@ -142,15 +157,17 @@ def adjust_stock(
 
     # The row lock closes the read-check-write race between concurrent adjustments.
     widget = Widget.objects.select_for_update().get(pk=widget_id)
+    _read_reserved([widget])
     new_stock = widget.stock + delta
-    if new_stock < 0:
+    # Receiving is never blocked; a decrease may take only the units not reserved.
+    if delta < 0 and new_stock < widget.reserved:
         raise InsufficientStock(
-            f"Insufficient stock: {widget.stock} available, {-delta} requested.",
-            available=widget.stock,
+            f"Insufficient stock: {widget.available} available, {-delta} requested.",
+            available=widget.available,
         )
     if new_stock > MAX_STOCK:
         raise StockLimitExceeded(
-            f"Stock would exceed the maximum of {MAX_STOCK}.", available=widget.stock
+            f"Stock would exceed the maximum of {MAX_STOCK}.", available=widget.available
         )
 
     now = timezone.now()
@@ -206,7 +223,7 @@ def adjust_stock_batch(*, items: Sequence[Mapping[str, Any]], user=None) -> list
     # batches over overlapping widgets then queue on their first shared row instead of
     # each holding a row the other waits for (a deadlock).
     ids = sorted({item["widget"] for item in items})
-    widgets = {w.pk: w for w in Widget.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
+    widgets = _lock_widgets(ids)
 
     now = timezone.now()
     movements = []
@@ -215,16 +232,16 @@ def adjust_stock_batch(*, items: Sequence[Mapping[str, Any]], user=None) -> list
         if widget is None:
             raise BatchItemError(index, UnknownWidget(f"widget {item['widget']} does not exist"))
         new_stock = widget.stock + item["delta"]
-        if new_stock < 0:
+        if item["delta"] < 0 and new_stock < widget.reserved:
             raise BatchItemError(index, InsufficientStock(
-                f"Insufficient stock of widget {widget.pk}: {widget.stock} available, "
+                f"Insufficient stock of widget {widget.pk}: {widget.available} available, "
                 f"{-item['delta']} requested.",
-                available=widget.stock,
+                available=widget.available,
             ))
         if new_stock > MAX_STOCK:
             raise BatchItemError(index, StockLimitExceeded(
                 f"Stock of widget {widget.pk} would exceed the maximum of {MAX_STOCK}.",
-                available=widget.stock,
+                available=widget.available,
             ))
         widget.stock = new_stock
         movements.append(StockMovement(
@@ -236,19 +253,251 @@ def adjust_stock_batch(*, items: Sequence[Mapping[str, Any]], user=None) -> list
             created_by=user,
         ))
 
-    # Every check passed: one UPDATE for the widgets, one INSERT for the ledger. Only the
-    # stock differs between the widgets, so only it needs a CASE (bulk_update would build
-    # one per field: three times the expressions, most of a batch request's time).
-    touched = [widgets[pk] for pk in ids]
-    Widget.objects.filter(pk__in=ids).update(
-        stock=Case(*(When(pk=w.pk, then=Value(w.stock)) for w in touched), output_field=IntegerField()),
+    # Every check passed: one UPDATE for the widgets, one INSERT for the ledger.
+    _write_stock([widgets[pk] for pk in ids], now)
+    return StockMovement.objects.bulk_create(movements)
+
+
+# --- Reservations ---------------------------------------------------------------------------
+
+MAX_RESERVATION_ITEMS = 100
+MIN_TTL_SECONDS, MAX_TTL_SECONDS, DEFAULT_TTL_SECONDS = 60, 86_400, 900
+
+
+class ReservationExpired(InventoryError):
+    code = "reservation_expired"
+
+
+class ReservationNotActive(InventoryError):
+    code = "reservation_not_active"
+
+
+def _read_reserved(widgets: Collection[Widget], now=None) -> None:
+    """Set ``reserved`` on each of ``widgets``, which the caller has locked.
+
+    Its own statement, after the lock: on PostgreSQL (READ COMMITTED) every statement
+    reads a fresh snapshot, so this sees whatever the transaction that held the lock
+    before us committed. Computed inside the locking SELECT, it would read the snapshot
+    taken before the wait, and miss a reservation made meanwhile.
+    """
+    held = dict(
+        ReservationItem.objects.holding(now=now or timezone.now())
+        .filter(widget_id__in=[w.pk for w in widgets])
+        .order_by()
+        .values("widget_id")
+        .annotate(total=Sum("quantity"))
+        .values_list("widget_id", "total")
+    )
+    for widget in widgets:
+        widget.reserved = held.get(widget.pk, 0)
+
+
+def _lock_widgets(ids: Collection[int]) -> dict[int, Widget]:
+    """Lock the widgets ``ids`` (SELECT ... FOR UPDATE) in ascending id order, whatever
+    order the caller names them in: two writers over overlapping widgets then queue on
+    their first shared row instead of each holding a row the other waits for (a
+    deadlock). Returns them by id, with ``reserved`` read after the lock."""
+    widgets = {w.pk: w for w in Widget.objects.select_for_update().filter(pk__in=sorted(ids)).order_by("pk")}
+    _read_reserved(widgets.values())
+    return widgets
+
+
+def _check_ttl(ttl_seconds: int) -> None:
+    if not MIN_TTL_SECONDS <= ttl_seconds <= MAX_TTL_SECONDS:
+        raise ValueError(f"ttl_seconds must be {MIN_TTL_SECONDS} to {MAX_TTL_SECONDS}")
+
+
+@transaction.atomic
+def create_reservation(
+    *,
+    reference: str,
+    items: Sequence[Mapping[str, Any]],
+    ttl_seconds: int = DEFAULT_TTL_SECONDS,
+    user=None,
+) -> Reservation:
+    """Hold ``quantity`` units of each item's ``widget`` for ``ttl_seconds``, all or nothing.
+
+    Each widget may appear once. Raises ``ValueError`` (a bad argument) or
+    ``BatchItemError`` naming the first item that names no widget (``UnknownWidget``)
+    or asks for more than is available (``InsufficientStock`` with ``widget`` and
+    ``available``); then nothing is held. Returns the reservation, its items prefetched.
+    """
+    if not 1 <= len(items) <= MAX_RESERVATION_ITEMS:
+        raise ValueError(f"a reservation has 1 to {MAX_RESERVATION_ITEMS} items")
+    _check_ttl(ttl_seconds)
+    seen = set()
+    for index, item in enumerate(items):
+        if item["quantity"] < 1:
+            raise BatchItemError(index, ValueError("quantity must be at least 1"))
+        if item["widget"] in seen:
+            raise BatchItemError(index, ValueError(f"widget {item['widget']} appears more than once"))
+        seen.add(item["widget"])
+
+    widgets = _lock_widgets(seen)
+    now = timezone.now()  # read after the locks: see _read_reserved
+    for index, item in enumerate(items):
+        widget = widgets.get(item["widget"])
+        if widget is None:
+            raise BatchItemError(index, UnknownWidget(f"widget {item['widget']} does not exist"))
+        if item["quantity"] > widget.available:
+            raise BatchItemError(index, InsufficientStock(
+                f"Insufficient stock of widget {widget.pk}: {widget.available} available, "
+                f"{item['quantity']} requested.",
+                widget=widget.pk,
+                available=widget.available,
+            ))
+
+    reservation = Reservation.objects.create(
+        reference=reference,
+        created_by=user if user is not None and user.is_authenticated else None,
+        created_at=now,
+        expires_at=now + timedelta(seconds=ttl_seconds),
+    )
+    reservation_items = ReservationItem.objects.bulk_create(
+        ReservationItem(reservation=reservation, widget_id=item["widget"], quantity=item["quantity"])
+        for item in items
+    )
+    for item in reservation_items:
+        widgets[item.widget_id].reserved += item.quantity
+    _prefetched(reservation, reservation_items)
+    # Complete: the units are held (and in the change log) once this transaction commits.
+    _log_reservation(user, ChangeLogEntry.Action.CREATE, reservation, before={})
+    return reservation
+
+
+def _lock_reservation(reservation_id: int) -> tuple[Reservation, list[ReservationItem]]:
+    """Lock the reservation and read its items. Callers then lock its widgets: the
+    reservation before the widgets, always (and nothing locks a widget and then a
+    reservation), so the services never wait on each other in a circle. Raises
+    ``Reservation.DoesNotExist``."""
+    # ``of=("self",)``: the creator is read along (the answer shows it), not locked.
+    reservation = (
+        Reservation.objects.select_for_update(of=("self",)).select_related("created_by").get(pk=reservation_id)
+    )
+    items = list(reservation.items.all())
+    return reservation, items
+
+
+def _must_be_active(reservation: Reservation, now, doing: str) -> None:
+    if reservation.status != Reservation.Status.ACTIVE:
+        raise ReservationNotActive(
+            f"Reservation {reservation.pk} is {reservation.status}; only an active one can be {doing}.",
+            status=reservation.status,
+        )
+    if reservation.expires_at <= now:
+        raise ReservationExpired(
+            f"Reservation {reservation.pk} expired at {reservation.expires_at.isoformat()}; "
+            f"it holds nothing and cannot be {doing}.",
+            status=Reservation.EXPIRED,
+        )
+
+
+@transaction.atomic
+def commit_reservation(*, reservation_id: int, user=None) -> tuple[Reservation, list[StockMovement]]:
+    """Sell what an active reservation holds: one ``sold`` movement per item (the
+    reservation's reference in its note) and the reservation ``committed``, in one
+    transaction. The units were held, so available stock does not change.
+
+    Raises ``Reservation.DoesNotExist``, ``ReservationExpired`` or ``ReservationNotActive``
+    (nothing written). Returns the reservation and the movements in item order.
+    """
+    reservation, items = _lock_reservation(reservation_id)
+    widgets = _lock_widgets({item.widget_id for item in items})
+    now = timezone.now()  # after the locks: an adjustment that saw this reservation
+    # expired ran before us, with an earlier clock, so we see it expired too.
+    _must_be_active(reservation, now, "committed")
+
+    before = _reservation_values(reservation, items)
+    reservation.status, reservation.closed_at = Reservation.Status.COMMITTED, now
+    reservation.save(update_fields=["status", "closed_at"])
+    note = f"Reservation {reservation.pk}: {reservation.reference}"[:255]
+    movements = []
+    for item in items:
+        widget = widgets[item.widget_id]
+        # Held units are in stock (0 <= reserved <= stock), so this cannot go below zero.
+        widget.stock -= item.quantity
+        widget.reserved -= item.quantity
+        movements.append(StockMovement(
+            widget=widget, delta=-item.quantity, reason=StockMovement.Reason.SOLD, note=note,
+            stock_after=widget.stock, created_by=user if user is not None and user.is_authenticated else None,
+        ))
+    _write_stock(widgets.values(), now)
+    movements = StockMovement.objects.bulk_create(movements)
+    _prefetched(reservation, items)
+    # Complete: sold and committed.
+    _log_reservation(user, ChangeLogEntry.Action.UPDATE, reservation, before=before)
+    return reservation, movements
+
+
+@transaction.atomic
+def release_reservation(*, reservation_id: int, user=None) -> Reservation:
+    """Give back what an active reservation holds; it becomes ``released``.
+
+    Raises ``Reservation.DoesNotExist``, ``ReservationExpired`` or ``ReservationNotActive``.
+    """
+    reservation, items = _lock_reservation(reservation_id)
+    _lock_widgets({item.widget_id for item in items})
+    now = timezone.now()
+    _must_be_active(reservation, now, "released")
+
+    before = _reservation_values(reservation, items)
+    reservation.status, reservation.closed_at = Reservation.Status.RELEASED, now
+    reservation.save(update_fields=["status", "closed_at"])
+    _prefetched(reservation, items)
+    # Complete: the units are available again.
+    _log_reservation(user, ChangeLogEntry.Action.UPDATE, reservation, before=before)
+    return reservation
+
+
+@transaction.atomic
+def extend_reservation(*, reservation_id: int, ttl_seconds: int, user=None) -> Reservation:
+    """Hold an active reservation until ``ttl_seconds`` from now. Never shortens it: an
+    ``expires_at`` already later is kept.
+
+    The widgets are locked too: otherwise an adjustment could count the reservation as
+    expired and sell its units while this extension revives it.
+    Raises ``ValueError``, ``Reservation.DoesNotExist``, ``ReservationExpired`` or
+    ``ReservationNotActive``.
+    """
+    _check_ttl(ttl_seconds)
+    reservation, items = _lock_reservation(reservation_id)
+    _lock_widgets({item.widget_id for item in items})
+    now = timezone.now()
+    _must_be_active(reservation, now, "extended")
+
+    before = _reservation_values(reservation, items)
+    new_expiry = now + timedelta(seconds=ttl_seconds)
+    if new_expiry > reservation.expires_at:
+        reservation.expires_at = new_expiry
+        reservation.save(update_fields=["expires_at"])
+    _prefetched(reservation, items)
+    # Complete: held until the new expires_at.
+    _log_reservation(user, ChangeLogEntry.Action.UPDATE, reservation, before=before)
+    return reservation
+
+
+def _write_stock(widgets: Collection[Widget], now) -> None:
+    """Write each widget's ``stock`` (already computed) in one UPDATE, bumping version.
+    Only the stock differs between the widgets, so only it needs a CASE (bulk_update
+    would build one per field: three times the expressions, most of a batch's time)."""
+    widgets = list(widgets)
+    if not widgets:
+        return
+    Widget.objects.filter(pk__in=[w.pk for w in widgets]).update(
+        stock=Case(*(When(pk=w.pk, then=Value(w.stock)) for w in widgets), output_field=IntegerField()),
         version=F("version") + 1,
         updated_at=now,
     )
-    for widget in touched:
+    for widget in widgets:
         widget.version += 1
         widget.updated_at = now
-    return StockMovement.objects.bulk_create(movements)
+
+
+def _prefetched(reservation: Reservation, items: list[ReservationItem]) -> None:
+    """Make ``reservation.items.all()`` answer ``items`` without a query."""
+    for item in items:
+        item.reservation = reservation
+    reservation._prefetched_objects_cache = {"items": items}
 
 
 # --- Widgets --------------------------------------------------------------------------------
@@ -289,6 +538,7 @@ def create_widget(*, user=None, stock: int = 0, sku: str | None = None, **fields
             created_by=user,
         )
     _log_change(user, ChangeLogEntry.Action.CREATE, widget, before={}, after=_audited_values(widget))
+    widget.reserved = 0  # nothing can be reserved of a widget that did not exist
     return widget
 
 
@@ -322,7 +572,10 @@ def update_widget(
         if "sku" in changes and Widget.objects.exclude(pk=locked.pk).filter(sku=locked.sku).exists():
             raise DuplicateSku(locked.sku) from exc
         raise
-    locked.refresh_from_db(fields=["version"])
+    # The new version and, for the caller's representation, the units reserved: one query.
+    locked.version, locked.reserved = (
+        Widget.objects.with_availability().values_list("version", "reserved").get(pk=locked.pk)
+    )
     _log_change(user, ChangeLogEntry.Action.UPDATE, locked, before=before, after=_audited_values(locked))
     return locked
 
@@ -462,6 +715,29 @@ def _log_change(user, action: str, instance, *, before: dict, after: dict, objec
     entry = _change_entry(user, action, instance, before, after, object_id)
     if entry is not None:
         entry.save()
+
+
+def _reservation_values(reservation: Reservation, items: Sequence[ReservationItem]) -> dict[str, Any]:
+    return {
+        "reference": reservation.reference,
+        "status": reservation.status,
+        "expires_at": reservation.expires_at.isoformat(),
+        "items": [[item.widget_id, item.quantity] for item in items],
+    }
+
+
+def _log_reservation(user, action: str, reservation: Reservation, *, before: dict) -> None:
+    """Who reserved (create) or committed, released or extended (update) a reservation.
+    ``items`` are ``[widget, quantity]`` pairs."""
+    after = _reservation_values(reservation, reservation.items.all())
+    ChangeLogEntry.objects.create(
+        user=user if user is not None and user.is_authenticated else None,
+        action=action,
+        object_type=ChangeLogEntry.ObjectType.RESERVATION,
+        object_id=reservation.pk,
+        object_repr=reservation.reference[:200],
+        changes={name: [before.get(name), value] for name, value in after.items() if before.get(name) != value},
+    )
 
 
 # --- API tokens ------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ function init(args)
    math.randomseed(os.time() * 100 + thread_id)
    wrk.headers["Authorization"] = auth
    wrk.headers["Accept"] = "application/json"
-   if scenario == "adjust" or scenario == "batch" then
+   if scenario == "adjust" or scenario == "batch" or scenario == "reserve" then
       for line in io.lines(os.getenv("ADJUST_IDS")) do table.insert(adjust_ids, tonumber(line)) end
    end
    -- Each thread walks its own half of the table.
@@ -31,6 +31,17 @@ function init(args)
 end
 
 local pending = nil
+-- reserve: what to send next, learnt from the answers (the connections of a thread
+-- interleave, so this is a queue): commit a reservation just made, then receive the unit
+-- it sold, so that stock ends as it started.
+local jobs = {}
+
+local function post(path, body)
+   -- A headers table given to wrk.format replaces wrk.headers, so pass them all.
+   local headers = {["Content-Type"] = "application/json"}
+   for name, value in pairs(wrk.headers) do headers[name] = value end
+   return wrk.format("POST", path, headers, body)
+end
 
 request = function()
    if scenario == "list" then
@@ -69,6 +80,17 @@ request = function()
       local headers = {["Content-Type"] = "application/json"}
       for name, value in pairs(wrk.headers) do headers[name] = value end
       return wrk.format("POST", "/api/adjustments/", headers, '{"items": [' .. table.concat(items, ", ") .. ']}')
+   elseif scenario == "reserve" then
+      -- reserve 1 unit -> commit it -> receive 1 unit back: three requests per cycle.
+      local job = table.remove(jobs, 1)
+      if job ~= nil and job.commit then
+         return post("/api/reservations/" .. job.commit .. "/commit/", "{}")
+      elseif job ~= nil and job.receive then
+         return post("/api/widgets/" .. job.receive .. "/adjust/", '{"delta": 1, "reason": "received", "note": "bench"}')
+      end
+      local id = adjust_ids[math.random(#adjust_ids)]
+      return post("/api/reservations/", string.format(
+         '{"reference": "bench", "ttl_seconds": 900, "items": [{"widget": %d, "quantity": 1}]}', id))
    elseif scenario == "keyset" then
       local start = cursor
       cursor = cursor + 50
@@ -76,6 +98,18 @@ request = function()
       return wrk.format("GET", "/api/widgets/?limit=50&start=" .. start)
    end
    error("unknown SCENARIO " .. tostring(scenario))
+end
+
+if scenario == "reserve" then
+   response = function(status, headers, body)
+      if status ~= 201 then return end
+      local id = body:match('^{"id":(%d+),"reference":')
+      if body:find('"status":"active"', 1, true) and id then
+         table.insert(jobs, {commit = id})
+      elseif body:find('"status":"committed"', 1, true) then
+         table.insert(jobs, {receive = body:match('"items":%[{"widget":(%d+)')})
+      end
+   end
 end
 
 function done(summary, latency, requests)

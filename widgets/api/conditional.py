@@ -1,7 +1,11 @@
 """Conditional requests (RFC 9110 section 13) on objects with a ``version`` column.
 
 The ETag is the version, a strong validator: every write bumps it, so two representations
-with the same tag are byte-for-byte the same. ``If-Match`` is checked twice: early against
+with the same tag are byte-for-byte the same. A widget's representation also shows the
+units reserved, which reservations change (and their expiry, with no write at all)
+without touching the widget's row: while a widget has units reserved its tag is
+``"<version>+<reserved>"``, so a cached copy is never taken for current. ``If-Match``
+guards the writes to the object's own fields and compares the version part. ``If-Match`` is checked twice: early against
 the object just read (so a stale request is refused before validation), and decisively by
 the service under the row lock that guards the write (``expected_version=``), which a
 concurrent writer cannot slip past.
@@ -15,11 +19,11 @@ from rest_framework.response import Response
 
 from ..services import VersionMismatch
 
-VERSION_TAG = re.compile(r'^"(\d{1,10})"$')
+VERSION_TAG = re.compile(r'^"(\d{1,10})(?:\+\d{1,10})?"$')
 
 
-def etag_for(version: int) -> str:
-    return f'"{version}"'
+def etag_for(version: int, reserved: int = 0) -> str:
+    return f'"{version}+{reserved}"' if reserved else f'"{version}"'
 
 
 class PreconditionRequired(exceptions.APIException):
@@ -62,6 +66,9 @@ class ConditionalMixin:
     def expected_version(self) -> set[int] | None:
         return if_match_versions(self.request)
 
+    def etag(self, instance) -> str:
+        return etag_for(instance.version)
+
     def check_preconditions(self, instance) -> None:
         if "If-Match" not in self.request.headers and settings.REQUIRE_IF_MATCH:
             raise PreconditionRequired()
@@ -71,7 +78,7 @@ class ConditionalMixin:
 
     def retrieve(self, request, *args, **kwargs):
         instance = self.get_object()
-        etag = etag_for(instance.version)
+        etag = self.etag(instance)
         if none_match(request, etag):
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
         return Response(self.get_serializer(instance).data, headers={"ETag": etag})
@@ -80,7 +87,7 @@ class ConditionalMixin:
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         self.perform_create(serializer)
-        headers = {**self.get_success_headers(serializer.data), "ETag": etag_for(serializer.instance.version)}
+        headers = {**self.get_success_headers(serializer.data), "ETag": self.etag(serializer.instance)}
         return Response(serializer.data, status=status.HTTP_201_CREATED, headers=headers)
 
     def update(self, request, *args, **kwargs):
@@ -90,7 +97,7 @@ class ConditionalMixin:
         serializer = self.get_serializer(instance, data=request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
         self.perform_update(serializer)
-        return Response(serializer.data, headers={"ETag": etag_for(serializer.instance.version)})
+        return Response(serializer.data, headers={"ETag": self.etag(serializer.instance)})
 
     def destroy(self, request, *args, **kwargs):
         instance = self.get_object()

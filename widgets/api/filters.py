@@ -9,14 +9,14 @@ import datetime as dt
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from django import forms
-from django.db.models import F, Q
+from django.db.models import Q
 from django_filters import filters as base_filters
 from django_filters import rest_framework as filters
 from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema_field
 
-from ..models import Category, ChangeLogEntry, StockMovement, Widget
+from ..models import Category, ChangeLogEntry, Reservation, StockMovement, Widget
 
 TRUE_VALUES = {"true", "1", "yes"}
 FALSE_VALUES = {"false", "0", "no"}
@@ -182,10 +182,13 @@ class WidgetFilter(FilterSet):
     max_price = PriceFilter(field_name="price", lookup_expr="lte")
     min_stock = IntegerFilter(field_name="stock", lookup_expr="gte")
     max_stock = IntegerFilter(field_name="stock", lookup_expr="lte")
+    # ``available`` is stock - reserved, annotated by Widget.objects.with_availability().
+    min_available = IntegerFilter(field_name="available", lookup_expr="gte", label="Available at least")
+    max_available = IntegerFilter(field_name="available", lookup_expr="lte", label="Available at most")
     updated_after = UtcIsoDateTimeFilter(field_name="updated_at", lookup_expr="gte")
     updated_before = UtcIsoDateTimeFilter(field_name="updated_at", lookup_expr="lte")
     ordering = filters.OrderingFilter(
-        fields=["name", "sku", "stock", "price", "created_at", "updated_at", "id"]
+        fields=["name", "sku", "stock", "available", "price", "created_at", "updated_at", "id"]
     )
 
     class Meta:
@@ -198,8 +201,8 @@ class WidgetFilter(FilterSet):
         )
 
     def filter_low_stock(self, queryset, name, value):
-        low = Q(stock__lte=F("reorder_level"))
-        return queryset.filter(low if value else ~low)
+        # Available (stock - reserved) at or below the reorder level.
+        return queryset.low_stock() if value else queryset.not_low_stock()
 
 
 class StockMovementFilter(FilterSet):
@@ -224,3 +227,22 @@ class ChangeLogFilter(FilterSet):
     class Meta:
         model = ChangeLogEntry
         fields = ["object_type", "object_id", "user", "since"]
+
+
+class ReservationFilter(FilterSet):
+    status = filters.ChoiceFilter(
+        choices=[(state, state) for state in Reservation.STATES],
+        method="filter_status",
+        label="Status (expired: active and past expires_at)",
+    )
+    reference = TextFilter(field_name="reference", label="Reference (exact)")
+    # A number, not a model choice: a <select> of every widget would not scale.
+    widget = IntegerFilter(field_name="items__widget_id", label="Holds (or held) this widget")
+    created_by = TextFilter(field_name="created_by__username", label="Created by (username)")
+
+    class Meta:
+        model = Reservation
+        fields = ["status", "reference", "widget", "created_by"]
+
+    def filter_status(self, queryset, name, value):
+        return queryset.in_state(value)

@@ -24,8 +24,15 @@ from rest_framework.settings import api_settings
 from rest_framework.utils import html
 
 from .. import services
-from ..models import ApiToken, Category, ChangeLogEntry, StockMovement, Widget
-from ..services import MAX_BATCH_ITEMS, MAX_STOCK
+from ..models import ApiToken, Category, ChangeLogEntry, Reservation, ReservationItem, StockMovement, Widget
+from ..services import (
+    DEFAULT_TTL_SECONDS,
+    MAX_BATCH_ITEMS,
+    MAX_RESERVATION_ITEMS,
+    MAX_STOCK,
+    MAX_TTL_SECONDS,
+    MIN_TTL_SECONDS,
+)
 from ..validators import SKU_MESSAGE, category_name, multi_line, normalize_sku, one_line
 from .exceptions import ItemError
 
@@ -349,13 +356,19 @@ class WidgetSerializer(SharedFieldsMixin, ReadPlanMixin, StrictFieldsMixin, seri
         required=False,
         help_text="Initial stock on create. Afterwards read-only: use the adjust endpoint.",
     )
-    low_stock = serializers.BooleanField(read_only=True, help_text="stock <= reorder_level")
+    reserved = serializers.IntegerField(
+        read_only=True, help_text="Units held by active reservations (expired ones no longer count)."
+    )
+    available = serializers.IntegerField(
+        read_only=True, help_text="stock - reserved: the units that can be sold, written off or reserved."
+    )
+    low_stock = serializers.BooleanField(read_only=True, help_text="available <= reorder_level")
 
     class Meta:
         model = Widget
         fields = [
-            "id", "url", "sku", "name", "description", "category", "price", "stock",
-            "reorder_level", "low_stock", "is_active", "created_at", "updated_at",
+            "id", "url", "sku", "name", "description", "category", "price", "stock", "reserved",
+            "available", "reorder_level", "low_stock", "is_active", "created_at", "updated_at",
         ]
         read_only_fields = ["created_at", "updated_at"]
 
@@ -420,10 +433,9 @@ class BatchItemSerializer(AdjustmentSerializer):
     )
 
 
-class AdjustmentBatchSerializer(SharedFieldsMixin, serializers.Serializer):
-    """The body of ``POST /api/adjustments/``: applied all or nothing, in this order."""
-
-    items = BatchItemSerializer(many=True, min_length=1, max_length=MAX_BATCH_ITEMS)
+class FirstItemErrorMixin:
+    """A body with a list of ``items``: an invalid item is answered as an ``ItemError``
+    naming the first one (``index``) and its field, like a conflict with the stock."""
 
     def to_internal_value(self, data):
         try:
@@ -442,6 +454,12 @@ class AdjustmentBatchSerializer(SharedFieldsMixin, serializers.Serializer):
                     index=index, detail=f"{field}: {message}", code=message.code, field=field
                 ) from None
             raise
+
+
+class AdjustmentBatchSerializer(FirstItemErrorMixin, SharedFieldsMixin, serializers.Serializer):
+    """The body of ``POST /api/adjustments/``: applied all or nothing, in this order."""
+
+    items = BatchItemSerializer(many=True, min_length=1, max_length=MAX_BATCH_ITEMS)
 
 
 class BatchResultSerializer(SharedFieldsMixin, serializers.Serializer):
@@ -464,7 +482,95 @@ class ItemErrorSerializer(ErrorSerializer):
 
     index = serializers.IntegerField(help_text="0-based position of the first failing item.")
     field = serializers.CharField(required=False, help_text="The item's field at fault, when one is.")
-    available = serializers.IntegerField(required=False, help_text="Stock available, on 409.")
+    widget = serializers.IntegerField(required=False, help_text="The item's widget, on a reservation's 409.")
+    available = serializers.IntegerField(required=False, help_text="Units available (stock - reserved), on 409.")
+
+
+# --- Reservations ---------------------------------------------------------------------------
+
+
+class ReservationItemInputSerializer(SharedFieldsMixin, serializers.Serializer):
+    widget = StrictIntegerField(min_value=1, max_value=2**63 - 1, help_text="Widget id; each widget once.")
+    quantity = StrictIntegerField(min_value=1, max_value=MAX_STOCK, help_text="Units to hold.")
+
+
+class TtlField(StrictIntegerField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("help_text", f"Seconds to hold the units: {MIN_TTL_SECONDS}-{MAX_TTL_SECONDS}.")
+        super().__init__(min_value=MIN_TTL_SECONDS, max_value=MAX_TTL_SECONDS, **kwargs)
+
+
+class ReservationCreateSerializer(FirstItemErrorMixin, SharedFieldsMixin, serializers.Serializer):
+    """The body of ``POST /api/reservations/``: every item held, or none."""
+
+    reference = OneLineTextField(max_length=100, help_text="Your reference, e.g. the order number.")
+    ttl_seconds = TtlField(required=False, default=DEFAULT_TTL_SECONDS)
+    items = ReservationItemInputSerializer(many=True, min_length=1, max_length=MAX_RESERVATION_ITEMS)
+
+    def validate_items(self, items):
+        seen = set()
+        for index, item in enumerate(items):
+            if item["widget"] in seen:
+                raise ItemError(
+                    index=index, detail=f"widget: widget {item['widget']} appears more than once.",
+                    code="duplicate_widget", field="widget",
+                )
+            seen.add(item["widget"])
+        return items
+
+
+class ReservationExtendSerializer(SharedFieldsMixin, serializers.Serializer):
+    """The body of ``POST /api/reservations/{id}/extend/``."""
+
+    ttl_seconds = TtlField(
+        help_text=(
+            f"Hold until this many seconds from now ({MIN_TTL_SECONDS}-{MAX_TTL_SECONDS}); "
+            "a later expires_at is kept: an extension never shortens."
+        )
+    )
+
+
+class ReservationItemSerializer(SharedFieldsMixin, serializers.ModelSerializer):
+    widget = serializers.IntegerField(source="widget_id", read_only=True)
+
+    class Meta:
+        model = ReservationItem
+        fields = ["widget", "quantity"]
+        read_only_fields = fields
+
+
+class ReservationSerializer(SharedFieldsMixin, serializers.ModelSerializer):
+    serializer_field_mapping = FIELD_MAPPING
+    status = serializers.ChoiceField(
+        choices=Reservation.STATES,
+        source="state",
+        read_only=True,
+        help_text="active, committed, released, or expired: active and past expires_at (holds nothing).",
+    )
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    items = ReservationItemSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Reservation
+        fields = ["id", "reference", "status", "created_at", "expires_at", "closed_at", "items", "created_by"]
+        read_only_fields = fields
+        extra_kwargs = {"closed_at": {"help_text": "When it was committed or released."}}
+
+
+class CommittedReservationSerializer(ReservationSerializer):
+    """A reservation just committed, with the ``sold`` movements it wrote."""
+
+    movements = StockMovementSerializer(many=True, read_only=True)
+
+    class Meta(ReservationSerializer.Meta):
+        fields = [*ReservationSerializer.Meta.fields, "movements"]
+        read_only_fields = fields
+
+
+class ReservationConflictSerializer(ErrorSerializer):
+    """A reservation that cannot be committed, released or extended."""
+
+    status = serializers.ChoiceField(choices=Reservation.STATES, help_text="The reservation's status now.")
 
 
 # --- Tokens -------------------------------------------------------------------------------------

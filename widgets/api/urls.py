@@ -10,6 +10,7 @@ router.register("movements", views.StockMovementViewSet)
 router.register("changes", views.ChangeLogViewSet)
 router.register("auth/tokens", views.ApiTokenViewSet, basename="apitoken")
 router.register("adjustments", views.AdjustmentBatchViewSet, basename="adjustment")
+router.register("reservations", views.ReservationViewSet)
 
 urlpatterns = [
     path("auth/token/", views.TokenIssueView.as_view(), name="token-issue"),

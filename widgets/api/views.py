@@ -13,9 +13,9 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from .. import services
-from ..models import ApiToken, Category, ChangeLogEntry, StockMovement, Widget
+from ..models import ApiToken, Category, ChangeLogEntry, Reservation, StockMovement, Widget
 from .conditional import ConditionalMixin, etag_for
-from .filters import CategoryFilter, ChangeLogFilter, StockMovementFilter, WidgetFilter
+from .filters import CategoryFilter, ChangeLogFilter, ReservationFilter, StockMovementFilter, WidgetFilter
 from .idempotency import IdempotentMixin
 from .permissions import HasPermission, IsAuthenticated
 from .renderers import WidgetCSVRenderer
@@ -27,10 +27,15 @@ from .serializers import (
     BatchResultSerializer,
     CategorySerializer,
     ChangeLogEntrySerializer,
+    CommittedReservationSerializer,
     ErrorSerializer,
     InsufficientStockSerializer,
     IssuedTokenSerializer,
     ItemErrorSerializer,
+    ReservationConflictSerializer,
+    ReservationCreateSerializer,
+    ReservationExtendSerializer,
+    ReservationSerializer,
     StockMovementSerializer,
     TokenRequestSerializer,
     WidgetSerializer,
@@ -90,7 +95,8 @@ class CategoryViewSet(ConditionalMixin, viewsets.ModelViewSet):
                 description=(
                     "`csv` streams every matching widget (same filters and ordering, no "
                     "pagination) in the import layout: sku, name, description, category "
-                    "(slug), price, reorder_level, is_active, stock."
+                    "(slug), price, reorder_level, is_active, stock; then reserved and "
+                    "available (export only: an import ignores them)."
                 ),
             )
         ],
@@ -110,11 +116,15 @@ class WidgetViewSet(IdempotentMixin, ConditionalMixin, viewsets.ModelViewSet):
     filterset_class = WidgetFilter
 
     def get_queryset(self):
-        queryset = super().get_queryset()
         if self.action == "movements":
             # The nested list is /api/movements/ narrowed to this widget.
-            queryset = queryset.filter(widget_id=self.kwargs.get("pk"))
-        return queryset
+            return super().get_queryset().filter(widget_id=self.kwargs.get("pk"))
+        # Built for each request: ``reserved`` is counted at this request's time.
+        return Widget.objects.with_availability()
+
+    def etag(self, instance) -> str:
+        # The representation shows the units reserved: they are part of the tag.
+        return etag_for(instance.version, instance.reserved)
 
     def get_renderers(self):
         # CSV is offered by the list only; ?format=csv elsewhere is a 404.
@@ -173,7 +183,10 @@ class WidgetViewSet(IdempotentMixin, ConditionalMixin, viewsets.ModelViewSet):
             201: StockMovementSerializer,
             409: OpenApiResponse(
                 InsufficientStockSerializer,
-                description="Not enough stock (nothing written), or the same Idempotency-Key is in flight.",
+                description=(
+                    "Not enough units available (stock - reserved; nothing written), "
+                    "or the same Idempotency-Key is in flight."
+                ),
             ),
             **IDEMPOTENT_RESPONSES,
         },
@@ -195,7 +208,7 @@ class WidgetViewSet(IdempotentMixin, ConditionalMixin, viewsets.ModelViewSet):
         return Response(
             StockMovementSerializer(movement).data,
             status=status.HTTP_201_CREATED,
-            headers={"ETag": etag_for(movement.widget.version)},
+            headers={"ETag": etag_for(movement.widget.version, movement.widget.reserved)},
         )
 
     @extend_schema(responses=StockMovementSerializer(many=True), filters=True)
@@ -240,8 +253,8 @@ class StockMovementViewSet(viewsets.ReadOnlyModelViewSet):
             ),
             409: OpenApiResponse(
                 ItemErrorSerializer,
-                description="An item would oversell (`index` names the first; nothing applied), "
-                "or the same Idempotency-Key is in flight.",
+                description="An item would take more than is available, stock - reserved (`index` "
+                "names the first; nothing applied), or the same Idempotency-Key is in flight.",
             ),
             **IDEMPOTENT_RESPONSES,
         },
@@ -264,8 +277,116 @@ class AdjustmentBatchViewSet(IdempotentMixin, viewsets.GenericViewSet):
         )
 
 
+RESERVATION_CONFLICT = OpenApiResponse(
+    ReservationConflictSerializer,
+    description=(
+        "The reservation is not active: `reservation_expired` (active, but past expires_at) or "
+        "`reservation_not_active` (committed or released); or the same Idempotency-Key is in flight. "
+        "Nothing was changed."
+    ),
+)
+
+
+@extend_schema_view(
+    create=extend_schema(
+        request=ReservationCreateSerializer,
+        parameters=IDEMPOTENT,
+        responses={
+            201: ReservationSerializer,
+            400: OpenApiResponse(
+                {"anyOf": [{"$ref": "#/components/schemas/ItemError"}, VALIDATION_ERROR]},
+                description=(
+                    "An item is invalid, names a widget twice or a widget that does not exist "
+                    "(`{detail, code, index, field}`, `index` naming the first), or another part "
+                    "of the request is (`{field: [messages]}`); nothing held."
+                ),
+            ),
+            409: OpenApiResponse(
+                ItemErrorSerializer,
+                description=(
+                    "An item asks for more than is available (`insufficient_stock` with `index`, "
+                    "`widget` and `available`; nothing held), or the same Idempotency-Key is in flight."
+                ),
+            ),
+            **IDEMPOTENT_RESPONSES,
+        },
+    ),
+)
+class ReservationViewSet(
+    IdempotentMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
+):
+    """Units held for an order until ``expires_at``, then committed (sold) or released;
+    newest first. An active reservation past ``expires_at`` is ``expired`` and holds nothing."""
+
+    idempotent_actions = ("create", "commit", "release", "extend")
+    queryset = Reservation.objects.select_related("created_by").prefetch_related("items")
+    lookup_value_regex = r"[0-9]+"
+    serializer_class = ReservationSerializer
+    filterset_class = ReservationFilter
+
+    def get_serializer_class(self):
+        return ReservationCreateSerializer if self.action == "create" else ReservationSerializer
+
+    def create(self, request, *args, **kwargs):
+        """Hold 1-100 items for ttl_seconds (60-86400, default 900): all of them, or none."""
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        reservation = services.create_reservation(user=request.user, **serializer.validated_data)
+        return Response(
+            ReservationSerializer(reservation, context=self.get_serializer_context()).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+    @extend_schema(
+        request=None,
+        parameters=IDEMPOTENT,
+        responses={201: CommittedReservationSerializer, 409: RESERVATION_CONFLICT, **IDEMPOTENT_RESPONSES},
+    )
+    @action(detail=True, methods=["post"], permission_classes=[HasPermission.of("widgets.change_reservation")])
+    def commit(self, request, pk=None, format=None):
+        """Sell what the reservation holds: one `sold` movement per item, all in one transaction."""
+        reservation, movements = services.commit_reservation(reservation_id=pk, user=request.user)
+        reservation.movements = movements
+        return Response(
+            CommittedReservationSerializer(reservation, context=self.get_serializer_context()).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+    @extend_schema(
+        request=None,
+        parameters=IDEMPOTENT,
+        responses={200: ReservationSerializer, 409: RESERVATION_CONFLICT, **IDEMPOTENT_RESPONSES},
+    )
+    @action(detail=True, methods=["post"], permission_classes=[HasPermission.of("widgets.change_reservation")])
+    def release(self, request, pk=None, format=None):
+        """Give the held units back; the reservation becomes `released`."""
+        reservation = services.release_reservation(reservation_id=pk, user=request.user)
+        return Response(ReservationSerializer(reservation, context=self.get_serializer_context()).data)
+
+    @extend_schema(
+        request=ReservationExtendSerializer,
+        parameters=IDEMPOTENT,
+        responses={200: ReservationSerializer, 409: RESERVATION_CONFLICT, **IDEMPOTENT_RESPONSES},
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        serializer_class=ReservationExtendSerializer,
+        permission_classes=[HasPermission.of("widgets.change_reservation")],
+    )
+    def extend(self, request, pk=None, format=None):
+        """Hold the units until ttl_seconds from now (never shortens the hold)."""
+        serializer = ReservationExtendSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        reservation = services.extend_reservation(
+            reservation_id=pk, user=request.user, ttl_seconds=serializer.validated_data["ttl_seconds"]
+        )
+        return Response(ReservationSerializer(reservation, context=self.get_serializer_context()).data)
+
+
 class ChangeLogViewSet(viewsets.ReadOnlyModelViewSet):
-    """Who created, changed or deleted which widget or category, newest first.
+    """Who created, changed or deleted which widget or category, and who reserved stock or
+    committed, released or extended a reservation; newest first.
 
     Stock adjustments are not here: the ledger (``/api/movements/``) is their log.
     """

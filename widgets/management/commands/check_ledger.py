@@ -6,7 +6,8 @@ from widgets.models import Widget
 class Command(BaseCommand):
     help = (
         "Verify the ledger invariant: every widget's stock equals the sum of its movements "
-        "and its newest movement's stock_after. Exits non-zero listing the widgets that break it."
+        "and its newest movement's stock_after; and that no widget has more units reserved "
+        "than in stock. Exits non-zero listing the widgets that break either."
     )
 
     def handle(self, *args, **options):
@@ -16,4 +17,12 @@ class Command(BaseCommand):
         if broken:
             lines = [f"  widget {pk} ({sku}): stock {stock}, ledger {total}" for pk, sku, stock, total in broken]
             raise CommandError("Ledger invariant broken:\n" + "\n".join(lines))
-        self.stdout.write(f"Ledger invariant holds for {Widget.objects.count()} widgets.")
+        over = list(
+            Widget.objects.filter(pk__in=Widget.objects.over_reserved().values("pk"))
+            .with_availability()
+            .values_list("pk", "sku", "stock", "reserved")[:50]
+        )
+        if over:
+            lines = [f"  widget {pk} ({sku}): stock {stock}, reserved {reserved}" for pk, sku, stock, reserved in over]
+            raise CommandError("More reserved than in stock:\n" + "\n".join(lines))
+        self.stdout.write(f"Ledger invariant holds for {Widget.objects.count()} widgets; none is over-reserved.")
