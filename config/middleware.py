@@ -1,13 +1,13 @@
-"""Project-wide middleware: the per-request log line and the load balancer's health check."""
+"""Project-wide middleware: the per-request log line, JSON errors for API clients and the
+load balancer's health check."""
 import logging
 import re
 import time
 import uuid
-
 from django.utils.functional import empty
 
 from config.logs import current_request_id
-from widgets.views import healthz
+from widgets.views import healthz, json_error, wants_json
 
 access_log = logging.getLogger("access")
 
@@ -78,3 +78,36 @@ class HealthCheckMiddleware:
         if request.path_info == "/healthz" and request.method in ("GET", "HEAD"):
             return healthz(request)
         return self.get_response(request)
+
+
+class ApiJsonErrorsMiddleware:
+    """Every error under ``/api/`` is JSON for an API client, whatever DEBUG says.
+
+    The project's error handlers (config/urls.py) answer JSON only with DEBUG off: with DEBUG
+    on, Django answers an unknown URL or an uncaught exception with its HTML debug page (which
+    lists every URL pattern), and views outside DRF (the docs pages) answer a method they do
+    not offer with an empty 405, and the HTML-only docs pages a text/html 406. So an
+    error response in HTML or plain text is replaced here by ``{"detail", "code"}`` with the
+    same status and headers, unless the client asked for HTML (a browser, the browsable API).
+    Other formats (a CSV export's error) were negotiated with the client and are left alone. The exception itself was already logged with its
+    traceback by Django's handler. Sits near the top, so that it sees the errors of every
+    middleware below it too.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            response.status_code >= 400
+            and response.get("Content-Type", "").startswith(("text/html", "text/plain"))
+            and wants_json(request)
+        ):
+            replacement = json_error(request, response.status_code)
+            for header in ("Allow", "Retry-After", "WWW-Authenticate", "Vary"):
+                if header in response:
+                    replacement[header] = response[header]
+            return replacement
+        return response
+

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.middleware.RequestLogMiddleware",  # outermost: times and logs every request
+    "config.middleware.ApiJsonErrorsMiddleware",  # JSON errors under /api/ whatever DEBUG says
     "django.middleware.security.SecurityMiddleware",
     "config.middleware.HealthCheckMiddleware",  # before CommonMiddleware validates the Host
     "whitenoise.middleware.WhiteNoiseMiddleware",
