@@ -4,6 +4,7 @@ database, the load balancer's health check, and the JSON request log.
 Settings are read once per process, so the settings tests start a fresh interpreter with
 the environment under test; the rest go through HTTP with the test client.
 """
+import ast
 import copy
 import io
 import json
@@ -14,7 +15,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from tests.conftest import make_user, postgres_only, token_client
-from tests.processes import manage, run_python
+from tests.processes import ROOT, manage, run_python
 
 RDS = {
     "RDS_HOSTNAME": "widgets.abc123.eu-west-1.rds.amazonaws.com",
@@ -308,3 +309,24 @@ class TestSecretKeyRotation:
         settings.SECRET_KEY_FALLBACKS = [old_key] if fallbacks else []
 
         assert client.get("/api/widgets/").status_code == status
+
+
+class TestDeploymentRehearsal:
+    def test_every_check_across_instances_runs_unconditionally(self):
+        """`make deploy-check` (deploy/check.py) once skipped checks for features that had not
+        landed yet; they all have, so a missing one must fail the rehearsal, not skip."""
+        tree = ast.parse((ROOT / "deploy" / "check.py").read_text())
+        scale_out = next(node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "scale_out")
+        called = [
+            node.value.func.attr
+            for node in scale_out.body
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute)
+        ]
+
+        assert [name for name in called if name.endswith("_across_instances")] == [
+            "check_session_across_instances",
+            "check_login_throttle_across_instances",
+            "check_idempotency_across_instances",
+            "check_cache_across_instances",
+        ]
+        assert not [node for node in ast.walk(scale_out) if isinstance(node, ast.If)]
