@@ -8,7 +8,7 @@ import os
 
 from config.env import env  # a bad value stops start-up naming the variable
 
-bind = f"{os.environ.get('GUNICORN_HOST', '127.0.0.1')}:{env.int('PORT', default=8000, minimum=1, what='a port number')}"
+bind = f"{os.environ.get('GUNICORN_HOST', '127.0.0.1')}:{env.int('PORT', default=8000, minimum=1, what='a port')}"
 
 # One request at a time per process, and two processes per core (plus one). The requests are
 # CPU-bound Python (a widget page spends far longer in Python than waiting for PostgreSQL), so

@@ -4,6 +4,7 @@ import logging
 import re
 import time
 import uuid
+
 from django.utils.functional import empty
 
 from config.logs import current_request_id
@@ -85,13 +86,13 @@ class ApiJsonErrorsMiddleware:
 
     The project's error handlers (config/urls.py) answer JSON only with DEBUG off: with DEBUG
     on, Django answers an unknown URL or an uncaught exception with its HTML debug page (which
-    lists every URL pattern), and views outside DRF (the docs pages) answer a method they do
-    not offer with an empty 405, and the HTML-only docs pages a text/html 406. So an
-    error response in HTML or plain text is replaced here by ``{"detail", "code"}`` with the
-    same status and headers, unless the client asked for HTML (a browser, the browsable API).
-    Other formats (a CSV export's error) were negotiated with the client and are left alone. The exception itself was already logged with its
-    traceback by Django's handler. Sits near the top, so that it sees the errors of every
-    middleware below it too.
+    lists every URL pattern). Views that are HTML only (the docs pages) answer an API client
+    with a text/html 406, and a view outside DRF a method it does not offer with an empty 405.
+    So an error response in HTML or plain text is replaced here by ``{"detail", "code"}`` with
+    the same status and headers, unless the client asked for HTML (a browser, the browsable
+    API). Other formats (a CSV export's error) were negotiated with the client and are left
+    alone. The exception itself was already logged, with its traceback, by Django's handler.
+    Sits near the top, so that it sees the errors of every middleware below it too.
     """
 
     def __init__(self, get_response):

@@ -90,8 +90,18 @@ def http(method, url, body=None, token=None, forwarded_for=None):
 
 def gunicorn(port: int) -> list[str]:
     """The production server: gunicorn, one worker with two threads."""
-    return [sys.executable, "-m", "gunicorn", "config.wsgi:application",
-            "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "2"]
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "config.wsgi:application",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        "1",
+        "--threads",
+        "2",
+    ]
 
 
 def runserver(port: int) -> list[str]:

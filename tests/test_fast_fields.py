@@ -64,7 +64,10 @@ ADJUSTMENTS = [
 # Input each serializer validates, besides what it renders.
 INPUTS = {
     "AdjustmentSerializer": ADJUSTMENTS,
-    "BatchItemSerializer": [{**item, "widget": 1} for item in ADJUSTMENTS] + [{"widget": 0, "delta": 1, "reason": "sold"}],
+    "BatchItemSerializer": [
+        *({**item, "widget": 1} for item in ADJUSTMENTS),
+        {"widget": 0, "delta": 1, "reason": "sold"},
+    ],
     "AdjustmentBatchSerializer": [
         {"items": [{"widget": 1, "delta": 1, "reason": "received"}, {"widget": 2, "delta": -1, "reason": "sold"}]},
         {"items": []},

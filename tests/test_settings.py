@@ -84,7 +84,10 @@ def local_env_file(tmp_path):
     """The .env that `make run` writes, made by the Makefile's own rule in an empty folder."""
     result = subprocess.run(
         ["make", "-s", "-C", str(tmp_path), "-f", str(ROOT / "Makefile"), ".env"],
-        capture_output=True, text=True, timeout=60, env=project_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=project_env(),
     )
     assert result.returncode == 0, result.stderr
     return tmp_path / ".env"

@@ -14,6 +14,7 @@ make that cheaper without changing a byte of the output:
 ``plain_drf()`` (every piece falls back to DRF's own code) and requires identical output
 from every serializer that uses them.
 """
+
 import contextlib
 import copy
 import datetime
@@ -79,7 +80,7 @@ class DateTimeField(serializers.DateTimeField):
             utc_iso = self._utc_iso = (
                 isinstance(output_format, str) and output_format.lower() == ISO_8601 and str(self.timezone) == "UTC"
             )
-        if utc_iso and type(value) is datetime.datetime and value.tzinfo is datetime.timezone.utc:
+        if utc_iso and type(value) is datetime.datetime and value.tzinfo is datetime.UTC:
             # What DRF writes after converting to the (UTC) output zone: +00:00 as Z.
             return f"{value.isoformat()[:-6]}Z"
         return super().to_representation(value)
@@ -151,6 +152,7 @@ def _own(field, name):
     """The function behind ``field.name`` (a method as its class defines it)."""
     return getattr(type(field), name)
 
+
 class ReadPlanMixin:
     """DRF's ``to_representation`` with the per-field decisions made once per
     serializer instead of once per row: which fields are readable and, for fields that
@@ -212,7 +214,9 @@ class ReadPlanMixin:
                 _own(field, "get_attribute") is serializers.RelatedField.get_attribute
                 and _own(field, "to_representation") is serializers.PrimaryKeyRelatedField.to_representation
                 and field.pk_field is None
-                and model_field is not None and model_field.many_to_one and model_field.concrete
+                and model_field is not None
+                and model_field.many_to_one
+                and model_field.concrete
             ):
                 return (field.field_name, model_field.attname, _unchanged)
             return slow
@@ -227,5 +231,3 @@ class ReadPlanMixin:
         if model_field.is_relation or not model_field.concrete:
             return slow
         return (field.field_name, source, PLAIN_OUTPUT.get(_own(field, "to_representation")))
-
-

@@ -2,8 +2,8 @@
 
 Input types are strict, so what the OpenAPI schema says is exactly what is accepted:
 text must be a JSON string (no control characters, not only whitespace; stored verbatim),
-a boolean a JSON boolean, a price a decimal string or an integer, an integer a JSON integer. HTML forms of the browsable API send only text and
-keep DRF's coercions.
+a boolean a JSON boolean, a price a decimal string or an integer, an integer a JSON integer.
+HTML forms of the browsable API send only text and keep DRF's coercions.
 
 The speed-ups these serializers use (fields built once per class, a read plan, cheaper URL
 and date-time fields) live in fast_fields.py, with a test comparing their output to DRF's.
