@@ -42,8 +42,9 @@ class Env(environ.Env):
     """django-environ's ``Env`` with strict booleans and errors that name the variable.
 
     django-environ reads any unknown word as false for a boolean (``DEBUG=maybe`` would
-    turn DEBUG off silently) and lets ``int()``'s error through without the variable's
-    name; here both stop start-up with ``NAME must be ..., not 'value'``. An empty value
+    turn DEBUG off silently), lets ``int()``'s error through without the variable's name and
+    reads ``$NAME`` as a reference to another variable; here the first two stop start-up
+    with ``NAME must be ..., not 'value'`` and a value is taken as it is. An empty value
     counts as unset.
     """
 
@@ -51,11 +52,14 @@ class Env(environ.Env):
         return self.ENVIRON.get(var, "")
 
     def str(self, var, default=environ.Env.NOTSET, multiline=False):
-        if not self._raw(var):
+        # The value as it is: django-environ would read a value starting with "$" as the name
+        # of another variable, and a secret key or password may well start with one.
+        value = self._raw(var)
+        if not value:
             if default is self.NOTSET:
                 raise SettingsError(f"{var} is not set.")
             return default
-        return super().str(var, default=default, multiline=multiline)
+        return value
 
     def bool(self, var, default=environ.Env.NOTSET):
         raw = self._raw(var)

@@ -29,6 +29,14 @@ class TestSecretKey:
     def test_empty_secret_key_is_refused_too(self):
         assert "DJANGO_SECRET_KEY is not set" in one_line_error(manage("check", DJANGO_SECRET_KEY=""))
 
+    def test_a_secret_key_starting_with_a_dollar_is_taken_as_it_is(self):
+        result = run_python(
+            "-c", "from django.conf import settings; print(settings.SECRET_KEY)", DJANGO_SECRET_KEY="$ecret" + "x" * 50
+        )
+
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "$ecret" + "x" * 50
+
     def test_with_a_secret_key_the_production_defaults_pass_the_system_check(self):
         result = manage("check")
 
