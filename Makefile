@@ -4,12 +4,12 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-SECRET_FILE := .local/secret_key
+ENV_FILE := .env
 HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_WIDGETS ?= 500
 
-.PHONY: run test install migrate clean deploy-check reliability
+.PHONY: run test lint admin-password install migrate clean deploy-check reliability
 
 install: $(VENV)/.installed
 
@@ -19,25 +19,40 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# A local, never-committed secret key for `make run`.
-$(SECRET_FILE):
-	mkdir -p $(dir $@)
-	$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
+# Local settings for every manage.py command (config/env.py): DEBUG on and a local secret key,
+# in a git-ignored .env written once (a key from the older .local/secret_key is kept, so
+# tokens issued with it stay valid). Variables set in the environment win over the file.
+$(ENV_FILE):
+	@umask 077 && { \
+	  echo "# Local development settings, written by make run. Never commit or deploy this file."; \
+	  echo "DJANGO_DEBUG=1"; \
+	  echo "DJANGO_SECRET_KEY=$$(cat .local/secret_key 2>/dev/null || $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')"; \
+	} > $@
+	@echo "Wrote $@ (DEBUG on, a local secret key): manage.py reads it."
 
-run: export DJANGO_DEBUG = 1
-run: export DJANGO_SECRET_KEY = $(shell cat $(SECRET_FILE) 2>/dev/null)
-run: install $(SECRET_FILE)
+run: install $(ENV_FILE)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_widgets --count $(DEMO_WIDGETS) --if-empty
 	@$(BIN)/python manage.py ensure_local_admin
 	@echo "Serving http://$(HOST):$(PORT)/  (API /api/, admin /admin/, docs /api/docs/)"
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
 
+# A new random password for the local admin, printed (`manage.py changepassword admin` lets
+# you choose one instead).
+admin-password: install $(ENV_FILE)
+	@$(BIN)/python manage.py ensure_local_admin --reset-password
+
 # The suite runs on SQLite by default; set DATABASE_URL to run it on PostgreSQL and
 # REDIS_URL for the Redis tests. A throwaway secret key is generated per run.
 test: install
 	DJANGO_SECRET_KEY=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))') \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff (pyproject.toml): the rules and the formatting CI requires. `ruff format` and
+# `ruff check --fix` make most of the changes it asks for.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The full reliability runs (docs/RELIABILITY.md): schemathesis on every operation, 60 s of
 # load, a database outage plus a killed worker under 40 s of load, and read replicas (a private
@@ -50,7 +65,7 @@ reliability: install
 	$(BIN)/python tests/reliability/replicas.py
 
 clean:
-	rm -rf $(VENV) .local db.sqlite3 staticfiles .pytest_cache
+	rm -rf $(VENV) .local $(ENV_FILE) db.sqlite3 staticfiles .pytest_cache
 
 # --- Benchmark (bench/README.md): not part of `make test`. Needs PostgreSQL, Redis and wrk.
 .PHONY: bench bench-quick

@@ -7,31 +7,32 @@ import multiprocessing
 import os
 
 from config import gunicorn_errors
+from config.env import env  # a bad value stops start-up naming the variable
 
-bind = f"{os.environ.get('GUNICORN_HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+bind = f"{os.environ.get('GUNICORN_HOST', '127.0.0.1')}:{env.int('PORT', default=8000, minimum=1, what='a port')}"
 
 # One request at a time per process, and two processes per core (plus one). The requests are
 # CPU-bound Python (a widget page spends far longer in Python than waiting for PostgreSQL), so
 # threads in a process would mostly queue for the GIL: measured with bench/ at 8 connections,
 # 4 threads per worker gave the same requests/s as 1 but a p99 latency 2-3x higher (bench/RESULTS.md).
 # gthread with one thread still keeps idle keep-alive connections off the worker.
-workers = int(os.environ.get("GUNICORN_WORKERS", 2 * multiprocessing.cpu_count() + 1))
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+workers = env.int("GUNICORN_WORKERS", default=2 * multiprocessing.cpu_count() + 1, minimum=1)
+threads = env.int("GUNICORN_THREADS", default=1, minimum=1)
 
 # A request that runs longer than this is killed (the worker is replaced); the ALB's idle
 # timeout is 60 s, so a client gets a clear 502 from us rather than a hang.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+timeout = env.int("GUNICORN_TIMEOUT", default=30, minimum=0)
 # On SIGTERM (deployments, scale-in) in-flight requests get this long to finish; it is under
 # the target group's deregistration delay (30 s, .ebextensions/01_options.config).
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "25"))
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))  # above nginx's upstream keep-alive
+graceful_timeout = env.int("GUNICORN_GRACEFUL_TIMEOUT", default=25, minimum=0)
+keepalive = env.int("GUNICORN_KEEPALIVE", default=75, minimum=0)  # above nginx's upstream keep-alive
 
 # Recycle workers now and then so a slow leak cannot grow forever; the jitter keeps them from
 # all restarting at once.
 # At a few hundred requests/s per worker, every ~30 s or more (a fresh worker starts with cold
 # caches: its token look-ups, database connection and serializer fields).
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "10000"))
-max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "1000"))
+max_requests = env.int("GUNICORN_MAX_REQUESTS", default=10000, minimum=0)
+max_requests_jitter = env.int("GUNICORN_MAX_REQUESTS_JITTER", default=1000, minimum=0)
 
 # Logs: gunicorn's own messages (start, worker timeouts) go to stderr as JSON lines like the
 # application's (config/logs.py). The access log is the application's: one JSON line per request
@@ -61,4 +62,4 @@ preload_app = True
 # request) as JSON, like every other error (config/gunicorn_errors.py). The request line may be
 # as long as gunicorn allows; the app refuses a URL over MAX_URL_BYTES itself, as JSON.
 gunicorn_errors.install()
-limit_request_line = int(os.environ.get("GUNICORN_LIMIT_REQUEST_LINE", "8190"))
+limit_request_line = env.int("GUNICORN_LIMIT_REQUEST_LINE", default=8190, minimum=0)

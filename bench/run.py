@@ -174,6 +174,7 @@ def main():
     env = {
         **os.environ,
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DJANGO_ENV_FILE": "",  # production settings, never a developer's local .env
         "DATABASE_URL": db_url,
         "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6"),
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost,testserver",

@@ -1,16 +1,16 @@
-"""Project-wide middleware: the per-request log line and the load balancer's health check."""
-import json
+"""Project-wide middleware: the per-request log line, JSON errors for API clients (also for
+over-long URLs and headers) and the load balancer's health check."""
 import logging
 import re
 import time
 import uuid
 
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import JsonResponse
 from django.utils.functional import empty
 
 from config.logs import current_request_id
-from widgets.views import healthz
+from widgets.views import healthz, json_error, wants_json
 
 access_log = logging.getLogger("access")
 
@@ -83,6 +83,38 @@ class HealthCheckMiddleware:
         return self.get_response(request)
 
 
+class ApiJsonErrorsMiddleware:
+    """Every error under ``/api/`` is JSON for an API client, whatever DEBUG says.
+
+    The project's error handlers (config/urls.py) answer JSON only with DEBUG off: with DEBUG
+    on, Django answers an unknown URL or an uncaught exception with its HTML debug page (which
+    lists every URL pattern). Views that are HTML only (the docs pages) answer an API client
+    with a text/html 406, and a view outside DRF a method it does not offer with an empty 405.
+    So an error response in HTML or plain text is replaced here by ``{"detail", "code"}`` with
+    the same status and headers, unless the client asked for HTML (a browser, the browsable
+    API). Other formats (a CSV export's error) were negotiated with the client and are left
+    alone. The exception itself was already logged, with its traceback, by Django's handler.
+    Sits near the top, so that it sees the errors of every middleware below it too.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            response.status_code >= 400
+            and response.get("Content-Type", "").startswith(("text/html", "text/plain"))
+            and wants_json(request)
+        ):
+            replacement = json_error(request, response.status_code)
+            for header in ("Allow", "Retry-After", "WWW-Authenticate", "Vary"):
+                if header in response:
+                    replacement[header] = response[header]
+            return replacement
+        return response
+
+
 class RequestSizeMiddleware:
     """Refuses an over-long URL (414) or header field (431) with a small JSON body.
 
@@ -100,16 +132,14 @@ class RequestSizeMiddleware:
         meta = request.META
         limit = settings.MAX_URL_BYTES
         if len(meta.get("PATH_INFO", "")) + len(meta.get("QUERY_STRING", "")) > limit:
-            return json_error(414, f"The URL is longer than {limit} bytes.", "uri_too_long")
+            return size_error(414, f"The URL is longer than {limit} bytes.", "uri_too_long")
         limit = settings.MAX_HEADER_BYTES
         for name, value in meta.items():
             if name.startswith("HTTP_") and len(value) > limit:
                 header = name[5:].replace("_", "-").title()
-                return json_error(431, f"The {header} header is longer than {limit} bytes.", "header_too_large")
+                return size_error(431, f"The {header} header is longer than {limit} bytes.", "header_too_large")
         return self.get_response(request)
 
 
-def json_error(status: int, detail: str, code: str) -> HttpResponse:
-    response = HttpResponse(json.dumps({"detail": detail, "code": code}), status=status, content_type="application/json")
-    response["Content-Length"] = str(len(response.content))
-    return response
+def size_error(status: int, detail: str, code: str) -> JsonResponse:
+    return JsonResponse({"detail": detail, "code": code}, status=status)

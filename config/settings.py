@@ -1,48 +1,36 @@
 """
 Settings for Widget Inventory, read from the environment once at start-up.
 
-Every knob is an environment variable; the README lists them all. Outside
-`make run` (which turns DEBUG on) the defaults are the production ones: DEBUG off
-and a secret key that must be provided.
+Every knob is an environment variable (docs/configuration.md lists them all), read through
+``config.env.env``: a missing or malformed value stops start-up with one line naming the
+variable. The defaults are the production ones: DEBUG off and a secret key that must be
+provided. Locally, ``make run`` writes a git-ignored ``.env`` (DEBUG on, a local secret key)
+that ``manage.py`` reads; the web server and the test suite never read it (config/env.py).
 """
-import os
-import re
+
 from pathlib import Path
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
+
+from config.env import SettingsError, env
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+# --- Core ---------------------------------------------------------------------------------
 
-def env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    if value.lower() in {"1", "true", "yes", "on"}:
-        return True
-    if value.lower() in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be a boolean (true/false/1/0), not {value!r}.")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
 
-
-def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
-
-
-# --- Core -------------------------------------------------------------------------
-
-DEBUG = env_bool("DJANGO_DEBUG", default=False)
-
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
-    raise ImproperlyConfigured(
-        "DJANGO_SECRET_KEY is not set. Set it to a long random string "
-        "(python -c 'import secrets; print(secrets.token_urlsafe(50))'); "
-        "`make run` and `make test` generate a local one for you."
+    raise SettingsError(
+        "DJANGO_SECRET_KEY is not set. Locally, `make run` writes one to .env; elsewhere set it to a "
+        "long random string (python -c 'import secrets; print(secrets.token_urlsafe(50))')."
     )
+# While the secret key is rotated, the previous key(s) still verify sessions and signed values
+# (comma-separated); drop them once sessions signed with them have expired (docs/deploy.md).
+SECRET_KEY_FALLBACKS = env.list("DJANGO_SECRET_KEY_FALLBACKS", default="")
 
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default="localhost,127.0.0.1,[::1]")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -60,6 +48,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "config.middleware.RequestLogMiddleware",  # outermost: times and logs every request
+    "config.middleware.ApiJsonErrorsMiddleware",  # JSON errors under /api/ whatever DEBUG says
     "config.middleware.RequestSizeMiddleware",  # an over-long URL or header: 414/431 as JSON
     "django.middleware.security.SecurityMiddleware",
     "config.middleware.HealthCheckMiddleware",  # before CommonMiddleware validates the Host
@@ -91,66 +80,114 @@ TEMPLATES = [
     },
 ]
 
-# --- Database -----------------------------------------------------------------------
-# SQLite file by default (the embedded default); PostgreSQL through DATABASE_URL,
-# with persistent connections that are health-checked before reuse.
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
 
-DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=int(os.environ.get("DJANGO_CONN_MAX_AGE", "600")),
-        conn_health_checks=True,
-    )
-}
+# --- Database -----------------------------------------------------------------------------
+# A SQLite file by default; PostgreSQL through DATABASE_URL or, on Elastic Beanstalk with an
+# attached RDS instance, the RDS_* variables (an explicit DATABASE_URL wins over them).
+# Connections persist and are health-checked before reuse. DJANGO_DB_SSLMODE is libpq's
+# sslmode (`require` encrypts; `verify-full` also checks the server's certificate against
+# DJANGO_DB_SSLROOTCERT, e.g. the RDS CA bundle). A database that does not answer fails the
+# request within the connect timeout (503 under /api/) instead of hanging a worker.
+
+CONN_MAX_AGE = env.int("DJANGO_CONN_MAX_AGE", default=600, minimum=0)
+DB_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def database() -> dict:
+    if env.str("DATABASE_URL", default="") or not env.str("RDS_HOSTNAME", default=""):
+        db = dj_database_url.config(
+            default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=CONN_MAX_AGE, conn_health_checks=True
+        )
+    else:
+        missing = [name for name in ("RDS_DB_NAME", "RDS_USERNAME", "RDS_PASSWORD") if name not in env]
+        if missing:
+            raise SettingsError(f"RDS_HOSTNAME is set but {', '.join(missing)} is not.")
+        db = {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": env.str("RDS_HOSTNAME"),
+            "PORT": str(env.int("RDS_PORT", default=5432, minimum=1, what="a port number")),
+            "NAME": env.ENVIRON["RDS_DB_NAME"],
+            "USER": env.ENVIRON["RDS_USERNAME"],
+            "PASSWORD": env.ENVIRON["RDS_PASSWORD"],
+            "CONN_MAX_AGE": CONN_MAX_AGE,
+            "CONN_HEALTH_CHECKS": True,
+        }
+    postgres = db["ENGINE"] == "django.db.backends.postgresql"
+    sslmode = env.str("DJANGO_DB_SSLMODE", default="")
+    if sslmode:
+        if sslmode not in DB_SSLMODES:
+            raise SettingsError(f"DJANGO_DB_SSLMODE must be one of {', '.join(DB_SSLMODES)}, not {sslmode!r}.")
+        if not postgres:
+            raise SettingsError("DJANGO_DB_SSLMODE applies to PostgreSQL only.")
+        db.setdefault("OPTIONS", {})["sslmode"] = sslmode
+        if env.str("DJANGO_DB_SSLROOTCERT", default=""):
+            db["OPTIONS"]["sslrootcert"] = env.str("DJANGO_DB_SSLROOTCERT")
+    if postgres:
+        db.setdefault("OPTIONS", {}).setdefault(
+            "connect_timeout", env.int("DJANGO_DB_CONNECT_TIMEOUT", default=3, minimum=1)
+        )
+    return db
+
+
+DATABASES = {"default": database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Deployment: database on Elastic Beanstalk ---------------------------------------------
-# An RDS instance attached to an Elastic Beanstalk environment is described by RDS_* variables;
-# an explicit DATABASE_URL wins over them. DJANGO_DB_SSLMODE is libpq's sslmode for the
-# connection (`require` encrypts; `verify-full` also checks the server's certificate against
-# DJANGO_DB_SSLROOTCERT, e.g. the RDS CA bundle).
+# --- Read replicas ---------------------------------------------------------------------------
+# DATABASE_REPLICA_URLS (comma-separated database URLs, e.g. RDS read replicas) adds replicas
+# as the aliases replica_0, replica_1, ...: config.replicas then sends the reads of HTTP
+# requests to them and everything else to the primary (docs/read-replicas.md). A user who
+# has just written reads from the primary for DATABASE_REPLICA_STICKY_SECONDS (a marker in
+# the cache, so set REDIS_URL when several processes serve); an unreachable replica is skipped
+# for DATABASE_REPLICA_RETRY_SECONDS. Unset: one database, no router, nothing changes.
 
-if not os.environ.get("DATABASE_URL") and os.environ.get("RDS_HOSTNAME"):
-    _missing = [name for name in ("RDS_DB_NAME", "RDS_USERNAME", "RDS_PASSWORD") if name not in os.environ]
-    if _missing:
-        raise ImproperlyConfigured(f"RDS_HOSTNAME is set but {', '.join(_missing)} is not.")
-    if not os.environ.get("RDS_PORT", "5432").isdigit():
-        raise ImproperlyConfigured(f"RDS_PORT must be a port number, not {os.environ['RDS_PORT']!r}.")
-    DATABASES["default"] = {
-        "ENGINE": "django.db.backends.postgresql",
-        "HOST": os.environ["RDS_HOSTNAME"],
-        "PORT": os.environ.get("RDS_PORT", "5432"),
-        "NAME": os.environ["RDS_DB_NAME"],
-        "USER": os.environ["RDS_USERNAME"],
-        "PASSWORD": os.environ["RDS_PASSWORD"],
-        "CONN_MAX_AGE": DATABASES["default"]["CONN_MAX_AGE"],
-        "CONN_HEALTH_CHECKS": True,
+DATABASE_REPLICA_STICKY_SECONDS = env.int("DATABASE_REPLICA_STICKY_SECONDS", default=5, minimum=1)
+DATABASE_REPLICA_RETRY_SECONDS = env.int("DATABASE_REPLICA_RETRY_SECONDS", default=10, minimum=1)
+for _index, _url in enumerate(env.list("DATABASE_REPLICA_URLS", default="")):
+    try:
+        _replica = dj_database_url.parse(_url, conn_max_age=CONN_MAX_AGE, conn_health_checks=True)
+    except ValueError:  # the URL holds a password: name its position, never the URL
+        raise SettingsError(f"DATABASE_REPLICA_URLS: entry {_index + 1} is not a database URL.") from None
+    if _replica["ENGINE"] != DATABASES["default"]["ENGINE"]:
+        raise SettingsError(f"DATABASE_REPLICA_URLS: entry {_index + 1} is not the primary's kind of database.")
+    _replica["OPTIONS"] = {**DATABASES["default"].get("OPTIONS", {}), **_replica.get("OPTIONS", {})}
+    if _replica["ENGINE"] == "django.db.backends.postgresql":
+        # A replica that stopped answering is skipped: find out quickly (libpq's minimum is 2 s).
+        _replica["OPTIONS"]["connect_timeout"] = min(2, _replica["OPTIONS"].get("connect_timeout", 2))
+    _replica["TEST"] = {"MIRROR": "default"}  # tests read their own writes from the test database
+    DATABASES[f"replica_{_index}"] = _replica
+if len(DATABASES) > 1:
+    DATABASE_ROUTERS = ["config.replicas.ReplicaRouter"]
+    # Inside the session and user middleware, so a retry on the primary redoes only the view.
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("widgets.api.middleware.DatabaseUnavailableMiddleware"), "config.replicas.ReplicaMiddleware"
+    )
+
+# --- Cache --------------------------------------------------------------------------------
+# Redis when REDIS_URL is set, so every process and instance shares one cache (throttle
+# counts among others); otherwise memory local to the process. The key prefix lets several
+# deployments (or test runs) share one Redis database without sharing keys.
+
+REDIS_URL = env.str("REDIS_URL", default="")
+CACHES = {
+    "default": {
+        **(
+            {"BACKEND": "config.cache.RedisCache", "LOCATION": REDIS_URL}
+            if REDIS_URL
+            else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+        ),
+        "KEY_PREFIX": env.str("DJANGO_CACHE_KEY_PREFIX", default=""),
     }
+}
 
-DB_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
-DB_SSLMODE = os.environ.get("DJANGO_DB_SSLMODE", "")
-if DB_SSLMODE:
-    if DB_SSLMODE not in DB_SSLMODES:
-        raise ImproperlyConfigured(f"DJANGO_DB_SSLMODE must be one of {', '.join(DB_SSLMODES)}, not {DB_SSLMODE!r}.")
-    if "postgresql" not in DATABASES["default"]["ENGINE"]:
-        raise ImproperlyConfigured("DJANGO_DB_SSLMODE applies to PostgreSQL only.")
-    DATABASES["default"].setdefault("OPTIONS", {})["sslmode"] = DB_SSLMODE
-    if os.environ.get("DJANGO_DB_SSLROOTCERT"):
-        DATABASES["default"]["OPTIONS"]["sslrootcert"] = os.environ["DJANGO_DB_SSLROOTCERT"]
-
-# --- Cache ----------------------------------------------------------------------------
-# Redis when REDIS_URL is set, so every process and instance shares one cache;
-# otherwise memory local to the process.
-
-REDIS_URL = os.environ.get("REDIS_URL", "")
-if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "config.cache.RedisCache", "LOCATION": REDIS_URL}}
-else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
-# Lets several deployments (or test runs) share one Redis database without sharing keys.
-CACHES["default"]["KEY_PREFIX"] = os.environ.get("DJANGO_CACHE_KEY_PREFIX", "")
-
-# --- Auth -----------------------------------------------------------------------------
+# --- Auth and API tokens ------------------------------------------------------------------
+# Token keys are stored as HMAC-SHA256 digests under DJANGO_TOKEN_HMAC_KEY. When unset it is
+# derived from SECRET_KEY, so rotating the secret key then invalidates every token. A
+# verified token (with its user's permissions) is remembered per process for
+# DJANGO_TOKEN_CACHE_SECONDS: revocation and role changes take effect within that time (0 = off).
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -161,33 +198,17 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/api-auth/login/"
 LOGIN_REDIRECT_URL = "/api/"
 
-# --- Internationalisation -------------------------------------------------------------
+TOKEN_HMAC_KEY = env.str("DJANGO_TOKEN_HMAC_KEY", default="") or f"token-hmac:{SECRET_KEY}"
+TOKEN_DEFAULT_EXPIRY_DAYS = env.int("DJANGO_TOKEN_EXPIRY_DAYS", default=90, minimum=1)
+API_TOKEN_CACHE_SECONDS = env.int("DJANGO_TOKEN_CACHE_SECONDS", default=5, minimum=0)
 
-LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
-USE_I18N = True
-USE_TZ = True
-
-# --- Static files -----------------------------------------------------------------------
-
-# Not /static/: Elastic Beanstalk's Python platform has nginx serve the path /static from the
-# bundle's static/ folder (our sources, not collectstatic's output), so /static/ URLs would
-# 404 before reaching WhiteNoise.
-STATIC_URL = "assets/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "static"]
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {
-        "BACKEND": (
-            "django.contrib.staticfiles.storage.StaticFilesStorage"
-            if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
-        )
-    },
-}
-
-# --- REST framework -----------------------------------------------------------------------
+# --- REST framework and the API -----------------------------------------------------------
+# Throttle rates use DRF's syntax (`5/min`, `100/hour`); counts live in the cache, so with
+# Redis a limit holds across processes and instances. "login" is the strict limit on
+# POST /api/auth/token/, /admin/login/ and /api-auth/login/, counted per username and per
+# client IP. The client IP is REMOTE_ADDR unless DJANGO_NUM_PROXIES says how many proxies
+# (load balancer, nginx) append to X-Forwarded-For in front of the app; a larger number
+# than really exists would let clients pick their own IP.
 
 REST_FRAMEWORK = {
     # Token first, so an anonymous API client gets 401 with WWW-Authenticate, not 403.
@@ -213,7 +234,36 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "widgets.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "widgets.api.exceptions.exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
+    "DEFAULT_THROTTLE_CLASSES": [
+        "widgets.api.throttling.AnonRateThrottle",
+        "widgets.api.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.rate("DJANGO_THROTTLE_ANON", "60/min"),
+        "user": env.rate("DJANGO_THROTTLE_USER", "1200/min"),
+        "login": env.rate("DJANGO_THROTTLE_LOGIN", "5/min"),
+    },
+    "NUM_PROXIES": env.int("DJANGO_NUM_PROXIES", default=0, minimum=0, what="a whole number (0 = none)"),
 }
+
+# List counts are exact up to this many rows; above it PostgreSQL's estimate is returned
+# with count_is_estimate=true, so a list never counts a million rows per request.
+API_EXACT_COUNT_LIMIT = env.int("DJANGO_EXACT_COUNT_LIMIT", default=10000, minimum=0)
+# When true, PUT/PATCH/DELETE of widgets and categories without If-Match are refused with
+# 428 Precondition Required, so no client can overwrite a change it never saw.
+REQUIRE_IF_MATCH = env.bool("DJANGO_REQUIRE_IF_MATCH", default=False)
+# Idempotency-Key answers are kept at least 24 hours. On average one new key in this many
+# also deletes a batch of expired ones after its request commits (0 = never: then run
+# `manage.py purge_idempotency_keys` daily from a scheduler).
+IDEMPOTENCY_PURGE_EVERY = env.int(
+    "DJANGO_IDEMPOTENCY_PURGE_EVERY", default=200, minimum=0, what="0 (off) or a positive number"
+)
+# A request body over this size is refused (413).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_MAX_REQUEST_BYTES", default=1024 * 1024, minimum=1)
+# The longest URL (path and query) and header value answered; longer ones get 414 / 431 as
+# JSON (config.middleware.RequestSizeMiddleware). Under nginx's and gunicorn's 8 KB limits.
+MAX_URL_BYTES = 8000
+MAX_HEADER_BYTES = 8000
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Widget Inventory API",
@@ -244,20 +294,48 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
-# --- Deployment: secret key rotation ---------------------------------------------------------
-# While the secret key is rotated, the previous key(s) still verify sessions and signed values
-# (comma-separated); drop them once sessions signed with them have expired (README, "Deploying").
+# --- Static files -------------------------------------------------------------------------
+# Not /static/: Elastic Beanstalk's Python platform has nginx serve the path /static from the
+# bundle's static/ folder (our sources, not collectstatic's output), so /static/ URLs would
+# 404 before reaching WhiteNoise.
 
-SECRET_KEY_FALLBACKS = env_list("DJANGO_SECRET_KEY_FALLBACKS")
+STATIC_URL = "assets/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
 
-# --- Deployment: logging ---------------------------------------------------------------------
+# --- Security -----------------------------------------------------------------------------
+# On by default whenever DEBUG is off. The load balancer terminates TLS and says so in
+# X-Forwarded-Proto; its health checks arrive over plain HTTP and must not be redirected.
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=not DEBUG)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default="")
+
+# --- Logging ------------------------------------------------------------------------------
 # Everything goes to stdout (Elastic Beanstalk collects it): one JSON object per line, with the
 # request id, plus one access line per request from config.middleware.RequestLogMiddleware.
 # Errors carry their traceback. DJANGO_LOG_FORMAT=text gives plain lines (the default with DEBUG).
 
-LOG_FORMAT = os.environ.get("DJANGO_LOG_FORMAT", "text" if DEBUG else "json")
-if LOG_FORMAT not in ("json", "text"):
-    raise ImproperlyConfigured(f"DJANGO_LOG_FORMAT must be json or text, not {LOG_FORMAT!r}.")
+LOG_FORMAT = env.choice("DJANGO_LOG_FORMAT", ("json", "text"), default="text" if DEBUG else "json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -274,7 +352,10 @@ LOGGING = {
             "filters": ["request_id"],
         }
     },
-    "root": {"handlers": ["stdout"], "level": os.environ.get("DJANGO_LOG_LEVEL", "INFO")},
+    "root": {
+        "handlers": ["stdout"],
+        "level": env.choice("DJANGO_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), default="INFO"),
+    },
     "loggers": {
         # Through the root handler only (Django's own console handler would print twice).
         "django": {"handlers": [], "level": "INFO", "propagate": True},
@@ -285,131 +366,3 @@ LOGGING = {
         "django.security.DisallowedHost": {"handlers": [], "level": "CRITICAL", "propagate": True},
     },
 }
-
-# --- API tokens ----------------------------------------------------------------------------
-# Keys are stored as HMAC-SHA256 digests under this server-side secret. When unset it is
-# derived from SECRET_KEY, so rotating the secret key then invalidates every token.
-
-TOKEN_HMAC_KEY = os.environ.get("DJANGO_TOKEN_HMAC_KEY") or f"token-hmac:{SECRET_KEY}"
-TOKEN_DEFAULT_EXPIRY_DAYS = int(os.environ.get("DJANGO_TOKEN_EXPIRY_DAYS", "90"))
-
-# --- Conditional requests ------------------------------------------------------------------
-# When true, PUT/PATCH/DELETE of widgets and categories without If-Match are refused with
-# 428 Precondition Required, so no client can overwrite a change it never saw.
-
-REQUIRE_IF_MATCH = env_bool("DJANGO_REQUIRE_IF_MATCH", default=False)
-
-# --- Idempotency keys ----------------------------------------------------------------------
-# Stored answers are kept at least 24 hours. On average one new key in this many also
-# deletes a batch of expired ones after its request commits (0 = never: then run
-# `manage.py purge_idempotency_keys` daily from a scheduler).
-IDEMPOTENCY_PURGE_EVERY = int(os.environ.get("DJANGO_IDEMPOTENCY_PURGE_EVERY", "200"))
-if IDEMPOTENCY_PURGE_EVERY < 0:
-    raise ImproperlyConfigured("DJANGO_IDEMPOTENCY_PURGE_EVERY must be 0 (off) or a positive number.")
-
-# --- Production security ------------------------------------------------------------------
-# On by default whenever DEBUG is off. The load balancer terminates TLS and says so in
-# X-Forwarded-Proto; its health checks arrive over plain HTTP and must not be redirected.
-
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
-SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000"))
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
-SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", default=not DEBUG)
-SECURE_CONTENT_TYPE_NOSNIFF = True
-SECURE_REFERRER_POLICY = "same-origin"
-X_FRAME_OPTIONS = "DENY"
-CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
-
-# --- Performance --------------------------------------------------------------------------
-# A verified API token (with its user's permissions) is remembered per process for this
-# many seconds: revocation and role changes take effect within that time. 0 = off.
-API_TOKEN_CACHE_SECONDS = int(os.environ.get("DJANGO_TOKEN_CACHE_SECONDS", "5"))
-# List counts are exact up to this many rows; above it PostgreSQL's estimate is returned
-# with count_is_estimate=true, so a list never counts a million rows per request.
-API_EXACT_COUNT_LIMIT = int(os.environ.get("DJANGO_EXACT_COUNT_LIMIT", "10000"))
-
-# --- Throttling ------------------------------------------------------------------------------
-# DRF rate syntax (`5/min`, `100/hour`). Counts live in the Django cache: Redis when REDIS_URL
-# is set, so a limit holds across processes and instances. "login" is the strict limit on
-# POST /api/auth/token/, /admin/login/ and /api-auth/login/, counted per username and per
-# client IP. The client IP is REMOTE_ADDR unless DJANGO_NUM_PROXIES says how many proxies
-# (load balancer, nginx) append to X-Forwarded-For in front of the app; a larger number than
-# really exists would let clients pick their own IP.
-
-
-def env_rate(name: str, default: str) -> str:
-    value = os.environ.get(name) or default
-    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", value):
-        raise ImproperlyConfigured(f"{name} must be a rate such as 5/min or 100/hour, not {value!r}.")
-    return value
-
-
-NUM_PROXIES = os.environ.get("DJANGO_NUM_PROXIES", "0")
-if not (NUM_PROXIES.isascii() and NUM_PROXIES.isdigit()):
-    raise ImproperlyConfigured(f"DJANGO_NUM_PROXIES must be a whole number (0 = none), not {NUM_PROXIES!r}.")
-
-REST_FRAMEWORK.update(
-    {
-        "DEFAULT_THROTTLE_CLASSES": [
-            "widgets.api.throttling.AnonRateThrottle",
-            "widgets.api.throttling.UserRateThrottle",
-        ],
-        "DEFAULT_THROTTLE_RATES": {
-            "anon": env_rate("DJANGO_THROTTLE_ANON", "60/min"),
-            "user": env_rate("DJANGO_THROTTLE_USER", "1200/min"),
-            "login": env_rate("DJANGO_THROTTLE_LOGIN", "5/min"),
-        },
-        "NUM_PROXIES": int(NUM_PROXIES),
-    }
-)
-
-# --- Reliability ----------------------------------------------------------------------------
-# Bounded inputs and fast failure: a request body is refused (413) over this size; a
-# database that does not answer fails the request within the connect timeout (503 under
-# /api/, see widgets.api.exceptions) instead of hanging a worker.
-
-DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DJANGO_MAX_REQUEST_BYTES", str(1024 * 1024)))
-# The longest URL (path and query) and header value answered; longer ones get 414 / 431 as
-# JSON (config.middleware.RequestSizeMiddleware). Under nginx's and gunicorn's 8 KB limits.
-MAX_URL_BYTES = 8000
-MAX_HEADER_BYTES = 8000
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
-        "connect_timeout", int(os.environ.get("DJANGO_DB_CONNECT_TIMEOUT", "3"))
-    )
-
-# --- Read replicas ---------------------------------------------------------------------------
-# DATABASE_REPLICA_URLS (comma-separated database URLs, e.g. RDS read replicas) adds replicas
-# as the aliases replica_0, replica_1, ...: config.replicas then sends the reads of HTTP
-# requests to them and everything else to the primary (docs/read-replicas.md). A user who
-# has just written reads from the primary for DATABASE_REPLICA_STICKY_SECONDS (a marker in
-# the cache, so set REDIS_URL when several processes serve); an unreachable replica is skipped
-# for DATABASE_REPLICA_RETRY_SECONDS. Unset: one database, no router, nothing changes.
-
-DATABASE_REPLICA_STICKY_SECONDS = int(os.environ.get("DATABASE_REPLICA_STICKY_SECONDS", "5"))
-DATABASE_REPLICA_RETRY_SECONDS = int(os.environ.get("DATABASE_REPLICA_RETRY_SECONDS", "10"))
-if DATABASE_REPLICA_STICKY_SECONDS < 1 or DATABASE_REPLICA_RETRY_SECONDS < 1:
-    raise ImproperlyConfigured("DATABASE_REPLICA_STICKY_SECONDS and DATABASE_REPLICA_RETRY_SECONDS must be at least 1.")
-for _index, _url in enumerate(env_list("DATABASE_REPLICA_URLS")):
-    try:
-        _replica = dj_database_url.parse(
-            _url, conn_max_age=DATABASES["default"]["CONN_MAX_AGE"], conn_health_checks=True
-        )
-    except ValueError:  # the URL holds a password: name its position, never the URL
-        raise ImproperlyConfigured(f"DATABASE_REPLICA_URLS: entry {_index + 1} is not a database URL.") from None
-    if _replica["ENGINE"] != DATABASES["default"]["ENGINE"]:
-        raise ImproperlyConfigured(f"DATABASE_REPLICA_URLS: entry {_index + 1} is not the primary's kind of database.")
-    _replica["OPTIONS"] = {**DATABASES["default"].get("OPTIONS", {}), **_replica.get("OPTIONS", {})}
-    if _replica["ENGINE"] == "django.db.backends.postgresql":
-        # A replica that stopped answering is skipped: find out quickly (libpq's minimum is 2 s).
-        _replica["OPTIONS"]["connect_timeout"] = min(2, _replica["OPTIONS"].get("connect_timeout", 2))
-    _replica["TEST"] = {"MIRROR": "default"}  # tests read their own writes from the test database
-    DATABASES[f"replica_{_index}"] = _replica
-if len(DATABASES) > 1:
-    DATABASE_ROUTERS = ["config.replicas.ReplicaRouter"]
-    # Inside the session and user middleware, so a retry on the primary redoes only the view.
-    MIDDLEWARE.insert(MIDDLEWARE.index("widgets.api.middleware.DatabaseUnavailableMiddleware"), "config.replicas.ReplicaMiddleware")

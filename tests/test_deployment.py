@@ -4,22 +4,19 @@ database, the load balancer's health check, and the JSON request log.
 Settings are read once per process, so the settings tests start a fresh interpreter with
 the environment under test; the rest go through HTTP with the test client.
 """
+import ast
 import copy
 import io
 import json
 import logging.config
-import os
-import subprocess
-import sys
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import connection
 
 from tests.conftest import make_user, postgres_only, token_client
+from tests.processes import ROOT, manage, run_python
 
-BASE_DIR = Path(__file__).resolve().parent.parent
 RDS = {
     "RDS_HOSTNAME": "widgets.abc123.eu-west-1.rds.amazonaws.com",
     "RDS_PORT": "5433",
@@ -29,34 +26,16 @@ RDS = {
 }
 
 
-def run_with_env(args, **env):
-    """Runs ``python <args>`` in the project with only the given database variables set."""
-    base = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("RDS_", "DATABASE_URL", "DJANGO_DB_", "DJANGO_SETTINGS_MODULE"))
-    }
-    return subprocess.run(
-        [sys.executable, *args],
-        env={**base, "DJANGO_SECRET_KEY": "settings-test", "DJANGO_SETTINGS_MODULE": "config.settings", **env},
-        cwd=BASE_DIR,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def database_settings(**env):
-    result = run_with_env(
-        ["-c", "import json; from django.conf import settings; print(json.dumps(settings.DATABASES['default']))"],
-        **env,
+    result = run_python(
+        "-c", "import json; from django.conf import settings; print(json.dumps(settings.DATABASES['default']))", **env
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
 def settings_error(**env):
-    result = run_with_env(["-c", "from django.conf import settings; settings.DATABASES"], **env)
+    result = run_python("-c", "from django.conf import settings; settings.DATABASES", **env)
     assert result.returncode != 0, result.stdout
     return result.stderr.strip().splitlines()[-1]
 
@@ -92,7 +71,6 @@ class TestDatabaseFromEnvironment:
 
         message = settings_error(**env)
 
-        assert "ImproperlyConfigured" in message
         assert "RDS_USERNAME" in message and "RDS_PASSWORD" in message
 
     def test_non_numeric_rds_port_stops_start_up(self):
@@ -122,14 +100,19 @@ class TestDatabaseTls:
         assert "PostgreSQL only" in settings_error(DJANGO_DB_SSLMODE="require")
 
 
-def rds_env_for_test_server():
-    url = urlsplit(os.environ["DATABASE_URL"])
+@pytest.fixture
+def rds_env_for_test_server(django_db_setup):
+    """RDS_* variables for the test database pytest-django made on the server of DATABASE_URL.
+
+    Not the database named in DATABASE_URL itself: on a fresh server only the test database
+    exists (pytest-django creates it from the server's maintenance database)."""
+    db = connection.settings_dict  # the test database since django_db_setup
     return {
-        "RDS_HOSTNAME": url.hostname,
-        "RDS_PORT": str(url.port or 5432),
-        "RDS_DB_NAME": url.path.lstrip("/"),
-        "RDS_USERNAME": url.username or "",
-        "RDS_PASSWORD": url.password or "",
+        "RDS_HOSTNAME": db["HOST"] or "localhost",
+        "RDS_PORT": str(db["PORT"] or 5432),
+        "RDS_DB_NAME": db["NAME"],
+        "RDS_USERNAME": db["USER"] or "",
+        "RDS_PASSWORD": db["PASSWORD"] or "",
     }
 
 
@@ -137,19 +120,20 @@ CONNECT = "from django.db import connection; connection.ensure_connection(); pri
 
 
 @postgres_only
+@pytest.mark.django_db  # so that pytest-django creates the test database
 class TestRdsVariablesAgainstARealServer:
-    def test_rds_variables_connect_to_postgresql(self):
-        env = rds_env_for_test_server()
+    def test_rds_variables_connect_to_postgresql(self, rds_env_for_test_server):
+        env = rds_env_for_test_server
 
-        result = run_with_env(["manage.py", "shell", "-c", CONNECT], **env)
+        result = manage("shell", "-c", CONNECT, **env)
 
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip().splitlines()[-1] == env["RDS_DB_NAME"]
 
-    def test_verify_full_refuses_a_server_it_cannot_verify(self):
-        result = run_with_env(
-            ["manage.py", "shell", "-c", CONNECT],
-            **rds_env_for_test_server(),
+    def test_verify_full_refuses_a_server_it_cannot_verify(self, rds_env_for_test_server):
+        result = manage(
+            "shell", "-c", CONNECT,
+            **rds_env_for_test_server,
             DJANGO_DB_SSLMODE="verify-full",
             DJANGO_DB_SSLROOTCERT="/nonexistent/rds-ca.pem",
         )
@@ -308,8 +292,8 @@ class TestRequestIdInTheSchema:
 
 class TestSecretKeyRotation:
     def test_previous_keys_come_from_the_environment(self):
-        result = run_with_env(
-            ["-c", "from django.conf import settings; print(settings.SECRET_KEY_FALLBACKS)"],
+        result = run_python(
+            "-c", "from django.conf import settings; print(settings.SECRET_KEY_FALLBACKS)",
             DJANGO_SECRET_KEY_FALLBACKS="old-key-1, old-key-2",
         )
 
@@ -325,3 +309,24 @@ class TestSecretKeyRotation:
         settings.SECRET_KEY_FALLBACKS = [old_key] if fallbacks else []
 
         assert client.get("/api/widgets/").status_code == status
+
+
+class TestDeploymentRehearsal:
+    def test_every_check_across_instances_runs_unconditionally(self):
+        """`make deploy-check` (deploy/check.py) once skipped checks for features that had not
+        landed yet; they all have, so a missing one must fail the rehearsal, not skip."""
+        tree = ast.parse((ROOT / "deploy" / "check.py").read_text())
+        scale_out = next(node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "scale_out")
+        called = [
+            node.value.func.attr
+            for node in scale_out.body
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute)
+        ]
+
+        assert [name for name in called if name.endswith("_across_instances")] == [
+            "check_session_across_instances",
+            "check_login_throttle_across_instances",
+            "check_idempotency_across_instances",
+            "check_cache_across_instances",
+        ]
+        assert not [node for node in ast.walk(scale_out) if isinstance(node, ast.If)]

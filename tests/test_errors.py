@@ -4,6 +4,7 @@ The full per-endpoint permission matrix lives in its own module; here each role'
 basic behaviour is shown once.
 """
 import pytest
+from django.contrib.sessions.middleware import SessionMiddleware
 from rest_framework.test import APIClient
 
 from widgets import services
@@ -30,6 +31,14 @@ def assert_json_error(response, status, code=None):
     return body
 
 
+@pytest.fixture(params=[False, True], ids=["debug-off", "debug-on"])
+def debug(request, settings):
+    """Both ways: with DEBUG on (`make run`) Django's own error pages are HTML debug pages."""
+    settings.DEBUG = request.param
+    return request.param
+
+
+@pytest.mark.usefixtures("debug")
 @pytest.mark.parametrize("accept", list(API_ACCEPTS.values()), ids=list(API_ACCEPTS))
 class TestApiClientsGetJson:
     def test_unknown_url_under_api_is_json_404(self, viewer, accept):
@@ -44,6 +53,11 @@ class TestApiClientsGetJson:
         response = manager.delete("/api/widgets/", **headers)
 
         assert_json_error(response, 405, "method_not_allowed")
+
+    def test_a_page_that_is_html_only_answers_json_406(self, anon, accept):
+        headers = {"HTTP_ACCEPT": accept} if accept and accept != "*/*" else {"HTTP_ACCEPT": "application/json"}
+
+        assert_json_error(anon.get("/api/docs/", **headers), 406, "not_acceptable")
 
     def test_anonymous_is_json_401_with_www_authenticate(self, anon, accept):
         response = get(anon, "/api/widgets/", accept)
@@ -100,6 +114,7 @@ class TestServerErrors:
 
         monkeypatch.setattr(services, "adjust_stock", explode)
 
+    @pytest.mark.usefixtures("debug")
     @pytest.mark.parametrize("accept", list(API_ACCEPTS.values()), ids=list(API_ACCEPTS))
     def test_unexpected_error_is_json_500_without_traceback(self, clerk, create_widget, broken_adjust, accept):
         widget = create_widget(stock=1)
@@ -114,6 +129,20 @@ class TestServerErrors:
         text = response.content.decode()
         assert "secret-internal-detail" not in text and "Traceback" not in text
         assert set(body) == {"detail", "code"}
+
+    @pytest.mark.usefixtures("debug")
+    def test_unexpected_error_outside_drf_is_json_500(self, anon, monkeypatch):
+        def explode(self, request):
+            raise RuntimeError("secret-internal-detail")
+
+        # In a middleware, before any view: Django's own handler answers it.
+        monkeypatch.setattr(SessionMiddleware, "process_request", explode)
+        anon.raise_request_exception = False
+
+        response = anon.get("/api/widgets/")
+
+        assert_json_error(response, 500, "server_error")
+        assert "secret-internal-detail" not in response.content.decode()
 
     def test_browser_gets_an_html_500(self, create_widget, broken_adjust, django_user_model):
         widget = create_widget(stock=1)

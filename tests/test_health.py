@@ -1,13 +1,9 @@
 """Health probes: /healthz (process) and /readyz (database), JSON, no authentication."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.processes import run_python
 
 
 def test_healthz_is_ok_without_auth_or_database(anon):
@@ -35,16 +31,7 @@ def test_readyz_is_503_json_when_the_database_is_unreachable():
         "r = Client().get('/readyz', HTTP_HOST='localhost');"
         "print(json.dumps({'status': r.status_code, 'type': r['Content-Type'], 'body': r.json()}))"
     )
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DJANGO_SECRET_KEY": "health-test-only",
-        "DATABASE_URL": "postgres://nobody@127.0.0.1:1/nothing",
-    }
-
-    result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
+    result = run_python("-c", probe, timeout=60, DATABASE_URL="postgres://nobody@127.0.0.1:1/nothing")
 
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout.strip().splitlines()[-1])

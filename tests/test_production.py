@@ -1,18 +1,13 @@
 """Production hardening: Django's deployment checks pass with production settings, the
 security headers and the HTTPS redirect are in place, and passwords meet the validators."""
-import os
 import secrets
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
 from tests.conftest import make_user
-
-BASE_DIR = Path(__file__).resolve().parent.parent
+from tests.processes import manage
 
 # What an Elastic Beanstalk environment sets; every other security setting is on by default.
 PRODUCTION_ENV = {
@@ -22,15 +17,7 @@ PRODUCTION_ENV = {
 
 
 def deploy_check(**env):
-    base = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_")}
-    return subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=BASE_DIR,
-        env={**base, "DJANGO_SECRET_KEY": secrets.token_urlsafe(50), **PRODUCTION_ENV, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION_ENV, **env)
 
 
 class TestDeployCheck:

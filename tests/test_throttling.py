@@ -4,26 +4,18 @@ form (POST /api/auth/token/, /admin/login/, /api-auth/login/) per username and p
 A window opens with a client's first request and lasts the rate's period, so a test that
 counts up to a limit never straddles two windows.
 """
-import json
 import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
 from rest_framework.test import APIClient
 
 from tests.conftest import make_user, token_client
+from tests.processes import http, manage, project_env, servers
 from widgets.models import ApiToken
 
 pytestmark = pytest.mark.django_db
 
-BASE_DIR = Path(__file__).resolve().parent.parent
 PASSWORD = "pw-Secret-123"  # make_user's
 
 @pytest.fixture
@@ -230,27 +222,15 @@ class TestRates:
             assert anon.get("/healthz").status_code == 200
 
 
-def settings_process(*args, **env):
-    base = {k: v for k, v in os.environ.items() if not k.startswith("DJANGO_THROTTLE_")}
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=BASE_DIR,
-        env={**base, "DJANGO_SECRET_KEY": "rates-test", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 class TestRatesFromEnvironment:
     def test_documented_defaults(self):
-        result = settings_process("diffsettings")
+        result = manage("diffsettings")
 
         assert result.returncode == 0, result.stderr
         assert "'DEFAULT_THROTTLE_RATES': {'anon': '60/min', 'user': '1200/min', 'login': '5/min'}" in result.stdout
 
     def test_environment_sets_each_rate(self):
-        result = settings_process(
+        result = manage(
             "diffsettings",
             DJANGO_THROTTLE_ANON="10/hour", DJANGO_THROTTLE_USER="100/min", DJANGO_THROTTLE_LOGIN="3/min",
         )
@@ -266,50 +246,13 @@ class TestRatesFromEnvironment:
         ],
     )
     def test_invalid_value_stops_start_up_naming_the_variable(self, env, message):
-        result = settings_process("check", **env)
+        result = manage("check", **env)
 
         assert result.returncode != 0
         assert message in result.stderr
 
 
 # --- Two server processes sharing one Redis ------------------------------------------------------
-
-
-def free_ports(count: int) -> list[int]:
-    """Free TCP ports: from TEST_PORT_RANGE (e.g. 8200-8299) if set, else the OS's choice."""
-    if "TEST_PORT_RANGE" in os.environ:
-        low, high = map(int, os.environ["TEST_PORT_RANGE"].split("-"))
-        candidates = iter(range(low, high + 1))
-    else:
-        candidates = iter(lambda: 0, None)
-    ports = []
-    for port in candidates:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            ports.append(sock.getsockname()[1])
-        if len(ports) == count:
-            return ports
-    pytest.fail(f"no {count} free ports in TEST_PORT_RANGE={os.environ.get('TEST_PORT_RANGE')}")
-
-
-def http(method, url, body=None, token=None, forwarded_for=None):
-    headers = {"Accept": "application/json", "X-Forwarded-Proto": "https"}  # as the load balancer sends
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    if forwarded_for:
-        headers["X-Forwarded-For"] = forwarded_for
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), json.loads(error.read() or b"null")
 
 
 @pytest.fixture
@@ -322,58 +265,24 @@ def two_servers(tmp_path):
     import redis
 
     prefix = f"two-servers-{secrets.token_hex(4)}"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL", "RDS_"))},
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "REDIS_URL": redis_url,
-        "DJANGO_CACHE_KEY_PREFIX": prefix,
-        "DJANGO_THROTTLE_LOGIN": "3/hour",
-        "DJANGO_THROTTLE_USER": "4/hour",
+    env = dict(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        REDIS_URL=redis_url,
+        DJANGO_CACHE_KEY_PREFIX=prefix,
+        DJANGO_THROTTLE_LOGIN="3/hour",
+        DJANGO_THROTTLE_USER="4/hour",
         # One trusted proxy, so that the test can play clients at different addresses.
-        "DJANGO_NUM_PROXIES": "1",
-        "DJANGO_SUPERUSER_PASSWORD": PASSWORD,
-    }
-
-    def manage(*args):
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120
-        )
+        DJANGO_NUM_PROXIES="1",
+        DJANGO_SUPERUSER_PASSWORD=PASSWORD,
+    )
+    for command in (["migrate", "--noinput", "-v", "0"],
+                    ["createsuperuser", "--noinput", "--username", "alice", "--email", "alice@example.com"]):
+        result = manage(*command, **env)
         assert result.returncode == 0, result.stderr
-
-    manage("migrate", "--noinput", "-v", "0")
-    manage("createsuperuser", "--noinput", "--username", "alice", "--email", "alice@example.com")
-
-    servers, urls, logs = [], [], []
     try:
-        for port in free_ports(2):
-            logs.append(tmp_path / f"server-{port}.log")
-            with open(logs[-1], "w") as log:
-                servers.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "gunicorn", "config.wsgi:application",
-                         "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "2"],
-                        cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-                    )
-                )
-            urls.append(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 60
-        for url, server, log in zip(urls, servers, logs):
-            while True:
-                assert server.poll() is None, f"server exited:\n{log.read_text()}"
-                try:
-                    if http("GET", f"{url}/healthz")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
-        yield urls
+        with servers(2, project_env(**env), tmp_path) as urls:
+            yield urls
     finally:
-        for server in servers:
-            server.terminate()
-        for server in servers:
-            server.wait(timeout=30)
         client = redis.Redis.from_url(redis_url)
         keys = list(client.scan_iter(f"{prefix}:*"))
         if keys:

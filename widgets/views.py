@@ -3,6 +3,8 @@
 Errors under ``/api/`` are JSON for API clients (anything but a browser asking for
 HTML), so a client never has to parse an HTML error page.
 """
+from http import HTTPStatus
+
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import JsonResponse
@@ -35,35 +37,50 @@ def readyz(request):
     return JsonResponse(body, status=status)
 
 
+# Errors answered outside DRF, with DRF's codes for the same statuses.
+ERRORS = {
+    400: ("Bad request.", "bad_request"),
+    403: ("Permission denied.", "permission_denied"),
+    404: ("Not found.", "not_found"),
+    405: ('Method "{method}" not allowed.', "method_not_allowed"),
+    500: ("Internal server error. The error has been logged.", "server_error"),
+}
+
+
 def wants_json(request) -> bool:
+    """Under /api/, any client that does not ask for HTML (a browser does) gets JSON."""
     if not request.path.startswith("/api/"):
         return False
     accept = request.headers.get("Accept", "")
     return "text/html" not in accept
 
 
+def json_error(request, status: int) -> JsonResponse:
+    """``{"detail", "code"}`` for an error status."""
+    phrase = HTTPStatus(status).phrase
+    detail, code = ERRORS.get(status, (f"{phrase}.", phrase.lower().replace(" ", "_").replace("-", "_")))
+    return JsonResponse({"detail": detail.format(method=request.method), "code": code}, status=status)
+
+
 def page_not_found(request, exception=None):
     if wants_json(request):
-        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+        return json_error(request, 404)
     return defaults.page_not_found(request, exception)
 
 
 def server_error(request):
     if wants_json(request):
-        return JsonResponse(
-            {"detail": "Internal server error. The error has been logged.", "code": "server_error"},
-            status=500,
-        )
+        return json_error(request, 500)
     return defaults.server_error(request)
 
 
 def bad_request(request, exception=None):
     if wants_json(request):
-        return JsonResponse({"detail": "Bad request.", "code": "bad_request"}, status=400)
+        return json_error(request, 400)
     return defaults.bad_request(request, exception)
 
 
 def permission_denied(request, exception=None):
     if wants_json(request):
-        return JsonResponse({"detail": "Permission denied.", "code": "permission_denied"}, status=403)
+        return json_error(request, 403)
     return defaults.permission_denied(request, exception)

@@ -38,6 +38,7 @@ def base_env(database_url: str, **extra: str) -> dict[str, str]:
         DJANGO_DEBUG="0",
         DATABASE_URL=database_url,
         DJANGO_LOG_LEVEL="WARNING",
+        DJANGO_ENV_FILE="",  # never a developer's local .env (config/env.py)
     )
     env.pop("REDIS_URL", None)
     env.update(extra)

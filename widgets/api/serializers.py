@@ -2,25 +2,19 @@
 
 Input types are strict, so what the OpenAPI schema says is exactly what is accepted:
 text must be a JSON string (no control characters, not only whitespace; stored verbatim),
-a boolean a JSON boolean, a price a decimal string or an integer, an integer a JSON integer. HTML forms of the browsable API send only text and
-keep DRF's coercions.
-"""
-import copy
-import datetime
-import re
-from collections.abc import Mapping
+a boolean a JSON boolean, a price a decimal string or an integer, an integer a JSON integer.
+HTML forms of the browsable API send only text and keep DRF's coercions.
 
-from django.core.exceptions import FieldDoesNotExist
+The speed-ups these serializers use (fields built once per class, a read plan, cheaper URL
+and date-time fields) live in fast_fields.py, with a test comparing their output to DRF's.
+"""
+import re
+
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.signals import setting_changed
 from django.db import models
-from django.dispatch import receiver
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
-from rest_framework import ISO_8601, serializers
-from rest_framework.fields import SkipField
-from rest_framework.relations import PKOnlyObject
-from rest_framework.settings import api_settings
+from rest_framework import serializers
 from rest_framework.utils import html
 
 from .. import services
@@ -35,6 +29,7 @@ from ..services import (
 )
 from ..validators import SKU_MESSAGE, category_name, multi_line, normalize_sku, one_line
 from .exceptions import ItemError
+from .fast_fields import DateTimeField, IdentityUrlField, ReadPlanMixin, SharedFieldsMixin
 
 # Every reason but 'initial', which only widget creation writes.
 ADJUSTABLE_REASONS = [c for c in StockMovement.Reason.choices if c[0] != StockMovement.Reason.INITIAL]
@@ -136,182 +131,7 @@ class PriceField(StrictInputMixin, serializers.DecimalField):
         return super().to_internal_value(data)
 
 
-class IdentityUrlField(serializers.HyperlinkedIdentityField):
-    """The object's ``url``, with ``reverse()`` run once per request instead of once
-    per row: only the id differs between rows. Same output as DRF's field."""
-
-    PLACEHOLDER = "987654321987654321"
-
-    def get_url(self, obj, view_name, request, format):
-        lookup_value = getattr(obj, self.lookup_field, None)
-        if format or request is None or lookup_value in (None, ""):
-            return super().get_url(obj, view_name, request, format)
-        cached = getattr(self, "_url_template", None)
-        if cached is None or cached[0] is not request:
-            url = self.reverse(view_name, kwargs={self.lookup_url_kwarg: self.PLACEHOLDER}, request=request)
-            cached = self._url_template = (request, *url.split(self.PLACEHOLDER))
-        if len(cached) != 3:  # the placeholder did not appear exactly once
-            return super().get_url(obj, view_name, request, format)
-        return f"{cached[1]}{lookup_value}{cached[2]}"
-
-
-class DateTimeField(serializers.DateTimeField):
-    """DRF's DateTimeField, asking for the active time zone (a context-local look-up)
-    once per request rather than for every value of every row, and writing a UTC time
-    for a UTC output zone in ISO 8601 directly. Same output."""
-
-    def to_representation(self, value):
-        utc_iso = self.__dict__.get("_utc_iso")
-        if utc_iso is None:
-            if not hasattr(self, "timezone"):
-                self.timezone = self.default_timezone()
-            output_format = getattr(self, "format", api_settings.DATETIME_FORMAT)
-            utc_iso = self._utc_iso = (
-                isinstance(output_format, str) and output_format.lower() == ISO_8601 and str(self.timezone) == "UTC"
-            )
-        if utc_iso and type(value) is datetime.datetime and value.tzinfo is datetime.timezone.utc:
-            # What DRF writes after converting to the (UTC) output zone: +00:00 as Z.
-            return f"{value.isoformat()[:-6]}Z"
-        return super().to_representation(value)
-
-
 FIELD_MAPPING = {**serializers.ModelSerializer.serializer_field_mapping, models.DateTimeField: DateTimeField}
-
-
-# Fields built once per serializer class (SharedFieldsMixin) and how ReadPlanMixin reads
-# them; rebuilt when DRF's settings change, as some fields read them when built.
-_field_templates: dict[type, dict[str, serializers.Field]] = {}
-_read_recipes: dict[type, list[tuple]] = {}
-
-
-@receiver(setting_changed)
-def _forget_field_templates(*, setting, **kwargs):
-    if setting == "REST_FRAMEWORK":
-        _field_templates.clear()
-        _read_recipes.clear()
-
-
-class SharedFieldsMixin:
-    """Builds a serializer class's fields once instead of for every serializer.
-
-    DRF's ``get_fields`` builds every field anew for each serializer (deep copies of the
-    declared fields, ModelSerializer's mapping of the model's fields): about a third of
-    the CPU of serving one widget. Here they are built once per class, and each serializer
-    gets its own shallow copies, which it binds to itself as usual, so no state set on a
-    field while serving one request (its parent, a cached URL or time zone) is seen by
-    another. Fields holding other fields (nested serializers, lists, many-relations) are
-    deep-copied, as DRF does.
-    """
-
-    def get_fields(self):
-        template = _field_templates.get(type(self))
-        if template is None:
-            template = _field_templates[type(self)] = super().get_fields()
-        return {name: _copy_field(field) for name, field in template.items()}
-
-
-def _copy_field(field):
-    if isinstance(field, serializers.BaseSerializer) or hasattr(field, "child") or hasattr(field, "child_relation"):
-        return copy.deepcopy(field)
-    clone = object.__new__(type(field))
-    clone.__dict__.update(field.__dict__)
-    return clone
-
-
-# Fields whose output is a plain conversion of the model attribute: their own
-# to_representation is exactly this (subclasses that keep it, the strict input fields
-# above among them, are recognised by the method, not the class).
-def _unchanged(value):
-    return value
-
-
-PLAIN_OUTPUT = {
-    serializers.IntegerField.to_representation: int,
-    serializers.CharField.to_representation: str,
-    serializers.ReadOnlyField.to_representation: _unchanged,
-}
-
-
-def _own(field, name):
-    """The function behind ``field.name`` (a method as its class defines it)."""
-    return getattr(type(field), name)
-
-class ReadPlanMixin:
-    """DRF's ``to_representation`` with the per-field decisions made once per
-    serializer instead of once per row: which fields are readable and, for fields that
-    read a model attribute as DRF's ``Field.get_attribute`` does, a direct read of the
-    attribute, handed to the field's own ``to_representation`` (or, for integers,
-    strings and foreign-key ids, whose ``to_representation`` is a plain conversion, to
-    that conversion). Every other field goes through its own ``get_attribute`` and
-    ``to_representation`` as in DRF. The output is identical. Needs SharedFieldsMixin
-    (the decisions are kept per class)."""
-
-    def to_representation(self, instance):
-        model = self.Meta.model
-        if type(instance) is not model or isinstance(instance, Mapping):
-            return super().to_representation(instance)
-        plan = self.__dict__.get("_read_plan")
-        if plan is None:
-            plan = self._read_plan = self._make_read_plan(model)
-        ret = {}
-        for name, attname, convert, field in plan:
-            if attname is not None:
-                value = getattr(instance, attname)
-                ret[name] = None if value is None else convert(value)
-                continue
-            try:
-                attribute = field.get_attribute(instance)
-            except SkipField:
-                continue
-            check_for_none = attribute.pk if isinstance(attribute, PKOnlyObject) else attribute
-            ret[name] = None if check_for_none is None else field.to_representation(attribute)
-        return ret
-
-    def _make_read_plan(self, model):
-        # The decisions are the same for every serializer of a class (its fields are built
-        # once, SharedFieldsMixin); the plan binds them to this serializer's fields.
-        recipe = _read_recipes.get(type(self))
-        if recipe is None:
-            recipe = _read_recipes[type(self)] = [self._read_step(field, model) for field in self._readable_fields]
-        fields = self.fields
-        return [
-            (name, attname, convert or fields[name].to_representation, fields[name])
-            for name, attname, convert in recipe
-        ]
-
-    @staticmethod
-    def _read_step(field, model):
-        """(name, attribute to read or None for DRF's way, conversion or None for the
-        field's own to_representation)."""
-        slow = (field.field_name, None, None)
-        if len(field.source_attrs) != 1:
-            return slow
-        source = field.source_attrs[0]
-        try:
-            model_field = model._meta.get_field(source)
-        except FieldDoesNotExist:  # a property, perhaps
-            model_field = None
-        if isinstance(field, serializers.PrimaryKeyRelatedField):
-            # A foreign key's id is on the instance: no related object is loaded, as in DRF.
-            if (
-                _own(field, "get_attribute") is serializers.RelatedField.get_attribute
-                and _own(field, "to_representation") is serializers.PrimaryKeyRelatedField.to_representation
-                and field.pk_field is None
-                and model_field is not None and model_field.many_to_one and model_field.concrete
-            ):
-                return (field.field_name, model_field.attname, _unchanged)
-            return slow
-        # Otherwise only fields that read their source as DRF's Field does, a model field
-        # or a property, whose value is then given to their own to_representation.
-        if _own(field, "get_attribute") is not serializers.Field.get_attribute:
-            return slow
-        if model_field is None:
-            if isinstance(getattr(model, source, None), property):
-                return (field.field_name, source, None)
-            return slow
-        if model_field.is_relation or not model_field.concrete:
-            return slow
-        return (field.field_name, source, PLAIN_OUTPUT.get(_own(field, "to_representation")))
 
 
 class StrictFieldsMixin:

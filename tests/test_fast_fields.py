@@ -1,0 +1,166 @@
+"""The serializer speed-ups (widgets/api/fast_fields.py) change nothing but speed.
+
+Every serializer that uses them serializes the same objects, and validates the same input,
+once with them and once with plain DRF (``plain_drf()``: each speed-up falls back to DRF's
+own code); the results must be identical. And the field copies a serializer gets share no
+mutable state with the per-class templates.
+"""
+
+import json
+from decimal import Decimal
+
+import pytest
+from rest_framework.request import Request
+from rest_framework.test import APIRequestFactory
+
+from tests.conftest import make_user
+from widgets import services
+from widgets.api import serializers as api_serializers
+from widgets.api.fast_fields import ReadPlanMixin, SharedFieldsMixin, plain_drf
+from widgets.models import Category, ChangeLogEntry, StockMovement, Widget
+
+pytestmark = pytest.mark.django_db
+
+SERIALIZERS = sorted(
+    (
+        cls
+        for cls in vars(api_serializers).values()
+        if isinstance(cls, type)
+        and issubclass(cls, (SharedFieldsMixin, ReadPlanMixin))
+        and issubclass(cls, api_serializers.serializers.BaseSerializer)
+    ),
+    key=lambda cls: cls.__name__,
+)
+
+
+@pytest.fixture
+def objects():
+    """A bit of everything: with and without category, price, stock, history and user."""
+    user = make_user("manager", username="alice")
+    tools = services.create_category(user=user, name="Tools", description="Hand tools")
+    services.create_category(name="Empty")
+    hammer = services.create_widget(user=user, name="Hammer", category=tools, price=Decimal("9.99"), stock=5)
+    services.create_widget(name="Nail ünïcode ✓", description="line one\nline two", stock=0, reorder_level=3)
+    bare = services.create_widget(name="Bare", is_active=False)
+    services.adjust_stock(widget_id=hammer.pk, delta=-2, reason="sold", note="counter", user=user)
+    services.adjust_stock(widget_id=bare.pk, delta=4, reason="received")
+    services.update_widget(widget=hammer, changes={"name": "Claw hammer"}, user=user)
+    return {
+        Category: list(Category.objects.order_by("id")),
+        Widget: list(Widget.objects.order_by("id")),
+        StockMovement: list(StockMovement.objects.select_related("created_by").order_by("id")),
+        ChangeLogEntry: list(ChangeLogEntry.objects.select_related("user").order_by("id")),
+    }
+
+
+ADJUSTMENTS = [
+    {"delta": 3, "reason": "received", "note": "pallet"},
+    {"delta": -1, "reason": "sold"},
+    {"delta": 0, "reason": "sold"},
+    {"delta": "3", "reason": "received"},
+    {"delta": 1, "reason": "initial", "note": "x\x00y"},
+    {},
+]
+# Input each serializer validates, besides what it renders.
+INPUTS = {
+    "AdjustmentSerializer": ADJUSTMENTS,
+    "BatchItemSerializer": [
+        *({**item, "widget": 1} for item in ADJUSTMENTS),
+        {"widget": 0, "delta": 1, "reason": "sold"},
+    ],
+    "AdjustmentBatchSerializer": [
+        {"items": [{"widget": 1, "delta": 1, "reason": "received"}, {"widget": 2, "delta": -1, "reason": "sold"}]},
+        {"items": []},
+        {"items": [{"widget": 1, "delta": 1, "reason": "received"}, {"widget": 2, "delta": 0, "reason": "sold"}]},
+        {"items": "nope"},
+    ],
+    "CategorySerializer": [{"name": "Fasteners"}, {"name": "!!!"}, {"name": 7}, {}],
+    "WidgetSerializer": [
+        {"name": "Bolt", "sku": "bolt-1", "price": "0.10", "stock": 7, "reorder_level": 2},
+        {"name": "Bolt", "price": 0.1},
+        {"name": " ", "sku": "ıx", "is_active": "yes", "stock": -1},
+        {"name": "Bolt", "category": 999999},
+    ],
+    "WidgetUpdateSerializer": [{"name": "Renamed", "stock": 1}, {"name": ""}],
+}
+
+
+def request():
+    return Request(APIRequestFactory().get("/api/widgets/", HTTP_HOST="testserver"))
+
+
+def rendered(cls, objects):
+    """Everything ``cls`` produces from the same objects and input, as JSON text."""
+    context = {"request": request()}
+    out = {}
+    model = getattr(getattr(cls, "Meta", None), "model", None)
+    if model is not None:
+        instances = objects[model]
+        assert instances, f"no {model.__name__} to render"
+        out["many"] = cls(instances, many=True, context=context).data
+        out["one"] = [cls(instance, context=context).data for instance in instances]
+    if cls is api_serializers.BatchResultSerializer:
+        out["one"] = cls({"movements": objects[StockMovement]}, context=context).data
+    for data in INPUTS.get(cls.__name__, []):
+        serializer = cls(data=data, context=context)
+        try:
+            valid = serializer.is_valid()
+            result = [valid, serializer.validated_data if valid else serializer.errors]
+        except Exception as exc:  # noqa: BLE001 (the same exception both ways is the same answer)
+            result = [type(exc).__name__, str(exc)]
+        out.setdefault("input", []).append(result)
+    assert out, f"{cls.__name__}: nothing to compare; add its input to INPUTS"
+    return json.dumps(out, default=repr, sort_keys=True)
+
+
+def test_every_serializer_using_the_speed_ups_is_compared():
+    names = {cls.__name__ for cls in SERIALIZERS}
+
+    assert {"WidgetSerializer", "CategorySerializer", "StockMovementSerializer", "ChangeLogEntrySerializer"} <= names
+
+
+@pytest.mark.parametrize("cls", SERIALIZERS, ids=lambda cls: cls.__name__)
+def test_output_is_the_same_as_plain_drf(cls, objects):
+    fast = rendered(cls, objects)
+    fast_again = rendered(cls, objects)  # from the per-class templates, now built
+    with plain_drf():
+        plain = rendered(cls, objects)
+
+    assert fast == plain
+    assert fast_again == plain
+
+
+# --- Copies share no mutable state --------------------------------------------------------
+
+
+def no_hammers(value):
+    if "hammer" in value.lower():
+        raise api_serializers.serializers.ValidationError("No hammers here.")
+
+
+class ShopWidgetSerializer(api_serializers.WidgetSerializer):
+    """A serializer adding a validator and a message at run time, as DRF code often does."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["name"].validators.append(no_hammers)
+        self.fields["name"].error_messages["blank"] += " (shop rule)"
+
+
+def test_a_validator_appended_at_run_time_does_not_pile_up_across_requests():
+    for _ in range(3):  # three requests, each with its own serializer
+        hammer = ShopWidgetSerializer(data={"name": "Hammer"}, context={"request": request()})
+        blank = ShopWidgetSerializer(data={"name": ""}, context={"request": request()})
+
+        assert not hammer.is_valid() and not blank.is_valid()
+        assert hammer.errors["name"] == ["No hammers here."]
+        assert blank.errors["name"] == ["This field may not be blank. (shop rule)"]
+
+
+def test_a_field_changed_at_run_time_leaves_other_serializers_alone():
+    ShopWidgetSerializer(context={"request": request()})
+
+    plain = api_serializers.WidgetSerializer(data={"name": "Hammer"}, context={"request": request()})
+
+    assert plain.is_valid(), plain.errors
+    assert no_hammers not in plain.fields["name"].validators
