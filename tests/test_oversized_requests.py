@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_throttling import free_ports
+from tests.processes import free_ports
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 QUERY_20_KB = "x=" + "a" * 20_000
