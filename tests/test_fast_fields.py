@@ -17,7 +17,7 @@ from tests.conftest import make_user
 from widgets import services
 from widgets.api import serializers as api_serializers
 from widgets.api.fast_fields import ReadPlanMixin, SharedFieldsMixin, plain_drf
-from widgets.models import Category, ChangeLogEntry, StockMovement, Widget
+from widgets.models import Category, ChangeLogEntry, Reservation, ReservationItem, StockMovement, Widget
 
 pytestmark = pytest.mark.django_db
 
@@ -45,9 +45,14 @@ def objects():
     services.adjust_stock(widget_id=hammer.pk, delta=-2, reason="sold", note="counter", user=user)
     services.adjust_stock(widget_id=bare.pk, delta=4, reason="received")
     services.update_widget(widget=hammer, changes={"name": "Claw hammer"}, user=user)
+    held = services.create_reservation(reference="order-1", items=[{"widget": hammer.pk, "quantity": 1}], user=user)
+    services.create_reservation(reference="order-2", items=[{"widget": bare.pk, "quantity": 2}])
+    services.commit_reservation(reservation_id=held.pk, user=user)
     return {
         Category: list(Category.objects.order_by("id")),
-        Widget: list(Widget.objects.order_by("id")),
+        Widget: list(Widget.objects.with_availability().order_by("id")),
+        Reservation: list(Reservation.objects.select_related("created_by").prefetch_related("items").order_by("id")),
+        ReservationItem: list(ReservationItem.objects.order_by("id")),
         StockMovement: list(StockMovement.objects.select_related("created_by").order_by("id")),
         ChangeLogEntry: list(ChangeLogEntry.objects.select_related("user").order_by("id")),
     }
@@ -82,6 +87,14 @@ INPUTS = {
         {"name": "Bolt", "category": 999999},
     ],
     "WidgetUpdateSerializer": [{"name": "Renamed", "stock": 1}, {"name": ""}],
+    "ReservationCreateSerializer": [
+        {"reference": "order-9", "ttl_seconds": 600, "items": [{"widget": 1, "quantity": 2}]},
+        {"reference": "order-9", "items": [{"widget": 1, "quantity": 1}, {"widget": 1, "quantity": 1}]},
+        {"reference": " ", "ttl_seconds": 5, "items": []},
+        {"items": [{"widget": "1", "quantity": 0}]},
+    ],
+    "ReservationExtendSerializer": [{"ttl_seconds": 900}, {"ttl_seconds": 10}, {}],
+    "ReservationItemInputSerializer": [{"widget": 1, "quantity": 3}, {"widget": 0, "quantity": -1}],
 }
 
 
