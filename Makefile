@@ -39,7 +39,7 @@ test: install
 	DJANGO_SECRET_KEY=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))') \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The full reliability runs (docs/RELIABILITY.md): schemathesis on every operation, 60 s of
+# The full reliability runs (docs/reliability.md): schemathesis on every operation, 60 s of
 # load, and a database outage plus a killed worker under 40 s of load. Needs PostgreSQL on
 # 127.0.0.1:5432 (ADMIN_DATABASE_URL) and the PostgreSQL 15 binaries for the private server.
 reliability: install
@@ -58,7 +58,7 @@ bench: install
 bench-quick: install
 	$(BIN)/python bench/run.py --quick $(BENCH_ARGS)
 
-# The Elastic Beanstalk rehearsal (README, "Deploying"): the committed bundle, deployed and
+# The Elastic Beanstalk rehearsal (docs/deploy.md): the committed bundle, deployed and
 # served here against a fresh PostgreSQL database and Redis. Needs both running.
 deploy-check: install
 	$(BIN)/python deploy/check.py

@@ -1,7 +1,7 @@
 """
 Settings for Widget Inventory, read from the environment once at start-up.
 
-Every knob is an environment variable; the README lists them all. Outside
+Every knob is an environment variable; docs/configuration.md lists them all. Outside
 `make run` (which turns DEBUG on) the defaults are the production ones: DEBUG off
 and a secret key that must be provided.
 """
@@ -245,7 +245,7 @@ SPECTACULAR_SETTINGS = {
 
 # --- Deployment: secret key rotation ---------------------------------------------------------
 # While the secret key is rotated, the previous key(s) still verify sessions and signed values
-# (comma-separated); drop them once sessions signed with them have expired (README, "Deploying").
+# (comma-separated); drop them once sessions signed with them have expired (docs/deploy.md, "Rotating the secret key").
 
 SECRET_KEY_FALLBACKS = env_list("DJANGO_SECRET_KEY_FALLBACKS")
 

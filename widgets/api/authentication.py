@@ -2,8 +2,8 @@
 
 A verified token is remembered in this process for ``API_TOKEN_CACHE_SECONDS``
 (default 5), together with its user and that user's permissions, so a busy client
-costs no authentication queries between look-ups. The price, documented in the
-README: revoking a token, deactivating a user or changing a user's roles takes
+costs no authentication queries between look-ups. The price, documented in
+docs/configuration.md: revoking a token, deactivating a user or changing a user's roles takes
 effect within that many seconds rather than at once. 0 turns the cache off.
 """
 import re
