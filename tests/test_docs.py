@@ -120,3 +120,15 @@ def test_schema_describes_the_error_responses(schema, path, method, codes):
     assert codes <= set(responses)
     assert responses["401"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
     assert set(schema["components"]["schemas"]["Error"]["properties"]) >= {"detail", "code"}
+
+
+def test_every_operation_has_a_summary_that_reads_like_documentation(schema):
+    operations = [(path, method, op) for path, ops in schema["paths"].items() for method, op in ops.items()]
+
+    summaries = {(method.upper(), path): op.get("summary") for path, method, op in operations}
+
+    assert all(summaries.values()), [key for key, summary in summaries.items() if not summary]
+    assert not [s for s in summaries.values() if "_" in s or s == s.lower()], summaries
+    assert summaries[("GET", "/api/widgets/")] == "List widgets"
+    assert summaries[("POST", "/api/widgets/{id}/adjust/")] == "Add or remove stock"
+    assert summaries[("GET", "/api/movements/{id}/")] == "Get a stock movement"

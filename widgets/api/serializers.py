@@ -426,7 +426,16 @@ class BatchItemSerializer(AdjustmentSerializer):
 class AdjustmentBatchSerializer(SharedFieldsMixin, serializers.Serializer):
     """The body of ``POST /api/adjustments/``: applied all or nothing, in this order."""
 
-    items = BatchItemSerializer(many=True, min_length=1, max_length=MAX_BATCH_ITEMS)
+    items = BatchItemSerializer(
+        many=True,
+        min_length=1,
+        max_length=MAX_BATCH_ITEMS,
+        # DRF's own say "Ensure this field has at least 1 elements."
+        error_messages={
+            "min_length": "Send at least one item.",
+            "max_length": "Send at most {max_length} items.",
+        },
+    )
 
     def to_internal_value(self, data):
         try:
@@ -485,7 +494,8 @@ class TokenRequestSerializer(serializers.Serializer):
         min_value=1,
         max_value=MAX_TOKEN_DAYS,
         required=False,
-        help_text="Lifetime in days; the server default (DJANGO_TOKEN_EXPIRY_DAYS) when omitted.",
+        allow_null=True,
+        help_text="Lifetime in days; the server default (DJANGO_TOKEN_EXPIRY_DAYS) when omitted or null.",
     )
     read_only = StrictBooleanField(default=False, help_text="Allow only GET, HEAD and OPTIONS.")
 
