@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_WIDGETS ?= 500
 
-.PHONY: run test install migrate clean deploy-check reliability
+.PHONY: run test install migrate clean deploy-check reliability screenshots
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,12 @@ run: install $(SECRET_FILE)
 	@$(BIN)/python manage.py ensure_local_admin
 	@echo "Serving http://$(HOST):$(PORT)/  (API /api/, admin /admin/, docs /api/docs/)"
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# The images in docs/ from the app `make run` serves (docs/screenshots.py; needs Chromium).
+screenshots: export DJANGO_DEBUG = 1
+screenshots: export DJANGO_SECRET_KEY = $(shell cat $(SECRET_FILE) 2>/dev/null)
+screenshots: install
+	$(BIN)/python docs/screenshots.py --base-url http://$(HOST):$(PORT)
 
 # The suite runs on SQLite by default; set DATABASE_URL to run it on PostgreSQL and
 # REDIS_URL for the Redis tests. A throwaway secret key is generated per run.

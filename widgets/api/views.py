@@ -375,16 +375,15 @@ class ApiRootView(routers.APIRootView):
         ]
         for prefix, viewset, basename in self.registry:
             url = reverse(f"{basename}-list", request=self.request)
-            lines.append(f"- [{prefix}]({url}): {_first_sentence(viewset.__doc__)}")
+            lines.append(f"- [{prefix}]({url}): {_first_paragraph(viewset.__doc__)}")
         for key, url_name, text in self.other_pages:
             lines.append(f"- [{key}]({reverse(url_name, request=self.request)}): {text}")
         description = "\n".join(lines)
         return mark_safe(apply_markdown(description)) if html and apply_markdown else description
 
 
-def _first_sentence(docstring: str | None) -> str:
-    text = " ".join((docstring or "").split())
-    return text.split(". ", 1)[0].rstrip(".") + "." if text else ""
+def _first_paragraph(docstring: str | None) -> str:
+    return " ".join((docstring or "").strip().split("\n\n", 1)[0].split())
 
 
 class ApiRouter(routers.DefaultRouter):

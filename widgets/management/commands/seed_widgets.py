@@ -141,11 +141,11 @@ class Command(BaseCommand):
         statements. Each widget's stock is the sum of its movements and each movement's
         stock_after the running total, as the services would have left them; movements are
         written in time order, so ids follow time as they do in real use."""
-        today = timezone.localdate()
-        first_day = today - timedelta(days=days)
+        now = timezone.now()
+        first_day = timezone.localdate(now) - timedelta(days=days)
         widgets, ledgers = [], []
         for number in range(first, first + size):
-            widget, ledger = self._simulate(rng, number, first_day, days, low=number % LOW_EVERY == 3)
+            widget, ledger = self._simulate(rng, number, first_day, days, now, low=number % LOW_EVERY == 3)
             widget.update(
                 sku=f"{sku_prefix}{number:07d}",
                 name=f"{rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} {number}",
@@ -179,8 +179,9 @@ class Command(BaseCommand):
         )
 
     @staticmethod
-    def _simulate(rng, number, first_day, days, *, low):
-        """One widget's history: ``(widget fields, [(at, delta, reason, note, stock_after, user)])``."""
+    def _simulate(rng, number, first_day, days, now, *, low):
+        """One widget's history from ``first_day`` up to ``now``:
+        ``(widget fields, [(at, delta, reason, note, stock_after, user)])``."""
         Reason = StockMovement.Reason
         rate = rng.choice(DAILY_UNITS) * rng.uniform(0.7, 1.3)
         reorder_level = max(5, 5 * round(rate * 7 / 5))  # about a week of sales
@@ -197,13 +198,15 @@ class Command(BaseCommand):
 
         def move(when, delta, reason, note, user):
             nonlocal stock
+            if when > now:  # later today: has not happened yet
+                return
             stock += delta
             ledger.append((when, delta, reason, note, stock, user))
 
         arrives = None  # the day an order placed earlier is delivered
-        for day in range(days):
+        for day in range(days + 1):  # the last day is today, up to now
             weekday = (first_day + timedelta(days=day)).weekday()
-            if arrives is not None and day >= arrives and weekday < 5:
+            if arrives is not None and day >= arrives:
                 move(at(day, 8), order_size, Reason.RECEIVED, f"PO {40000 + number * 7 + day}", "warehouse")
                 arrives = None
             sold = min(stock, _poisson(rng, rate * WEEKDAY_SALES[weekday]))
@@ -217,18 +220,27 @@ class Command(BaseCommand):
             if stock and rng.random() < 0.01:
                 move(at(day, 19), -1, Reason.DAMAGED, "Damaged in storage", "warehouse")
             if stock <= reorder_level and arrives is None:
-                arrives = day + rng.randint(2, 5)  # the lead time of the reorder
+                arrives = _after_working_days(first_day, day, rng.randint(2, 5))  # the reorder's lead time
         # Today's picture: 1 widget in LOW_EVERY waits for a delivery, the others have stock.
-        last = days - 1
+        last = min(now, ledger[-1][0] + timedelta(seconds=1))
         if low and stock > reorder_level:
-            move(at(last, 20), -(stock - rng.randint(0, reorder_level)), Reason.SOLD, "Order for a trade customer", "shop")
+            move(last, -(stock - rng.randint(0, reorder_level)), Reason.SOLD, "Order for a trade customer", "shop")
         elif not low and stock <= reorder_level:
-            move(at(last, 20, 30), order_size, Reason.RECEIVED, f"PO {40000 + number * 7 + days}", "warehouse")
+            move(last, order_size, Reason.RECEIVED, f"PO {40000 + number * 7 + days}", "warehouse")
         widget = {
             "price": price, "stock": stock, "reorder_level": reorder_level,
             "created_at": created_at, "updated_at": ledger[-1][0],
         }
         return widget, ledger
+
+
+def _after_working_days(first_day, day: int, count: int) -> int:
+    """The day (counted from ``first_day``) ``count`` working days after ``day``: deliveries
+    come Monday to Friday."""
+    while count:
+        day += 1
+        count -= (first_day + timedelta(days=day)).weekday() < 5
+    return day
 
 
 def _poisson(rng, mean: float) -> int:
