@@ -18,10 +18,11 @@ ADJECTIVES = ["Steel", "Brass", "Compact", "Heavy-duty", "Precision", "Mini", "P
 NOUNS = ["Spanner", "Bolt", "Hinge", "Bracket", "Clamp", "Socket", "Washer", "Drill Bit", "Fuse", "Gasket"]
 
 # The history: a week's sales by weekday (Monday first; a busy Friday, a quiet Sunday),
-# deliveries on weekdays only, and one widget in LOW_EVERY waiting for a delivery today.
+# deliveries on weekdays only, and LOW_PERCENT of every 100 widgets waiting for a delivery
+# today (spread out: numbers n with n * 37 mod 100 below it).
 WEEKDAY_SALES = (1.0, 1.1, 1.1, 1.2, 1.5, 0.6, 0.25)
 DAILY_UNITS = (0.3, 0.8, 1.5, 3, 6, 12)  # a widget's typical sales per day, slow to fast
-LOW_EVERY = 14  # 1 in 14 = 7% of the widgets end at or below their reorder level
+LOW_PERCENT = 7  # of the widgets end at or below their reorder level
 DEMO_USERS = ("warehouse", "shop")  # who received and who sold; they cannot log in
 
 class Command(BaseCommand):
@@ -145,7 +146,7 @@ class Command(BaseCommand):
         first_day = timezone.localdate(now) - timedelta(days=days)
         widgets, ledgers = [], []
         for number in range(first, first + size):
-            widget, ledger = self._simulate(rng, number, first_day, days, now, low=number % LOW_EVERY == 3)
+            widget, ledger = self._simulate(rng, number, first_day, days, now, low=number * 37 % 100 < LOW_PERCENT)
             widget.update(
                 sku=f"{sku_prefix}{number:07d}",
                 name=f"{rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} {number}",
@@ -221,7 +222,7 @@ class Command(BaseCommand):
                 move(at(day, 19), -1, Reason.DAMAGED, "Damaged in storage", "warehouse")
             if stock <= reorder_level and arrives is None:
                 arrives = _after_working_days(first_day, day, rng.randint(2, 5))  # the reorder's lead time
-        # Today's picture: 1 widget in LOW_EVERY waits for a delivery, the others have stock.
+        # Today's picture: LOW_PERCENT of the widgets wait for a delivery, the others have stock.
         last = min(now, ledger[-1][0] + timedelta(seconds=1))
         if low and stock > reorder_level:
             move(last, -(stock - rng.randint(0, reorder_level)), Reason.SOLD, "Order for a trade customer", "shop")
