@@ -176,3 +176,19 @@ def test_favicon_is_served_at_the_site_root(browser):
     assert response.status_code == 200
     assert response["Content-Type"] in ("image/x-icon", "image/vnd.microsoft.icon")
     assert b"".join(response.streaming_content)[:4] == b"\x00\x00\x01\x00"  # an ICO file
+
+
+def test_widget_html_form_creates_an_active_widget_as_offered(browser):
+    log_in(browser, make_user("manager"))
+    page = browser.get("/api/widgets/", **HTML)
+    checkbox = re.search(r'<input[^>]*name="is_active"[^>]*>', page.content.decode()).group(0)
+    assert "checked" in checkbox
+
+    response = browser.post(
+        "/api/widgets/",
+        {"name": "Form widget", "is_active": "true", "csrfmiddlewaretoken": csrf_token(page)},
+        **HTML,
+    )
+
+    assert response.status_code == 201, response.content
+    assert Widget.objects.get(name="Form widget").is_active is True

@@ -372,6 +372,9 @@ class WidgetSerializer(SharedFieldsMixin, ReadPlanMixin, StrictFieldsMixin, seri
             "reorder_level", "low_stock", "is_active", "created_at", "updated_at",
         ]
         read_only_fields = ["created_at", "updated_at"]
+        # The browsable API's HTML form starts from the model's default: an unticked box
+        # would create an archived widget.
+        extra_kwargs = {"is_active": {"initial": True}}
 
     def validate_stock(self, value):
         if self.instance is not None and value != self.instance.stock:
