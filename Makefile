@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_WIDGETS ?= 500
 
-.PHONY: run test lint admin-password install migrate clean deploy-check reliability
+.PHONY: run test lint admin-password screenshots install migrate clean deploy-check reliability
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,10 @@ run: install $(ENV_FILE)
 admin-password: install $(ENV_FILE)
 	@$(BIN)/python manage.py ensure_local_admin --reset-password
 
+# The images in docs/ from the app `make run` serves (docs/screenshots.py; needs Chromium).
+screenshots: install $(ENV_FILE)
+	$(BIN)/python docs/screenshots.py --base-url http://$(HOST):$(PORT)
+
 # The suite runs on SQLite by default; set DATABASE_URL to run it on PostgreSQL and
 # REDIS_URL for the Redis tests. A throwaway secret key is generated per run.
 test: install
@@ -54,7 +58,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The full reliability runs (docs/RELIABILITY.md): schemathesis on every operation, 60 s of
+# The full reliability runs (docs/reliability.md): schemathesis on every operation, 60 s of
 # load, a database outage plus a killed worker under 40 s of load, and read replicas (a private
 # primary and a streaming replica of it on ports 5510/5511, Redis db 13). Needs PostgreSQL on
 # 127.0.0.1:5432 (ADMIN_DATABASE_URL) and the PostgreSQL 15 binaries for the private servers.
@@ -75,7 +79,7 @@ bench: install
 bench-quick: install
 	$(BIN)/python bench/run.py --quick $(BENCH_ARGS)
 
-# The Elastic Beanstalk rehearsal (README, "Deploying"): the committed bundle, deployed and
+# The Elastic Beanstalk rehearsal (docs/deploy.md): the committed bundle, deployed and
 # served here against a fresh PostgreSQL database and Redis. Needs both running.
 deploy-check: install
 	$(BIN)/python deploy/check.py

@@ -224,7 +224,7 @@ REST_FRAMEWORK = {
     # orjson: the same JSON as DRF's renderer and parser, faster (widgets/api/renderers.py).
     "DEFAULT_RENDERER_CLASSES": [
         "widgets.api.renderers.ORJSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
+        "widgets.api.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PARSER_CLASSES": [
         "widgets.api.parsers.JSONParser",
@@ -302,6 +302,8 @@ SPECTACULAR_SETTINGS = {
 STATIC_URL = "assets/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Files browsers ask for at the site's root (/favicon.ico), served by WhiteNoise.
+WHITENOISE_ROOT = BASE_DIR / "static" / "root"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

@@ -45,7 +45,7 @@ POSTGRES = os.environ.get("DEPLOY_CHECK_POSTGRES", "postgres://postgres@127.0.0.
 REDIS_URL = os.environ.get("DEPLOY_CHECK_REDIS_URL", "redis://127.0.0.1:6379/5")
 KEEP = os.environ.get("DEPLOY_CHECK_KEEP") == "1"
 
-# What the environment gets from `eb setenv` in the README, with stand-in values.
+# What the environment gets from `eb setenv` in docs/deploy.md, with stand-in values.
 PUBLIC_HOST = "widgets.example.com"
 PRIVATE_IP = "10.0.3.17"  # how the load balancer's health checks address an instance
 # On the instance the EB venv lives here; the rehearsal's venv takes its place.
@@ -247,7 +247,7 @@ class Rehearsal:
 
     def environment(self, port, **extra):
         """The process environment on an instance: environment properties from .ebextensions,
-        what the README has the operator set with `eb setenv`, and what EB sets for RDS."""
+        what docs/deploy.md has the operator set with `eb setenv`, and what EB sets for RDS."""
         database = urlsplit(POSTGRES)
         env = {
             "PATH": f"{self.venv / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}",

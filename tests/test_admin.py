@@ -37,7 +37,7 @@ def test_staff_login_through_the_login_page():
 def test_widget_changelist_shows_the_columns(staff, widgets):
     page = staff.get("/admin/widgets/widget/").content.decode()
 
-    for column in ["sku", "name", "category", "stock", "reorder_level", "is_low_stock", "price", "is_active", "updated_at"]:
+    for column in ["sku", "name", "category", "stock", "reorder_at", "is_low_stock", "price", "active", "updated"]:
         assert f'class="sortable column-{column}' in page or f'class="column-{column}' in page, column
     assert "LOW-1" in page and "PLENTY-1" in page
 

@@ -177,6 +177,12 @@ class TestAllOrNothing:
         assert response.status_code == 400
         assert "items" in response.json()
 
+    def test_empty_batch_says_to_send_an_item_in_plain_english(self, clerk):
+        response = clerk.post(URL, {"items": []}, format="json")
+
+        assert response.status_code == 400
+        assert response.json() == {"items": {"non_field_errors": ["Send at least one item."]}}
+
     def test_more_than_500_items_is_400(self, clerk, create_widget):
         widget = create_widget()
         before = snapshot()
@@ -184,7 +190,7 @@ class TestAllOrNothing:
         response = post_batch(clerk, *[item(widget, 1)] * 501)
 
         assert response.status_code == 400
-        assert "items" in response.json()
+        assert response.json() == {"items": {"non_field_errors": ["Send at most 500 items."]}}
         assert snapshot() == before
 
 

@@ -1,9 +1,12 @@
 """Management commands: seed_widgets, issue_token, check_ledger."""
 import io
+from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.conftest import make_user
@@ -23,8 +26,8 @@ def snapshot():
     widgets = Widget.objects.order_by("sku").values_list(
         "sku", "name", "description", "category__name", "price", "stock", "reorder_level", "is_active"
     )
-    movements = StockMovement.objects.order_by("widget__sku").values_list(
-        "widget__sku", "delta", "reason", "stock_after", "created_by"
+    movements = StockMovement.objects.order_by("widget__sku", "created_at", "id").values_list(
+        "widget__sku", "delta", "reason", "stock_after", "created_by__username"
     )
     return list(widgets), list(movements), list(Category.objects.values_list("name", "slug"))
 
@@ -41,7 +44,7 @@ class TestSeedWidgets:
 
         assert snapshot() == first
         assert len(first[0]) == 30 and len(first[2]) == 8
-        assert any(stock == 0 for *_, stock, _, _ in first[0])  # a mix, not all stocked
+        assert len(first[1]) > 30 * 40  # a history, not one movement each
 
     def test_another_seed_gives_other_data(self):
         run("seed_widgets", count=30, seed=7)
@@ -61,7 +64,7 @@ class TestSeedWidgets:
         assert len(widgets) == 20
         assert widgets[:10] == first
         assert [row[0] for row in widgets] == [f"S3-{n:07d}" for n in range(20)]
-        assert "Seeded 10 widgets (20 in total)" in output
+        assert "Seeded 10 widgets with 90 days of history (20 in total)" in output
 
     def test_if_empty_does_nothing_when_widgets_exist(self):
         run("seed_widgets", count=5, if_empty=True)
@@ -71,13 +74,46 @@ class TestSeedWidgets:
         assert Widget.objects.count() == 5
         assert "not seeding" in output
 
-    def test_ledger_invariant_holds_and_initial_movements_are_written(self):
-        run("seed_widgets", count=200, seed=2, batch_size=64)
+    def test_without_history_only_initial_movements_are_written(self):
+        run("seed_widgets", count=200, seed=2, batch_size=64, days=0)
 
         assert "Ledger invariant holds for 200 widgets" in run("check_ledger")
         stocked = Widget.objects.filter(stock__gt=0)
         assert StockMovement.objects.filter(reason="initial").count() == stocked.count() > 0
         assert not StockMovement.objects.exclude(reason="initial").exists()
+
+    def test_default_history_looks_like_a_business(self):
+        output = run("seed_widgets", count=280, seed=2, batch_size=100)
+
+        assert "Seeded 280 widgets with 90 days of history" in output
+        assert "Ledger invariant holds for 280 widgets" in run("check_ledger")
+        movements = list(StockMovement.objects.order_by("id").values_list("widget_id", "delta", "reason", "stock_after", "created_at"))
+        assert {reason for _, _, reason, _, _ in movements} == {"initial", "received", "sold", "returned", "damaged"}
+        # Back-dated over 90 days up to now, never in the future.
+        today = timezone.localdate()
+        days = {timezone.localdate(at) for *_, at in movements}
+        assert min(days) == today - timedelta(days=90) and max(days) >= today - timedelta(days=1)
+        assert max(at for *_, at in movements) <= timezone.now()
+        # Every movement's stock_after is its widget's running total, in id (= time) order.
+        running, last_at = {}, {}
+        for widget, delta, _, stock_after, at in movements:
+            running[widget] = running.get(widget, 0) + delta
+            assert stock_after == running[widget] >= 0
+            assert at >= last_at.get(widget, at)
+            last_at[widget] = at
+        # A weekly rhythm: Fridays sell more than twice what Sundays do.
+        sold_by_weekday = [0] * 7
+        for _, delta, reason, _, at in movements:
+            if reason == "sold":
+                sold_by_weekday[timezone.localtime(at).weekday()] -= delta
+        assert sold_by_weekday[4] > 2 * sold_by_weekday[6] > 0
+        # 5-10% at or below the reorder level, all the others above it.
+        low = Widget.objects.filter(stock__lte=F("reorder_level")).count()
+        assert 0.05 * 280 <= low <= 0.10 * 280
+        # Widgets were created when their history starts and updated by its last movement.
+        widget = Widget.objects.get(sku="S2-0000007")
+        assert timezone.localdate(widget.created_at) == today - timedelta(days=90)
+        assert widget.updated_at == widget.movements.order_by("-id").first().created_at
 
     def test_seeded_widgets_are_served_by_the_api(self, viewer):
         run("seed_widgets", count=3)
@@ -86,7 +122,7 @@ class TestSeedWidgets:
 
         assert [w["sku"] for w in body["results"]] == ["S1-0000000", "S1-0000001", "S1-0000002"]
 
-    @pytest.mark.parametrize("options", [{"count": -1}, {"count": 5, "batch_size": 0}])
+    @pytest.mark.parametrize("options", [{"count": -1}, {"count": 5, "batch_size": 0}, {"count": 5, "days": -1}])
     def test_bad_arguments_are_refused(self, options):
         with pytest.raises(CommandError):
             run("seed_widgets", **options)

@@ -180,7 +180,7 @@ class TestCategoryFilters:
 
 class TestPagination:
     def test_envelope_and_default_page_of_50(self, viewer):
-        call_command("seed_widgets", count=60, verbosity=0)
+        call_command("seed_widgets", count=60, days=0, verbosity=0)
 
         body = viewer.get("/api/widgets/").json()
 
@@ -223,7 +223,7 @@ class TestPagination:
         }
 
     def test_limit_above_1000_is_clamped(self, viewer):
-        call_command("seed_widgets", count=1005, verbosity=0)
+        call_command("seed_widgets", count=1005, days=0, verbosity=0)
 
         body = viewer.get("/api/widgets/", {"limit": 5000}).json()
 

@@ -31,7 +31,7 @@ LIST_QUERIES = 6 if IS_POSTGRES else 5
 @pytest.fixture
 def widgets(db):
     """120 seeded widgets (about two thirds with an initial movement)."""
-    call_command("seed_widgets", count=120, verbosity=0)
+    call_command("seed_widgets", count=120, days=0, verbosity=0)
     return list(Widget.objects.order_by("id").values_list("id", flat=True))
 
 
@@ -254,8 +254,8 @@ class TestBoundedCount:
 
 class TestSeeding:
     def test_seeding_again_adds_the_next_widgets_of_the_series_with_their_ledger(self):
-        call_command("seed_widgets", count=30, verbosity=0)
-        call_command("seed_widgets", count=20, verbosity=0)
+        call_command("seed_widgets", count=30, days=0, verbosity=0)
+        call_command("seed_widgets", count=20, days=0, verbosity=0)
 
         skus = list(Widget.objects.order_by("id").values_list("sku", flat=True))
         assert skus == [f"S1-{n:07d}" for n in range(50)]

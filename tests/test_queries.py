@@ -12,7 +12,7 @@ MAX_QUERIES = 6
 
 @pytest.fixture
 def inventory(clerk):
-    call_command("seed_widgets", count=600, verbosity=0)
+    call_command("seed_widgets", count=600, days=0, verbosity=0)
     first = Widget.objects.order_by("id").first().pk
     for _ in range(3):
         clerk.post(f"/api/widgets/{first}/adjust/", {"delta": 5, "reason": "received"}, format="json")

@@ -22,8 +22,10 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.dateformat import format as format_date
 from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.utils.text import Truncator
 
 from . import csv_io, services
 from .charts import line_chart
@@ -187,11 +189,23 @@ def csv_download(queryset, filename: str) -> StreamingHttpResponse:
     return response
 
 
+def short_datetime(value) -> str:
+    """``2026-12-02 13:55`` in the current time zone: half the width of Django's default."""
+    return format_date(timezone.localtime(value), "Y-m-d H:i") if value else "-"
+
+
+# The changelists need the width the navigation sidebar takes (the index and the breadcrumbs
+# lead everywhere it does).
+admin.site.enable_nav_sidebar = False
+
+
 @admin.register(Widget)
 class WidgetAdmin(VerbatimTextMixin, admin.ModelAdmin):
+    # Fits a 1366 px screen next to the filters (tests/browser/test_admin_widths.py):
+    # short headers, compact dates, SKUs kept on one line (staff.css). What is reserved is
+    # on the widget's page; the list shows what is left to sell.
     list_display = [
-        "sku", "name", "category", "stock", "reserved", "available", "reorder_level", "is_low_stock", "price",
-        "is_active", "updated_at",
+        "sku", "name", "category", "stock", "available", "reorder_at", "is_low_stock", "price", "active", "updated",
     ]
     list_filter = ["category", "is_active", LowStockFilter]
     list_select_related = ["category"]
@@ -208,6 +222,9 @@ class WidgetAdmin(VerbatimTextMixin, admin.ModelAdmin):
     delete_confirmation_template = "admin/widgets/widget/delete_confirmation.html"
     change_list_template = "admin/widgets/widget/change_list.html"
     actions = ["export_csv"]
+
+    class Media:
+        css = {"all": ["widgets/staff.css"]}
 
     def get_queryset(self, request):
         # Counted at this request's time: expired reservations hold nothing.
@@ -227,6 +244,18 @@ class WidgetAdmin(VerbatimTextMixin, admin.ModelAdmin):
     @admin.display(description="Available", ordering="available")
     def available(self, obj):
         return "-" if obj.pk is None else obj.available
+
+    @admin.display(description="Reorder at", ordering="reorder_level")
+    def reorder_at(self, obj):
+        return obj.reorder_level
+
+    @admin.display(boolean=True, description="Active", ordering="is_active")
+    def active(self, obj):
+        return obj.is_active
+
+    @admin.display(description="Updated at", ordering="updated_at")
+    def updated(self, obj):
+        return short_datetime(obj.updated_at)
 
     @admin.display(description="History")
     def movement_history_link(self, obj):
@@ -442,7 +471,9 @@ class CategoryAdmin(VerbatimTextMixin, admin.ModelAdmin):
 class StockMovementAdmin(admin.ModelAdmin):
     """The ledger, read-only: movements are made by adjusting a widget's stock."""
 
-    list_display = ["created_at", "widget", "delta", "reason", "stock_after", "created_by", "note"]
+    # The widget by its SKU (its name on hover) and the note cut short, so the list fits a
+    # 1366 px screen (tests/browser/test_admin_widths.py).
+    list_display = ["created", "widget_sku", "delta", "reason", "stock_after", "created_by", "short_note"]
     list_filter = ["reason", "created_at"]
     list_select_related = ["widget", "created_by"]
     search_fields = ["widget__sku", "note"]
@@ -450,6 +481,22 @@ class StockMovementAdmin(admin.ModelAdmin):
     show_full_result_count = False
     paginator = BoundedCountPaginator
     date_hierarchy = None
+
+    class Media:
+        css = {"all": ["widgets/staff.css"]}
+
+    @admin.display(description="Created at", ordering="created_at")
+    def created(self, obj):
+        return short_datetime(obj.created_at)
+
+    @admin.display(description="Widget", ordering="widget__sku")
+    def widget_sku(self, obj):
+        url = reverse("admin:widgets_widget_change", args=[obj.widget_id])
+        return format_html('<a href="{}" title="{}">{}</a>', url, obj.widget.name, obj.widget.sku)
+
+    @admin.display(description="Note")
+    def short_note(self, obj):
+        return format_html('<span title="{}">{}</span>', obj.note, Truncator(obj.note).chars(40))
 
     def has_add_permission(self, request):
         return False

@@ -1,4 +1,5 @@
 """The browsable API and the API docs in a real browser."""
+import json
 from urllib.parse import urlsplit
 
 import pytest
@@ -38,14 +39,44 @@ def test_browsable_api_login_filter_form_and_adjustment_form(browser_page, admin
     form.locator("input[name=delta]").fill("-5")
     form.locator("select[name=reason]").select_option("sold")
     form.locator("input[name=note]").fill("counter sale")
-    form.get_by_role("button", name="POST").click()
-
-    page.wait_for_load_state()
+    with page.expect_navigation():
+        form.get_by_role("button", name="POST").click()
     response = page.locator(".response-info").inner_text()
     assert "HTTP 201 Created" in response
     assert '"stock_after": 7' in response
     assert Widget.objects.get(pk=bolt.pk).stock == 7
     screenshot(page, "api-adjusted")
+
+    # The page after the POST offers the same form again, and it works again.
+    form = page.locator("#post-object-form form")
+    form.locator("input[name=delta]").fill("-3")
+    form.locator("select[name=reason]").select_option("sold")
+    with page.expect_navigation():
+        form.get_by_role("button", name="POST").click()
+    response = page.locator(".response-info").inner_text()
+    assert "HTTP 201 Created" in response
+    assert '"stock_after": 4' in response
+    assert Widget.objects.get(pk=bolt.pk).stock == 4
+    screenshot(page, "api-adjusted-again")
+
+
+def test_raw_data_form_posts_its_prefill_once_the_required_values_are_typed_in(browser_page, admin_user):
+    bolt = services.create_widget(sku="BOLT-8", name="Hex bolt", stock=12)
+    page = browser_page
+    page.goto(page.url_for(f"/api-auth/login/?next=/api/widgets/{bolt.pk}/adjust/"))
+    page.fill("#id_username", admin_user.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("#submit-id-submit")
+    page.wait_for_url(f"**/api/widgets/{bolt.pk}/adjust/")
+
+    page.get_by_role("link", name="Raw data").click()
+    content = page.locator("#post-generic-content-form textarea[name=_content]")
+    prefill = json.loads(content.input_value())
+    content.fill(json.dumps({**prefill, "delta": 5, "reason": "received"}))
+    with page.expect_navigation():
+        page.locator("#post-generic-content-form").get_by_role("button", name="POST").click()
+    assert "HTTP 201 Created" in page.locator(".response-info").inner_text()
+    assert Widget.objects.get(pk=bolt.pk).stock == 17
 
 
 def test_api_docs_render_from_local_assets_only(browser_page):

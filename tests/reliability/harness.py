@@ -71,7 +71,7 @@ def prepare(env: dict[str, str], *, widgets: int, roles: dict[str, str]) -> dict
     manage(env, "migrate", "--noinput", "-v", "0")
     manage(env, "collectstatic", "--noinput", "-v", "0")
     if widgets:
-        manage(env, "seed_widgets", "--count", str(widgets), "--seed", "8", "-v", "0")
+        manage(env, "seed_widgets", "--count", str(widgets), "--seed", "8", "--days", "0", "-v", "0")
     create_users = (
         "from django.contrib.auth.models import Group, User\n"
         f"for name, role in {roles!r}.items():\n"

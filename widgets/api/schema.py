@@ -202,6 +202,33 @@ class AutoSchema(openapi.AutoSchema):
     adds those, and 429 with its Retry-After): 413, 414, 431, and 503 when the database is away.
     """
 
+    # An operation's summary is the heading Swagger UI and ReDoc show for it.
+    STANDARD_SUMMARIES = {
+        "list": "List {plural}",
+        "retrieve": "Get {a} {name}",
+        "create": "Create {a} {name}",
+        "update": "Replace {a} {name}",
+        "partial_update": "Change fields of {a} {name}",
+        "destroy": "Delete {a} {name}",
+    }
+
+    def get_summary(self):
+        """The first sentence of the operation's own docstring (up to a ';'), else a phrase
+        made from its action and model: "List widgets", "Get a stock movement"."""
+        action = getattr(self.view, "action", None) or self.method.lower()
+        handler = getattr(self.view, action, None)
+        if handler is not None and handler.__module__.startswith("widgets.") and handler.__doc__:
+            first = " ".join(handler.__doc__.split()).split(". ", 1)[0]
+            return first.split(";", 1)[0].rstrip(".")
+        queryset = getattr(self.view, "queryset", None)
+        if action in self.STANDARD_SUMMARIES and queryset is not None:
+            meta = queryset.model._meta
+            name = str(meta.verbose_name)
+            return self.STANDARD_SUMMARIES[action].format(
+                plural=meta.verbose_name_plural, name=name, a="an" if name[0].lower() in "aeiou" else "a"
+            )
+        return None
+
     def map_parsers(self):
         # The API's contract is JSON. The form parsers serve the browsable API's HTML
         # forms, whose text-only encoding cannot express null or a number.

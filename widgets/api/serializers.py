@@ -191,6 +191,9 @@ class WidgetSerializer(SharedFieldsMixin, ReadPlanMixin, StrictFieldsMixin, seri
             "available", "reorder_level", "low_stock", "is_active", "created_at", "updated_at",
         ]
         read_only_fields = ["created_at", "updated_at"]
+        # The browsable API's HTML form starts from the model's default: an unticked box
+        # would create an archived widget.
+        extra_kwargs = {"is_active": {"initial": True}}
 
     def validate_stock(self, value):
         if self.instance is not None and value != self.instance.stock:
@@ -253,6 +256,10 @@ class BatchItemSerializer(AdjustmentSerializer):
     )
 
 
+# DRF's own say "Ensure this field has at least 1 elements."
+ITEMS_LENGTH_MESSAGES = {"min_length": "Send at least one item.", "max_length": "Send at most {max_length} items."}
+
+
 class FirstItemErrorMixin:
     """A body with a list of ``items``: an invalid item is answered as an ``ItemError``
     naming the first one (``index``) and its field, like a conflict with the stock."""
@@ -279,7 +286,9 @@ class FirstItemErrorMixin:
 class AdjustmentBatchSerializer(FirstItemErrorMixin, SharedFieldsMixin, serializers.Serializer):
     """The body of ``POST /api/adjustments/``: applied all or nothing, in this order."""
 
-    items = BatchItemSerializer(many=True, min_length=1, max_length=MAX_BATCH_ITEMS)
+    items = BatchItemSerializer(
+        many=True, min_length=1, max_length=MAX_BATCH_ITEMS, error_messages=ITEMS_LENGTH_MESSAGES
+    )
 
 
 class BatchResultSerializer(SharedFieldsMixin, serializers.Serializer):
@@ -325,7 +334,9 @@ class ReservationCreateSerializer(FirstItemErrorMixin, SharedFieldsMixin, serial
 
     reference = OneLineTextField(max_length=100, help_text="Your reference, e.g. the order number.")
     ttl_seconds = TtlField(required=False, default=DEFAULT_TTL_SECONDS)
-    items = ReservationItemInputSerializer(many=True, min_length=1, max_length=MAX_RESERVATION_ITEMS)
+    items = ReservationItemInputSerializer(
+        many=True, min_length=1, max_length=MAX_RESERVATION_ITEMS, error_messages=ITEMS_LENGTH_MESSAGES
+    )
 
     def validate_items(self, items):
         seen = set()
@@ -408,7 +419,8 @@ class TokenRequestSerializer(serializers.Serializer):
         min_value=1,
         max_value=MAX_TOKEN_DAYS,
         required=False,
-        help_text="Lifetime in days; the server default (DJANGO_TOKEN_EXPIRY_DAYS) when omitted.",
+        allow_null=True,
+        help_text="Lifetime in days; the server default (DJANGO_TOKEN_EXPIRY_DAYS) when omitted or null.",
     )
     read_only = StrictBooleanField(default=False, help_text="Allow only GET, HEAD and OPTIONS.")
 

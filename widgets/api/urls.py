@@ -1,9 +1,8 @@
 from django.urls import path
-from rest_framework.routers import DefaultRouter
 
 from . import views
 
-router = DefaultRouter()
+router = views.ApiRouter()
 router.register("categories", views.CategoryViewSet)
 router.register("widgets", views.WidgetViewSet)
 router.register("movements", views.StockMovementViewSet)

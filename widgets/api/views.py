@@ -2,15 +2,18 @@
 from django.contrib.auth import authenticate
 from django.db import IntegrityError
 from django.http import StreamingHttpResponse
+from django.utils.safestring import mark_safe
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
-from rest_framework import exceptions, generics, mixins, serializers, status, viewsets
+from rest_framework import exceptions, generics, mixins, routers, serializers, status, viewsets
+from rest_framework.compat import apply_markdown
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.generics import get_object_or_404
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 
 from .. import services
 from ..models import ApiToken, Category, ChangeLogEntry, Reservation, StockMovement, Widget
@@ -458,3 +461,57 @@ class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.D
 
     def perform_destroy(self, instance):
         services.revoke_tokens(ApiToken.objects.filter(pk=instance.pk))
+
+
+# --- The API root -------------------------------------------------------------------------------
+
+
+class ApiRootView(routers.APIRootView):
+    """The API's home page: every collection, then the token endpoint, docs, schema and admin."""
+
+    registry = ()  # the router's (prefix, viewset, basename), given by ApiRouter
+    # Pages outside the router, with one line each: (key, URL name, what it is).
+    other_pages = (
+        ("auth/token", "token-issue", "POST a username and password for an API token (shown once)."),
+        ("docs", "swagger-ui", "Swagger UI: every operation, with its parameters and answers."),
+        ("redoc", "redoc", "ReDoc: the same reference as one readable page."),
+        ("schema", "schema", "The OpenAPI 3 schema (`?format=json` for JSON)."),
+        ("admin", "admin:index", "The Django admin: stock dashboard, Adjust stock, CSV import, tokens."),
+    )
+
+    def get_view_name(self):
+        return "Widget Inventory API"
+
+    def get(self, request, *args, **kwargs):
+        links = super().get(request, *args, **kwargs).data
+        for key, url_name, _ in self.other_pages:
+            links[key] = reverse(url_name, request=request)
+        return Response(links)
+
+    def get_view_description(self, html=False):
+        lines = [
+            "Widgets, categories and an append-only stock ledger. API clients send "
+            "`Authorization: Token <key>`; in this browsable API, log in at the top right.",
+            "",
+        ]
+        for prefix, viewset, basename in self.registry:
+            url = reverse(f"{basename}-list", request=self.request)
+            lines.append(f"- [{prefix}]({url}): {_first_paragraph(viewset.__doc__)}")
+        for key, url_name, text in self.other_pages:
+            lines.append(f"- [{key}]({reverse(url_name, request=self.request)}): {text}")
+        description = "\n".join(lines)
+        return mark_safe(apply_markdown(description)) if html and apply_markdown else description
+
+
+def _first_paragraph(docstring: str | None) -> str:
+    return " ".join((docstring or "").strip().split("\n\n", 1)[0].split())
+
+
+class ApiRouter(routers.DefaultRouter):
+    """DefaultRouter whose root page is ``ApiRootView``."""
+
+    APIRootView = ApiRootView
+
+    def get_api_root_view(self, api_urls=None):
+        api_root_dict = {prefix: f"{basename}-list" for prefix, _, basename in self.registry}
+        return self.APIRootView.as_view(api_root_dict=api_root_dict, registry=tuple(self.registry))
