@@ -331,7 +331,10 @@ class ReservationViewSet(
         return ReservationCreateSerializer if self.action == "create" else ReservationSerializer
 
     def create(self, request, *args, **kwargs):
-        """Hold 1-100 items for ttl_seconds (60-86400, default 900): all of them, or none."""
+        """Hold stock for an order: every item, or none.
+
+        1-100 items, held for `ttl_seconds` (60-86400, default 900).
+        """
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         reservation = services.create_reservation(user=request.user, **serializer.validated_data)
@@ -378,7 +381,10 @@ class ReservationViewSet(
         permission_classes=[HasPermission.of("widgets.change_reservation")],
     )
     def extend(self, request, pk=None, format=None):
-        """Hold the units until ttl_seconds from now (never shortens the hold)."""
+        """Extend a hold.
+
+        The units are held until `ttl_seconds` from now; an extension never shortens the hold.
+        """
         serializer = ReservationExtendSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         reservation = services.extend_reservation(
