@@ -50,8 +50,8 @@ def environment(primary: Path, replica_urls: str | None = None, **extra) -> dict
         DJANGO_ALLOWED_HOSTS="testserver",
         DJANGO_LOG_LEVEL="CRITICAL",
         DATABASE_URL=f"sqlite:///{primary}",
-        **extra,
     )
+    env.update(extra)
     if replica_urls is not None:
         env["DATABASE_REPLICA_URLS"] = replica_urls
     return env
@@ -206,3 +206,19 @@ def test_a_read_that_fails_on_the_replica_is_answered_from_the_primary(databases
     assert listed["body"]["count"] >= 4  # the primary's widgets
     assert ready["body"]["replicas"] == {"replica_0": "unreachable"}  # skipped for a while now
     assert ready["status"] == 200
+
+
+def test_a_postgresql_replica_gets_the_primarys_tls_settings_and_a_short_connect_timeout(tmp_path):
+    dump = "from django.conf import settings; print(sorted(settings.DATABASES['replica_0']['OPTIONS'].items()))"
+    env = environment(
+        tmp_path / "unused.sqlite3", "postgres://app:pw@replica.internal:5432/widgets",
+        DATABASE_URL="postgres://app:pw@primary.internal:5432/widgets",
+        DJANGO_DB_SSLMODE="verify-full", DJANGO_DB_SSLROOTCERT="/etc/rds/global-bundle.pem",
+    )
+
+    result = manage(env, "shell", "-c", dump)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == (
+        "[('connect_timeout', 2), ('sslmode', 'verify-full'), ('sslrootcert', '/etc/rds/global-bundle.pem')]"
+    )
