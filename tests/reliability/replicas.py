@@ -90,7 +90,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--writers", type=int, default=4, help="concurrent writing clients")
     parser.add_argument("--rounds", type=int, default=10, help="create/rename/adjust rounds per writer")
-    parser.add_argument("--sticky", type=int, default=2, help="DATABASE_REPLICA_STICKY_SECONDS for the server")
+    parser.add_argument("--sticky", type=int, default=3, help="DATABASE_REPLICA_STICKY_SECONDS for the server")
     parser.add_argument("--load-seconds", type=float, default=12, help="mixed load while the replica stops")
     args = parser.parse_args()
 
