@@ -60,8 +60,9 @@ def is_down(alias: str) -> bool:
     return _down_until.get(alias, 0.0) > time.monotonic()
 
 
-def trip(alias: str, error: Exception | None = None) -> None:
-    """Skip ``alias`` for DATABASE_REPLICA_RETRY_SECONDS; after that the next read tries it again."""
+def trip(alias: str, error: object = None) -> None:
+    """Skip ``alias`` for DATABASE_REPLICA_RETRY_SECONDS; after that the next read tries it again.
+    ``error`` (an exception or a description) goes into the log line."""
     if not is_down(alias):
         logger.warning(
             "Read replica %s unreachable, reading from the primary for %ss: %s",

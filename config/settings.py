@@ -161,10 +161,8 @@ for _index, _url in enumerate(env.list("DATABASE_REPLICA_URLS", default="")):
     DATABASES[f"replica_{_index}"] = _replica
 if len(DATABASES) > 1:
     DATABASE_ROUTERS = ["config.replicas.ReplicaRouter"]
-    # Inside the session and user middleware, so a retry on the primary redoes only the view.
-    MIDDLEWARE.insert(
-        MIDDLEWARE.index("widgets.api.middleware.DatabaseUnavailableMiddleware"), "config.replicas.ReplicaMiddleware"
-    )
+    # Innermost, inside the session and user middleware: a retry on the primary redoes only the view.
+    MIDDLEWARE.append("config.replicas.ReplicaMiddleware")
 
 # --- Cache --------------------------------------------------------------------------------
 # Redis when REDIS_URL is set, so every process and instance shares one cache (throttle

@@ -50,8 +50,8 @@ def environment(primary: Path, replica_urls: str | None = None, **extra) -> dict
         DJANGO_ALLOWED_HOSTS="testserver",
         DJANGO_LOG_LEVEL="CRITICAL",
         DATABASE_URL=f"sqlite:///{primary}",
-        **extra,
     )
+    env.update(extra)
     if replica_urls is not None:
         env["DATABASE_REPLICA_URLS"] = replica_urls
     return env
@@ -100,7 +100,7 @@ def databases(tmp_path_factory):
 
 
 def probe(databases, replica: str, steps: list[dict], **extra) -> list[dict]:
-    env = environment(databases["primary"], databases[replica], DATABASE_REPLICA_STICKY_SECONDS="1", **extra)
+    env = environment(databases["primary"], databases[replica], **extra)
     result = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(steps), json.dumps(databases["tokens"])],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
@@ -148,20 +148,27 @@ def test_reads_are_served_by_a_replica_and_readyz_reports_it(databases):
     assert ready == {"status": 200, "body": {"status": "ok", "database": "ok", "replicas": {"replica_0": "ok"}}}
 
 
-def test_a_writer_reads_its_own_writes_from_the_primary_for_the_sticky_window(databases):
-    created, *reads = probe(databases, "replica", [
+def test_a_writer_reads_its_own_writes_from_the_primary(databases):
+    created, writer_reads, reader_reads = probe(databases, "replica", [
         {"as": "writer", "method": "POST", "path": "/api/widgets/", "body": {"name": "Mine", "sku": "MINE-1"}},
         {"as": "writer", "method": "GET", "path": "/api/widgets/?search=MINE-1"},
         {"as": "reader", "method": "GET", "path": "/api/widgets/?search=MINE-1"},
-        {"sleep": 1.5},
-        {"as": "writer", "method": "GET", "path": "/api/widgets/?search=MINE-1"},
-    ])
+    ], DATABASE_REPLICA_STICKY_SECONDS="60")
 
     assert created["status"] == 201, created
-    writer_at_once, reader_at_once, writer_later = (read["body"]["count"] for read in reads)
-    assert writer_at_once == 1  # from the primary
-    assert reader_at_once == 0  # the reader has written nothing: the replica, which lags
-    assert writer_later == 0  # after DATABASE_REPLICA_STICKY_SECONDS, the replica again
+    assert writer_reads["body"]["count"] == 1  # from the primary
+    assert reader_reads["body"]["count"] == 0  # the reader has written nothing: the replica, which lags
+
+
+def test_after_the_sticky_window_a_writer_reads_from_the_replica_again(databases):
+    created, writer_reads = probe(databases, "replica", [
+        {"as": "writer", "method": "POST", "path": "/api/widgets/", "body": {"name": "Later", "sku": "LATER-1"}},
+        {"sleep": 1.5},
+        {"as": "writer", "method": "GET", "path": "/api/widgets/?search=LATER-1"},
+    ], DATABASE_REPLICA_STICKY_SECONDS="1")
+
+    assert created["status"] == 201, created
+    assert writer_reads["body"]["count"] == 0  # the replica, which does not have it
 
 
 def test_a_write_request_reads_what_it_changes_from_the_primary(databases):
@@ -206,3 +213,19 @@ def test_a_read_that_fails_on_the_replica_is_answered_from_the_primary(databases
     assert listed["body"]["count"] >= 4  # the primary's widgets
     assert ready["body"]["replicas"] == {"replica_0": "unreachable"}  # skipped for a while now
     assert ready["status"] == 200
+
+
+def test_a_postgresql_replica_gets_the_primarys_tls_settings_and_a_short_connect_timeout(tmp_path):
+    dump = "from django.conf import settings; print(sorted(settings.DATABASES['replica_0']['OPTIONS'].items()))"
+    env = environment(
+        tmp_path / "unused.sqlite3", "postgres://app:pw@replica.internal:5432/widgets",
+        DATABASE_URL="postgres://app:pw@primary.internal:5432/widgets",
+        DJANGO_DB_SSLMODE="verify-full", DJANGO_DB_SSLROOTCERT="/etc/rds/global-bundle.pem",
+    )
+
+    result = manage(env, "shell", "-c", dump)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == (
+        "[('connect_timeout', 2), ('sslmode', 'verify-full'), ('sslrootcert', '/etc/rds/global-bundle.pem')]"
+    )

@@ -18,7 +18,10 @@ read-your-writes marker) with DATABASE_REPLICA_URLS naming the replica. Then, ov
 5. Replay resumes; the replica catches up.
 6. The replica stops under mixed load (reads, adjustments, batches from loadgen): no
    request is lost (no 5xx, no dropped connection), /readyz stays 200 and says the replica
-   is unreachable; it starts again and is used again. The books balance at the end.
+   is unreachable; it starts again and is used again.
+7. The replica drops the app's connections every 5 ms under load (pg_terminate_backend, as
+   a restart or a recovery conflict would, some of them mid-request): no request is lost.
+   The books balance at the end.
 
     python tests/reliability/replicas.py              # about a minute
 
@@ -28,13 +31,16 @@ PG_BIN (default /usr/lib/postgresql/15/bin). Exits 1 with the problems listed wh
 the figures go to test-artifacts/reliability/replicas.json.
 """
 import argparse
+import random
 import os
 import sys
 import threading
 import time
 import uuid
+from collections import Counter
 
 import harness
+import psycopg2
 from harness import log
 from loadgen import LoadGenerator
 
@@ -69,6 +75,41 @@ class Client:
             self.problems.append(f"{self.name}: read its own write as missing: expected {expected}, got {seen}")
 
 
+class Readers:
+    """Threads reading as a user who never writes, so that their reads go to the replica (the
+    load generator's users write too, which keeps their own reads on the primary)."""
+
+    def __init__(self, url: str, token: str, widget_ids: list[int], threads: int = 3):
+        self.url, self.token, self.widget_ids = url, token, widget_ids
+        self.statuses: Counter = Counter()
+        self.stop_event = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
+
+    def _run(self, seed: int) -> None:
+        rng = random.Random(seed)
+        while not self.stop_event.is_set():
+            widget = rng.choice(self.widget_ids)
+            path = rng.choice([f"/api/widgets/{widget}/", "/api/widgets/?limit=20", f"/api/widgets/{widget}/movements/"])
+            try:
+                status = harness.request("GET", f"{self.url}{path}", token=self.token)[0]
+            except OSError:
+                status = None
+            self.statuses[status] += 1
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join()
+
+    def lost(self) -> int:
+        return sum(count for status, count in self.statuses.items() if status != 200)
+
+
 def writer(client: Client, rounds: int, created: list[int], movements: dict[int, int]) -> None:
     for round_ in range(rounds):
         sku = f"RYW-{uuid.uuid4().hex[:10]}"
@@ -90,7 +131,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--writers", type=int, default=4, help="concurrent writing clients")
     parser.add_argument("--rounds", type=int, default=10, help="create/rename/adjust rounds per writer")
-    parser.add_argument("--sticky", type=int, default=2, help="DATABASE_REPLICA_STICKY_SECONDS for the server")
+    parser.add_argument("--sticky", type=int, default=3, help="DATABASE_REPLICA_STICKY_SECONDS for the server")
     parser.add_argument("--load-seconds", type=float, default=12, help="mixed load while the replica stops")
     args = parser.parse_args()
 
@@ -205,15 +246,16 @@ def main() -> int:
             load = LoadGenerator(port, [tokens["load-1"], tokens["load-2"]], widget_ids, threads=4, resend_ratio=0)
             log(f"mixed load for {args.load_seconds:.0f} s; the replica stops after 3 s")
             load.start()
-            time.sleep(3)
-            stopped_at = load.elapsed()
-            replica.stop("fast")
-            time.sleep(1)
-            ready_without = harness.request("GET", f"{url}/readyz")
-            time.sleep(max(0.0, args.load_seconds / 2 - 4))
-            replica.start()
-            time.sleep(max(0.0, args.load_seconds - load.elapsed()))
-            load.stop()
+            with Readers(url, tokens["reader"], widget_ids) as readers:
+                time.sleep(3)
+                stopped_at = load.elapsed()
+                replica.stop("fast")
+                time.sleep(1)
+                ready_without = harness.request("GET", f"{url}/readyz")
+                time.sleep(max(0.0, args.load_seconds / 2 - 4))
+                replica.start()
+                time.sleep(max(0.0, args.load_seconds - load.elapsed()))
+                load.stop()
             ready_again = None
             if harness.wait_until(
                 lambda: harness.request("GET", f"{url}/readyz")[2].get("replicas") == {"replica_0": "ok"}, timeout=15
@@ -225,19 +267,54 @@ def main() -> int:
                 "readyz_while_stopped": ready_without[::2],
                 "readyz_after_restart": ready_again,
                 "load": summary,
+                "reader_statuses": dict(readers.statuses),
             }
             if summary["5xx"] or summary["no_answer"] or summary["retried_writes"] or summary["unanswered_writes"]:
                 problems.append(f"requests were lost while the replica stopped: {summary}")
+            if readers.lost():
+                problems.append(f"reads were lost while the replica stopped: {dict(readers.statuses)}")
             if ready_without[0] != 200 or ready_without[2].get("replicas") != {"replica_0": "unreachable"}:
                 problems.append(f"/readyz with the replica stopped: {ready_without[0]} {ready_without[2]}")
             if ready_again is None:
                 problems.append("/readyz did not report the replica ok again after it restarted")
+            # 7. The replica drops connections mid-request (as a restart or a recovery conflict
+            #    does): every 5 ms its app connections are terminated under load.
+            adjusted.update(load.stats.movements)
+            load = LoadGenerator(port, [tokens["load-1"], tokens["load-2"]], widget_ids, threads=4, resend_ratio=0)
+            log(f"the replica's connections terminated every 5 ms for {args.load_seconds / 2:.0f} s of load")
+            kill = (
+                f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{DATABASE}' "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            )
+            terminated = 0
+            killer = psycopg2.connect(replica_url)
+            killer.autocommit = True
+            load.start()
+            with Readers(url, tokens["reader"], widget_ids) as readers, killer.cursor() as cursor:
+                while load.elapsed() < args.load_seconds / 2:
+                    cursor.execute(kill)
+                    terminated += cursor.fetchone()[0]
+                    time.sleep(0.005)
+                load.stop()
+            killer.close()
+            summary = load.stats.summary()
+            retried = [line for line in server.log().splitlines() if "unreachable" in line and " answered 5" in line]
+            report["replica_connections_terminated_under_load"] = {
+                "connections_terminated": terminated, "requests_retried_on_the_primary": len(retried), "load": summary,
+                "reader_statuses": dict(readers.statuses),
+            }
+            if summary["5xx"] or summary["no_answer"] or summary["retried_writes"] or summary["unanswered_writes"]:
+                problems.append(f"requests were lost while the replica dropped connections: {summary}")
+            if readers.lost():
+                problems.append(f"reads were lost while the replica dropped connections: {dict(readers.statuses)}")
+            adjusted.update(load.stats.movements)
+
             warnings = [line for line in server.log().splitlines() if "Read replica replica_0 unreachable" in line]
             report["replica_stopped_under_load"]["breaker_trips_logged"] = len(warnings)
             if not warnings:
                 problems.append("the server never logged the replica as unreachable: did reads use it?")
             figures, book_problems = harness.verify_books(
-                env, primary_url, initial_total=initial_total, movements_seen={**adjusted, **load.stats.movements}
+                env, primary_url, initial_total=initial_total, movements_seen=adjusted
             )
             report["books"] = figures
             problems.extend(book_problems)
