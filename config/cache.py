@@ -22,6 +22,24 @@ return {count, left}
 """
 
 
+# The same count, and in the same round trip the value of KEYS[2] (set to ARGV[2] for ARGV[3]
+# seconds when missing). Returns {count, ms left in the window, value}.
+COUNT_IN_WINDOW_AND_GET = """
+local count = redis.call('INCR', KEYS[1])
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  left = tonumber(ARGV[1])
+end
+local value = redis.call('GET', KEYS[2])
+if not value then
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+  value = ARGV[2]
+end
+return {count, left, value}
+"""
+
+
 class RedisCacheClient(redis.RedisCacheClient):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -47,3 +65,15 @@ class RedisCache(redis.RedisCache):
         client = self._cache.get_client(key, write=True)
         count, left_ms = client.eval(COUNT_IN_WINDOW, 1, self.make_and_validate_key(key), int(window_seconds * 1000))
         return count, left_ms / 1000
+
+    def count_in_window_and_get(
+        self, key: str, window_seconds: float, other: str, default: str, default_seconds: int
+    ) -> tuple[int, float, str]:
+        """``count_in_window(key, window_seconds)`` and, in the same round trip, the raw
+        value stored at ``other`` (set to ``default`` for ``default_seconds`` if missing)."""
+        client = self._cache.get_client(key, write=True)
+        count, left_ms, value = client.eval(
+            COUNT_IN_WINDOW_AND_GET, 2, self.make_and_validate_key(key), self.make_key(other),
+            int(window_seconds * 1000), default, default_seconds,
+        )
+        return count, left_ms / 1000, value.decode() if isinstance(value, bytes) else value

@@ -262,7 +262,7 @@ class TestPagingAndOrdering:
     def test_non_numeric_id_is_404_json(self, viewer, widget, path):
         assert_refused(viewer.get(path), 404, naming="not_found")
 
-    @pytest.mark.parametrize("ordering", ["colour", "description", "category__name", "-stock_after", "stock;DROP TABLE x", "%00", "x" * 10_000])
+    @pytest.mark.parametrize("ordering", ["colour", "description", "category__name", "-stock_after", "stock;DROP TABLE x", "%00", "x" * 5_000])
     def test_unknown_ordering_field_is_400(self, viewer, widget, ordering):
         assert_refused(viewer.get("/api/widgets/", {"ordering": ordering}), naming="ordering")
 
@@ -287,8 +287,11 @@ class TestPagingAndOrdering:
 
 
 class TestLongInput:
+    """Within the URL and header limits (8,000 bytes; beyond them a 414 or 431 before any
+    view, tests/test_oversized_requests.py), each value is still checked on its own."""
+
     def test_very_long_search_is_400_naming_it(self, viewer, widget):
-        assert_refused(viewer.get("/api/widgets/", {"search": "x" * 100_000}), naming="search")
+        assert_refused(viewer.get("/api/widgets/", {"search": "x" * 5_000}), naming="search")
 
     def test_long_search_within_the_limit_is_answered(self, viewer, widget):
         response = viewer.get("/api/widgets/", {"search": "Spanner" + "x" * 193})
@@ -302,17 +305,22 @@ class TestLongInput:
         assert response.json()["count"] == 1
 
     def test_too_many_query_parameters_is_400(self, viewer, widget):
-        query = "&".join(f"p{i}=v" for i in range(5_000))
+        query = "&".join("p=v" for _ in range(1_500))
         assert_refused(viewer.get(f"/api/widgets/?{query}"), naming="Too many")
 
-    @pytest.mark.parametrize("key", ["x" * 100_000, "wgi_" + "A" * 10_000, "wgi_abc\x00def", "wgi_ä", "wgi_abc def"])
+    @pytest.mark.parametrize("key", ["x" * 7_000, "wgi_" + "A" * 5_000, "wgi_abc\x00def", "wgi_ä", "wgi_abc def"])
     def test_long_or_odd_token_is_401(self, widget, key):
         client = Client(HTTP_AUTHORIZATION=f"Token {key}", HTTP_ACCEPT="application/json")
         assert_refused(client.get("/api/widgets/"), 401, naming="Invalid token")
 
     def test_long_unrelated_header_is_ignored(self, viewer, widget):
-        response = viewer.get("/api/widgets/", HTTP_X_PADDING="y" * 100_000)
+        response = viewer.get("/api/widgets/", HTTP_X_PADDING="y" * 7_000)
         assert response.status_code == 200
+
+    @pytest.mark.parametrize("key", ["x" * 100_000, "wgi_" + "A" * 10_000])
+    def test_a_token_longer_than_any_header_is_431(self, widget, key):
+        client = Client(HTTP_AUTHORIZATION=f"Token {key}", HTTP_ACCEPT="application/json")
+        assert_refused(client.get("/api/widgets/"), 431, naming="Authorization")
 
     def test_text_longer_than_the_field_is_400(self, manager, widget):
         with nothing_changes():

@@ -9,9 +9,10 @@ import io
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import IntegrityError, transaction
 from django.test import Client
 
-from tests.conftest import make_user
+from tests.conftest import make_user, postgres_only
 from widgets import services
 from widgets.models import Category, ChangeLogEntry, StockMovement, Widget
 
@@ -263,3 +264,16 @@ def test_the_service_itself_refuses_a_wrong_sign(create_widget, reason, delta):
         services.adjust_stock_batch(items=[{"widget": widget["id"], "delta": delta, "reason": reason}])
 
     assert snapshot() == before
+
+
+@postgres_only
+@pytest.mark.parametrize("reason, delta", [("received", -5), ("returned", -1), ("sold", 3), ("damaged", 2)])
+def test_postgresql_refuses_a_wrong_sign_written_past_the_service(create_widget, reason, delta):
+    """The database's guard behind the service (migration 0008): a movement written directly,
+    bypassing check_movement, is refused by PostgreSQL's CHECK constraint."""
+    widget = Widget.objects.get(pk=create_widget(stock=10)["id"])
+
+    with pytest.raises(IntegrityError, match="movement_reason_sign"), transaction.atomic():
+        StockMovement.objects.create(widget=widget, delta=delta, reason=reason, stock_after=10 + delta)
+
+    assert widget.movements.count() == 1

@@ -206,6 +206,16 @@ class TestRates:
         assert_throttled(response)
         assert other.get("/api/widgets/").status_code == 200
 
+    def test_with_tokens_remembered_every_request_still_counts_once(self, rates, viewer, settings):
+        """A remembered token's request is counted in the same Redis call that reads the
+        credentials generation (widgets.api.authentication); the limit is the same."""
+        settings.API_TOKEN_CACHE_SECONDS = 60
+        rates(user="3/hour")
+        for _ in range(3):
+            assert viewer.get("/api/widgets/").status_code == 200
+
+        assert_throttled(viewer.get("/api/widgets/"))
+
     def test_anonymous_rate_limits_what_anonymous_clients_may_read(self, rates, anon):
         rates(anon="2/hour")
         for _ in range(2):

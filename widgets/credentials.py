@@ -61,6 +61,22 @@ def current() -> str | None:
     return value.decode() if value is not None else None
 
 
+def current_counting(counter: str, window_seconds: float) -> tuple[str | None, tuple[int, float] | None]:
+    """``current()`` and, in the same Redis round trip, one more count on the throttle
+    counter ``counter`` (``config.cache.RedisCache.count_in_window``): ``(generation,
+    (count, seconds left in the window))``, or ``(None, None)`` if Redis cannot answer."""
+    cache = caches["default"]
+    if not hasattr(cache, "count_in_window_and_get"):
+        return current(), None
+    try:
+        count, left, value = cache.count_in_window_and_get(
+            counter, window_seconds, KEY, secrets.token_hex(8), GENERATION_SECONDS
+        )
+    except RedisError:
+        return None, None
+    return value, (count, left)
+
+
 def changed(**_signal_kwargs) -> None:
     """Start a new generation: every remembered token is verified again on its next use.
 

@@ -5,9 +5,13 @@ A verified token is remembered in this process for ``API_TOKEN_CACHE_SECONDS``
 costs no authentication queries between look-ups. It is remembered with the credentials
 generation it was verified under (``widgets.credentials``) and used only while that is
 still the current one, so revoking a token, deactivating a user or changing anyone's
-roles takes effect on the very next request, on every process and instance. Reading the
-generation is one Redis GET; without Redis nothing is remembered across requests.
-0 turns the cache off.
+roles takes effect on the very next request, on every process and instance. Without Redis
+nothing is remembered across requests. 0 turns the cache off.
+
+Reading the generation costs no round trip of its own: for a remembered token it is read in
+the Redis call that counts the request for the per-user throttle (which would come next, and
+then uses that count: ``throttling.CountingRateThrottle``). A request the user throttle does
+not count (a view without it) reads the generation alone.
 """
 import re
 import time
@@ -19,6 +23,7 @@ from rest_framework import authentication, exceptions
 
 from .. import credentials
 from ..models import ApiToken, token_digest
+from .throttling import UserRateThrottle
 
 KEY_FORMAT = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
@@ -55,16 +60,20 @@ class TokenAuthentication(authentication.BaseAuthentication):
         # or a 100 kB header) is refused before it reaches the database.
         if not KEY_FORMAT.fullmatch(raw_key):
             raise exceptions.AuthenticationFailed("Invalid token.")
-        return self.authenticate_key(raw_key)
+        return self.authenticate_key(raw_key, request)
 
-    def authenticate_key(self, raw_key: str):
+    def authenticate_key(self, raw_key: str, request=None):
         digest = token_digest(raw_key)
         ttl = settings.API_TOKEN_CACHE_SECONDS
+        cached = _verified.get(digest)
+        if cached is not None and cached[0] <= time.monotonic():
+            cached = None
         # Read before any look-up: a change made after this read starts a generation the
         # token is not remembered under.
-        generation = credentials.current() if ttl > 0 else None
-        cached = _verified.get(digest)
-        if cached is not None and cached[0] > time.monotonic() and generation is not None and cached[2] == generation:
+        generation = None
+        if ttl > 0:
+            generation = self._generation(request, cached[1].user) if cached else credentials.current()
+        if cached is not None and generation is not None and cached[2] == generation:
             token = cached[1]
         else:
             token = self._look_up(raw_key, digest, generation)
@@ -79,6 +88,20 @@ class TokenAuthentication(authentication.BaseAuthentication):
         request_token = _copy(token)
         request_token.user = _copy(token.user)
         return request_token.user, request_token
+
+    @staticmethod
+    def _generation(request, user) -> str | None:
+        """The credentials generation, read in the round trip that counts this request for
+        the view's per-user throttle when it has one (the throttle then uses that count)."""
+        view = (getattr(request, "parser_context", None) or {}).get("view")
+        throttle = next((t for t in view.get_throttles() if isinstance(t, UserRateThrottle)), None) if view else None
+        if throttle is None or throttle.rate is None:
+            return credentials.current()
+        key = throttle.cache_format % {"scope": throttle.scope, "ident": user.pk}  # as get_cache_key names it
+        generation, counted = credentials.current_counting(key, throttle.duration)
+        if counted is not None:
+            request.throttle_counted = {key: counted}
+        return generation
 
     def _look_up(self, raw_key: str, digest: str, generation: str | None) -> ApiToken:
         candidates = ApiToken.objects.select_related("user").filter(prefix=raw_key[: ApiToken.PREFIX_LENGTH])
