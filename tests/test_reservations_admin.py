@@ -110,6 +110,17 @@ class TestWidgetPages:
         assert re.search(r'field-reserved.*?<div class="readonly">4 <a', change, re.S)
         assert re.search(r'field-available.*?<div class="readonly">6</div>', change, re.S)
 
+    def test_changelist_sorts_by_available(self, held, create_widget):
+        create_widget(stock=8, sku="EIGHT-1")
+        create_widget(stock=5, sku="FIVE-1")
+        client = staff("viewer")
+        column = 1 + ["sku", "name", "category", "stock", "reserved", "available"].index("available")
+
+        html = client.get("/admin/widgets/widget/", {"o": str(column)}).content.decode()
+
+        # HELD-1 has 10 in stock, 4 of them reserved: 6 available.
+        assert re.findall(r'<th class="field-sku"><a [^>]*>([^<]+)</a>', html) == ["FIVE-1", "HELD-1", "EIGHT-1"]
+
     def test_low_stock_filter_compares_available(self, held, create_widget):
         create_widget(stock=10, reorder_level=3, sku="FREE-1")
         client = staff("viewer")

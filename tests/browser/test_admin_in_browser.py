@@ -42,7 +42,7 @@ def test_low_stock_filter_finds_only_low_stock_widgets(browser_page, admin_user)
     log_in_to_admin(page, admin_user)
 
     page.goto(page.url_for("/admin/widgets/widget/"))
-    page.get_by_role("link", name="Low stock (at or below reorder level)").click()
+    page.get_by_role("link", name="Low stock (available at or below reorder level)").click()
 
     page.wait_for_url("**low_stock=yes**")
     skus = page.locator("#result_list tbody th a").all_inner_texts()

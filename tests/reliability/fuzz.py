@@ -21,6 +21,14 @@ import harness
 from harness import log
 
 
+SEED_RESERVATIONS = """
+from widgets import services
+from widgets.models import Widget
+for widget in Widget.objects.filter(stock__gte=2).order_by("id")[:20]:
+    services.create_reservation(reference=f"fuzz-{widget.pk}", items=[{"widget": widget.pk, "quantity": 1}], ttl_seconds=86400)
+"""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--examples", type=int, default=100, help="examples per operation (>= 100 in CI)")
@@ -40,6 +48,8 @@ def main() -> int:
     try:
         env = harness.base_env(database_url)
         tokens = harness.prepare(env, widgets=30, roles={"fuzz-manager": "manager"})
+        # Some reservations (ids from 1), so that commit, release and extend meet real ones.
+        harness.manage(env, "shell", "-c", SEED_RESERVATIONS)
         with harness.gunicorn(env, port, workers=2) as server:
             started = time.monotonic()
             command = [
