@@ -39,7 +39,7 @@ def revoke_permissions(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('widgets', '0007_input_rules'),
+        ('widgets', '0008_movement_reason_sign'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
