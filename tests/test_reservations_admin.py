@@ -114,7 +114,7 @@ class TestWidgetPages:
         create_widget(stock=8, sku="EIGHT-1")
         create_widget(stock=5, sku="FIVE-1")
         client = staff("viewer")
-        column = 1 + ["sku", "name", "category", "stock", "reserved", "available"].index("available")
+        column = 1 + ["sku", "name", "category", "stock", "available"].index("available")
 
         html = client.get("/admin/widgets/widget/", {"o": str(column)}).content.decode()
 
