@@ -142,4 +142,7 @@ class RequestSizeMiddleware:
 
 
 def size_error(status: int, detail: str, code: str) -> JsonResponse:
-    return JsonResponse({"detail": detail, "code": code}, status=status)
+    response = JsonResponse({"detail": detail, "code": code}, status=status)
+    # Answered before CommonMiddleware would set it: without it gunicorn sends the body chunked.
+    response["Content-Length"] = str(len(response.content))
+    return response
