@@ -11,8 +11,9 @@ can neither oversell nor lose an update; SQLite serialises writers by itself.
 """
 from __future__ import annotations
 
-import uuid
 import dataclasses
+import datetime
+import uuid
 from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from decimal import Decimal
@@ -21,6 +22,9 @@ from typing import Any
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, IntegerField, ProtectedError, Value, When
 from django.utils import timezone
+
+from webhooks.models import EventType
+from webhooks.services import Outbox
 
 from .models import Category, ChangeLogEntry, IdempotencyKey, StockMovement, Widget
 
@@ -112,11 +116,12 @@ def adjust_stock(
         )
 
     now = timezone.now()
+    level_before = (alert_level(widget), widget.reorder_level)
     Widget.objects.filter(pk=widget.pk).update(
         stock=new_stock, version=F("version") + 1, updated_at=now
     )
     widget.stock, widget.version, widget.updated_at = new_stock, widget.version + 1, now
-    return StockMovement.objects.create(
+    movement = StockMovement.objects.create(
         widget=widget,
         delta=delta,
         reason=reason,
@@ -124,6 +129,10 @@ def adjust_stock(
         stock_after=new_stock,
         created_by=user,
     )
+    outbox = Outbox()
+    _stock_events(outbox, movement, widget, level_before)
+    outbox.flush()
+    return movement
 
 
 class BatchItemError(Exception):
@@ -168,6 +177,7 @@ def adjust_stock_batch(*, items: Sequence[Mapping[str, Any]], user=None) -> list
 
     now = timezone.now()
     movements = []
+    levels_before = []
     for index, item in enumerate(items):
         widget = widgets.get(item["widget"])
         if widget is None:
@@ -184,7 +194,9 @@ def adjust_stock_batch(*, items: Sequence[Mapping[str, Any]], user=None) -> list
                 f"Stock of widget {widget.pk} would exceed the maximum of {MAX_STOCK}.",
                 available=widget.stock,
             ))
+        level_before = (alert_level(widget), widget.reorder_level)
         widget.stock = new_stock
+        levels_before.append(level_before)
         movements.append(StockMovement(
             widget=widget,
             delta=item["delta"],
@@ -206,7 +218,12 @@ def adjust_stock_batch(*, items: Sequence[Mapping[str, Any]], user=None) -> list
     for widget in touched:
         widget.version += 1
         widget.updated_at = now
-    return StockMovement.objects.bulk_create(movements)
+    movements = StockMovement.objects.bulk_create(movements)
+    outbox = Outbox()
+    for movement, level_before in zip(movements, levels_before):
+        _stock_events(outbox, movement, movement.widget, level_before)
+    outbox.flush()
+    return movements
 
 
 # --- Widgets --------------------------------------------------------------------------------
@@ -238,8 +255,9 @@ def create_widget(*, user=None, stock: int = 0, sku: str | None = None, **fields
     if not sku:
         widget.sku = _auto_sku(widget.pk)
         Widget.objects.filter(pk=widget.pk).update(sku=widget.sku)
+    movement = None
     if stock:
-        StockMovement.objects.create(
+        movement = StockMovement.objects.create(
             widget=widget,
             delta=stock,
             reason=StockMovement.Reason.INITIAL,
@@ -247,6 +265,11 @@ def create_widget(*, user=None, stock: int = 0, sku: str | None = None, **fields
             created_by=user,
         )
     _log_change(user, ChangeLogEntry.Action.CREATE, widget, before={}, after=_audited_values(widget))
+    outbox = Outbox()
+    _object_event(outbox, EventType.WIDGET_CREATED, widget)
+    if movement is not None:
+        _stock_events(outbox, movement, widget, None)
+    outbox.flush()
     return widget
 
 
@@ -281,7 +304,14 @@ def update_widget(
             raise DuplicateSku(locked.sku) from exc
         raise
     locked.refresh_from_db(fields=["version"])
-    _log_change(user, ChangeLogEntry.Action.UPDATE, locked, before=before, after=_audited_values(locked))
+    if _log_change(user, ChangeLogEntry.Action.UPDATE, locked, before=before, after=_audited_values(locked)):
+        outbox = Outbox()
+        _object_event(outbox, EventType.WIDGET_UPDATED, locked)
+        # A new reorder level can put the widget at or below it without any stock moving.
+        level = alert_level(locked)
+        for event_type in threshold_events(before=(level, before["reorder_level"]), after=(level, locked.reorder_level)):
+            _object_event(outbox, event_type, locked)
+        outbox.flush()
     return locked
 
 
@@ -308,6 +338,9 @@ def delete_widget(
         raise history from exc
     if deleted:
         _log_change(user, ChangeLogEntry.Action.DELETE, locked, before=before, after={}, object_id=pk)
+        outbox = Outbox()
+        _object_event(outbox, EventType.WIDGET_DELETED, locked, object_id=pk)
+        outbox.flush()
 
 
 # --- Categories ------------------------------------------------------------------------------
@@ -318,6 +351,9 @@ def create_category(*, user=None, **fields: Any) -> Category:
     category = Category(**fields)
     category.save()
     _log_change(user, ChangeLogEntry.Action.CREATE, category, before={}, after=_audited_values(category))
+    outbox = Outbox()
+    _object_event(outbox, EventType.CATEGORY_CREATED, category)
+    outbox.flush()
     return category
 
 
@@ -338,7 +374,10 @@ def update_category(
     locked.version = F("version") + 1
     locked.save()
     locked.refresh_from_db(fields=["version", "slug"])
-    _log_change(user, ChangeLogEntry.Action.UPDATE, locked, before=before, after=_audited_values(locked))
+    if _log_change(user, ChangeLogEntry.Action.UPDATE, locked, before=before, after=_audited_values(locked)):
+        outbox = Outbox()
+        _object_event(outbox, EventType.CATEGORY_UPDATED, locked)
+        outbox.flush()
     return locked
 
 
@@ -362,6 +401,9 @@ def delete_category(
         ) from exc
     if deleted:
         _log_change(user, ChangeLogEntry.Action.DELETE, locked, before=before, after={}, object_id=pk)
+        outbox = Outbox()
+        _object_event(outbox, EventType.CATEGORY_DELETED, locked, object_id=pk)
+        outbox.flush()
 
 
 # --- Change log ---------------------------------------------------------------------------------
@@ -406,10 +448,116 @@ def _change_entry(user, action: str, instance, before: dict, after: dict, object
     )
 
 
-def _log_change(user, action: str, instance, *, before: dict, after: dict, object_id=None) -> None:
+def _log_change(user, action: str, instance, *, before: dict, after: dict, object_id=None) -> ChangeLogEntry | None:
+    """Write the change's entry; returns it, or None for an update that changed nothing."""
     entry = _change_entry(user, action, instance, before, after, object_id)
     if entry is not None:
         entry.save()
+    return entry
+
+
+# --- Events ------------------------------------------------------------------------------------
+# Recorded by the writes above in their own transaction, through an ``Outbox`` (webhooks.services):
+# an event exists, with its deliveries and their task, exactly when the change was committed.
+
+
+def alert_level(widget: Widget, *, stock: int | None = None) -> int:
+    """The level the stock alerts (low, out of, back in stock) watch, for ``widget`` now or
+    with ``stock`` units (its stock at one item of a batch).
+
+    Today the stock itself. Where units can be reserved it is what can still be sold:
+    ``stock - reserved``; this is the one place to say so.
+    """
+    return widget.stock if stock is None else stock
+
+
+def threshold_events(*, before: tuple[int, int], after: tuple[int, int]) -> list[str]:
+    """The alerts a change crosses, from ``(level, reorder_level)`` before it to after it.
+
+    Alerts fire on the crossing only, so a widget that stays low is not reported again:
+    ``widget.low_stock`` when the level goes from above the reorder level to at or below it,
+    ``widget.out_of_stock`` when it reaches 0, ``widget.back_in_stock`` when it leaves 0.
+    Both ends are read under the widget's row lock, so concurrent changes cannot both cross.
+    """
+    (level_before, reorder_before), (level_after, reorder_after) = before, after
+    events = []
+    if level_before > reorder_before and level_after <= reorder_after:
+        events.append(EventType.WIDGET_LOW_STOCK)
+    if level_before > 0 and level_after <= 0:
+        events.append(EventType.WIDGET_OUT_OF_STOCK)
+    if level_before <= 0 and level_after > 0:
+        events.append(EventType.WIDGET_BACK_IN_STOCK)
+    return events
+
+
+def _iso(value) -> str:
+    # As the API writes times (DRF's ISO 8601, UTC as Z).
+    return value.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _widget_data(widget: Widget, *, stock: int | None = None, pk: int | None = None) -> dict[str, Any]:
+    """The widget as the API shows it (without ``url``), with ``stock`` units if given."""
+    stock = widget.stock if stock is None else stock
+    return {
+        "id": pk or widget.pk,
+        "sku": widget.sku,
+        "name": widget.name,
+        "description": widget.description,
+        "category": widget.category_id,
+        "price": f"{Decimal(str(widget.price)):.2f}",
+        "stock": stock,
+        "reorder_level": widget.reorder_level,
+        "low_stock": stock <= widget.reorder_level,
+        "is_active": widget.is_active,
+        "created_at": _iso(widget.created_at),
+        "updated_at": _iso(widget.updated_at),
+    }
+
+
+def _category_data(category: Category, *, pk: int | None = None) -> dict[str, Any]:
+    """The category as the API shows it (without ``url``)."""
+    return {"id": pk or category.pk, "name": category.name, "slug": category.slug, "description": category.description}
+
+
+def _movement_data(movement: StockMovement) -> dict[str, Any]:
+    """The movement as the API shows it."""
+    return {
+        "id": movement.pk,
+        "widget": movement.widget_id,
+        "delta": movement.delta,
+        "reason": movement.reason,
+        "note": movement.note,
+        "stock_after": movement.stock_after,
+        "created_by": getattr(movement.created_by, "username", None),
+        "created_at": _iso(movement.created_at),
+    }
+
+
+def _object_event(outbox: Outbox, event_type: str, instance, *, object_id: int | None = None) -> None:
+    """A widget.* or category.* event; ``object_id`` names a deleted object."""
+    if isinstance(instance, Widget):
+        kind, data = "widget", lambda: _widget_data(instance, pk=object_id)
+    else:
+        kind, data = "category", lambda: _category_data(instance, pk=object_id)
+    outbox.add(event_type, object_type=kind, object_id=object_id or instance.pk, sequence=instance.version, data=data)
+
+
+def _stock_events(outbox: Outbox, movement: StockMovement, widget: Widget, level_before: tuple[int, int] | None) -> None:
+    """``stock.adjusted`` for one movement, and the alerts it crosses from ``level_before``
+    (``(level, reorder_level)``; None for a new widget's initial stock, which crosses nothing)."""
+    stock = movement.stock_after
+    outbox.add(
+        EventType.STOCK_ADJUSTED, object_type="widget", object_id=widget.pk, sequence=widget.version,
+        data=lambda: {"movement": _movement_data(movement), "widget": _widget_data(widget, stock=stock)},
+    )
+    if level_before is None:
+        return
+    after = (alert_level(widget, stock=stock), widget.reorder_level)
+    for event_type in threshold_events(before=level_before, after=after):
+        outbox.add(
+            event_type, object_type="widget", object_id=widget.pk, sequence=widget.version,
+            data=lambda: _widget_data(widget, stock=stock),
+        )
 
 
 # --- Idempotency keys ------------------------------------------------------------------------
@@ -479,6 +627,8 @@ def import_widgets(*, rows, user=None, dry_run: bool = False, progress=None) -> 
         corrections: list[StockMovement] = []
         change_log: list[ChangeLogEntry] = []
         changed_fields: set[str] = set()
+        levels_before: dict[str, tuple[int, int]] = {}
+        initial_movements: list[StockMovement] = []
         for row in rows:
             values = dict(row.values)
             stock = values.pop("stock", None)
@@ -493,6 +643,7 @@ def import_widgets(*, rows, user=None, dry_run: bool = False, progress=None) -> 
                 summary.unchanged += 1
                 continue
             before = _audited_values(widget)
+            levels_before[widget.sku] = (alert_level(widget), widget.reorder_level)
             for name in changes:
                 setattr(widget, name, values[name])
             if changes:
@@ -521,7 +672,7 @@ def import_widgets(*, rows, user=None, dry_run: bool = False, progress=None) -> 
                 for start in range(0, len(to_create), IMPORT_BATCH):
                     batch = to_create[start : start + IMPORT_BATCH]
                     Widget.objects.bulk_create(batch)
-                    StockMovement.objects.bulk_create(
+                    initial_movements += StockMovement.objects.bulk_create(
                         StockMovement(
                             widget=widget, delta=widget.stock, reason=StockMovement.Reason.INITIAL,
                             note=IMPORT_NOTE, stock_after=widget.stock, created_by=user,
@@ -545,7 +696,33 @@ def import_widgets(*, rows, user=None, dry_run: bool = False, progress=None) -> 
                 progress(len(batch))
         StockMovement.objects.bulk_create(corrections, batch_size=IMPORT_BATCH)
         ChangeLogEntry.objects.bulk_create([e for e in change_log if e], batch_size=IMPORT_BATCH)
+        _import_events(to_create, initial_movements, to_update, corrections, summary, levels_before, now)
     return summary
+
+
+def _import_events(created, initial_movements, updated, corrections, summary, levels_before, now) -> None:
+    """The events of an import, as if each row had gone through the API one by one."""
+    outbox = Outbox()
+    for widget in created:
+        _object_event(outbox, EventType.WIDGET_CREATED, widget)
+    for movement in initial_movements:
+        _stock_events(outbox, movement, movement.widget, None)
+    for widget in updated:  # written by one UPDATE: bring the objects in step with it
+        widget.version += 1
+        widget.updated_at = now
+        if widget.sku in summary.updated:
+            _object_event(outbox, EventType.WIDGET_UPDATED, widget)
+    corrected = set()
+    for movement in corrections:
+        corrected.add(movement.widget.sku)
+        _stock_events(outbox, movement, movement.widget, levels_before[movement.widget.sku])
+    for widget in updated:  # a new reorder level alone can cross it too
+        if widget.sku not in corrected:
+            level = alert_level(widget)
+            after = (level, widget.reorder_level)
+            for event_type in threshold_events(before=levels_before[widget.sku], after=after):
+                _object_event(outbox, event_type, widget)
+    outbox.flush()
 
 
 def _differs(widget: Widget, name: str, value: Any) -> bool:
