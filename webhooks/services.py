@@ -124,6 +124,12 @@ def update_subscription(*, subscription: WebhookSubscription, changes: dict[str,
 
 
 @transaction.atomic
+def delete_subscription(*, subscription: WebhookSubscription) -> None:
+    """Delete a subscription with its delivery log; its pending deliveries are not sent."""
+    subscription.delete()
+
+
+@transaction.atomic
 def rotate_secret(*, subscription: WebhookSubscription) -> WebhookSubscription:
     """Give the subscription a new signing secret; the old one stops signing at once."""
     locked = WebhookSubscription.objects.select_for_update().get(pk=subscription.pk)

@@ -1,6 +1,8 @@
 from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from webhooks.api import WebhookSubscriptionViewSet
+
 from . import views
 
 router = DefaultRouter()
@@ -10,6 +12,7 @@ router.register("movements", views.StockMovementViewSet)
 router.register("changes", views.ChangeLogViewSet)
 router.register("auth/tokens", views.ApiTokenViewSet, basename="apitoken")
 router.register("adjustments", views.AdjustmentBatchViewSet, basename="adjustment")
+router.register("webhooks", WebhookSubscriptionViewSet, basename="webhook")
 
 urlpatterns = [
     path("auth/token/", views.TokenIssueView.as_view(), name="token-issue"),
