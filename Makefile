@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_WIDGETS ?= 500
 
-.PHONY: run test install migrate clean deploy-check reliability
+.PHONY: run test install migrate clean deploy-check reliability worker
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,14 @@ run: install $(SECRET_FILE)
 	@$(BIN)/python manage.py ensure_local_admin
 	@echo "Serving http://$(HOST):$(PORT)/  (API /api/, admin /admin/, docs /api/docs/)"
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# The background worker (webhook deliveries, docs/events.md) for `make run`'s database:
+# run it in a second terminal. In production the Procfile's worker line runs it.
+worker: export DJANGO_DEBUG = 1
+worker: export DJANGO_SECRET_KEY = $(shell cat $(SECRET_FILE) 2>/dev/null)
+worker: install $(SECRET_FILE)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py run_worker
 
 # The suite runs on SQLite by default; set DATABASE_URL to run it on PostgreSQL and
 # REDIS_URL for the Redis tests. A throwaway secret key is generated per run.

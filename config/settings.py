@@ -243,6 +243,14 @@ SPECTACULAR_SETTINGS = {
         "widgets.api.schema.allow_empty_query_values",
         "widgets.api.schema.add_error_responses",
         "widgets.api.schema.add_request_id_header",
+        "webhooks.schema.x_webhooks",
+    ],
+    # The events POSTed to webhook subscribers (docs/events.md).
+    "WEBHOOKS": [
+        "webhooks.schema.widget_events",
+        "webhooks.schema.category_events",
+        "webhooks.schema.stock_events",
+        "webhooks.schema.ping_event",
     ],
 }
 

@@ -130,10 +130,11 @@ def send(subscription: WebhookSubscription, event: Event) -> Outcome:
 
 
 def _describe(exc: Exception) -> str:
-    if isinstance(exc, urllib3.exceptions.TimeoutError):
-        return "Timed out"
+    # First: urllib3's NewConnectionError is also a ConnectTimeoutError.
     if isinstance(exc, urllib3.exceptions.NewConnectionError):
         return "Connection refused or unreachable"
+    if isinstance(exc, urllib3.exceptions.TimeoutError):
+        return "Timed out"
     if isinstance(exc, urllib3.exceptions.SSLError):
         return "TLS error"
     return f"{type(exc).__name__}: {exc}"[:300]
