@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO_WIDGETS ?= 500
 
-.PHONY: run test lint admin-password screenshots install migrate clean deploy-check reliability
+.PHONY: run test lint admin-password screenshots worker install migrate clean deploy-check reliability
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,12 @@ admin-password: install $(ENV_FILE)
 # The images in docs/ from the app `make run` serves (docs/screenshots.py; needs Chromium).
 screenshots: install $(ENV_FILE)
 	$(BIN)/python docs/screenshots.py --base-url http://$(HOST):$(PORT)
+
+# The background worker (webhook deliveries, docs/events.md) for `make run`'s database:
+# run it in a second terminal. In production the Procfile's worker line runs it.
+worker: install $(ENV_FILE)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py run_worker
 
 # The suite runs on SQLite by default; set DATABASE_URL to run it on PostgreSQL and
 # REDIS_URL for the Redis tests. A throwaway secret key is generated per run.

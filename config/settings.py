@@ -43,7 +43,10 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_tasks",
+    "django_tasks_db",
     "widgets",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -289,8 +292,54 @@ SPECTACULAR_SETTINGS = {
         "widgets.api.schema.allow_empty_query_values",
         "widgets.api.schema.add_error_responses",
         "widgets.api.schema.add_request_id_header",
+        "webhooks.schema.x_webhooks",
+    ],
+    # The events POSTed to webhook subscribers (docs/events.md).
+    "WEBHOOKS": [
+        "webhooks.schema.widget_events",
+        "webhooks.schema.category_events",
+        "webhooks.schema.stock_events",
+        "webhooks.schema.ping_event",
     ],
 }
+
+# --- Events and webhooks (docs/events.md) ----------------------------------------------------
+# Deliveries are tasks of Django's Tasks API (the django-tasks backport) stored in the database
+# by django-tasks-db: enqueued in the transaction of the change itself and run by
+# `manage.py run_worker` (`make worker`; the Procfile's worker line). Another backend (a
+# dedicated queue) can replace this one here when a deployment outgrows the database.
+
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
+# Plain http and hosts on loopback/private/link-local networks are refused unless this is on
+# (development and tests only: in production it would let a subscriber probe the network).
+WEBHOOKS_ALLOW_PRIVATE_NETWORKS = env.bool("DJANGO_WEBHOOKS_ALLOW_PRIVATE_NETWORKS", default=False)
+
+
+def env_seconds(name: str, default: float, *, unit: float = 1) -> float:
+    value = env.str(name, default=str(default))
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1
+    if not 0 <= number < 10**9:
+        raise SettingsError(f"{name} must be a non-negative number, not {value!r}.")
+    return number * unit
+
+
+# A failed delivery is retried with exponential backoff (this first delay, doubling up to the
+# cap, with jitter) for this long after it was created, then marked failed.
+WEBHOOK_RETRY_FOR = env_seconds("DJANGO_WEBHOOK_RETRY_HOURS", 24, unit=3600)
+WEBHOOK_RETRY_BASE_DELAY = env_seconds("DJANGO_WEBHOOK_RETRY_BASE_SECONDS", 10)
+WEBHOOK_RETRY_MAX_DELAY = env_seconds("DJANGO_WEBHOOK_RETRY_MAX_SECONDS", 3 * 3600)
+# A subscription with no successful delivery for this long, while deliveries fail, is disabled.
+WEBHOOK_DISABLE_AFTER = env_seconds("DJANGO_WEBHOOK_DISABLE_AFTER_HOURS", 72, unit=3600)
+# `manage.py purge_webhook_deliveries` removes finished deliveries (and their events) older than this.
+WEBHOOK_RETENTION = env_seconds("DJANGO_WEBHOOK_RETENTION_DAYS", 30, unit=86400)
+# A worker holds a delivery this long while it sends it (longer than the 10 s request timeout):
+# another worker takes it over only after that, so a delivery is sent by one worker at a time,
+# and one whose worker died is sent again (same webhook-id) after at most this long.
+WEBHOOK_LEASE_SECONDS = 30
 
 # --- Static files -------------------------------------------------------------------------
 # Not /static/: Elastic Beanstalk's Python platform has nginx serve the path /static from the

@@ -7,7 +7,8 @@
                .ebextensions and RDS_* pointing at a fresh local PostgreSQL database
 5. serve       the Procfile's `web` command, probed as the load balancer and clients would
 6. scale out   a second instance of the same bundle (no leader-only commands) on the same
-               PostgreSQL and Redis: state is shared across instances
+               PostgreSQL and Redis: state is shared across instances; the Procfile's `worker`
+               on the second instance delivers a webhook for an adjustment made on the first
 7. nginx       Debian's nginx in front of both instances, with the bundle's
                .platform/nginx/conf.d snippets included where Elastic Beanstalk includes them:
                nginx's own refusals (a 20 KB URL, a 16 KB header, a 2 MB body, no upstream)
@@ -16,7 +17,7 @@
 
 Each step is reported as PASS or FAIL; the exit status is non-zero if any failed.
 Knobs (environment): DEPLOY_CHECK_PORT (first instance, default 8500; the second uses the
-next port, nginx the one after), DEPLOY_CHECK_POSTGRES (an admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
+next port, nginx the one after, the webhook receiver the one after that), DEPLOY_CHECK_POSTGRES (an admin URL, default postgres://postgres@127.0.0.1:5432/postgres),
 DEPLOY_CHECK_REDIS_URL (default redis://127.0.0.1:6379/5), DEPLOY_CHECK_KEEP=1 keeps the
 temporary directory for inspection.
 """
@@ -429,6 +430,8 @@ class Rehearsal:
         self.check_login_throttle_across_instances(a, b)
         self.check_idempotency_across_instances(a, b)
         self.check_cache_across_instances(a, b)
+        if (self.bundle / "Procfile").read_text().count("worker:"):
+            self.check_webhook_delivered_by_a_worker(a, second)
 
     def check_session_across_instances(self, a, b):
         """A browser logged in through one instance stays logged in on the other."""
@@ -489,6 +492,72 @@ class Rehearsal:
         stock = json.loads(request(b, "GET", f"/api/widgets/{widget}/", https=True, token=self.token)[2])["stock"]
         check(stock == 7, f"stock after one sale of 3 retried on another instance is {stock}, not 7")
         self.note("Idempotency-Key: sold 3 on A, retried on B -> replayed, stock 10 -> 7 once")
+
+    def check_webhook_delivered_by_a_worker(self, a, second):
+        """An adjustment on instance A is delivered, signed, by the worker on instance B.
+
+        The receiver is a local HTTP server, so the worker (only) is allowed private addresses,
+        and the subscription is made with manage.py shell: the API would refuse a loopback URL."""
+        import base64
+        import hashlib
+        import hmac
+        import http.server
+        import threading
+
+        received = []
+
+        class Receiver(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                received.append((dict(self.headers), self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", PORT + 3), Receiver)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            url = f"http://127.0.0.1:{PORT + 3}/hooks"
+            secret = self.manage(self.bundle, "shell", "-c", (
+                "from webhooks import services; "
+                f"print(services.create_subscription(url={url!r}, event_types=['stock.adjusted']).secret)"
+            )).strip().splitlines()[-1]
+            line = next(l for l in (second / "Procfile").read_text().splitlines() if l.startswith("worker:"))
+            log = self.tmp / "worker.log"
+            process = subprocess.Popen(
+                ["bash", "-c", f"exec {line.split(':', 1)[1].strip()}"], cwd=second,
+                env=self.environment(PORT + 1, DJANGO_WEBHOOKS_ALLOW_PRIVATE_NETWORKS="1"),
+                stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            self.servers["worker"] = (process, log)
+            auth = {"Content-Type": "application/json"}
+            status, _, body = request(a, "POST", "/api/widgets/", https=True, token=self.token,
+                                      body=json.dumps({"name": f"Hooked {secrets.token_hex(3)}", "stock": 5}).encode(), extra=auth)
+            check(status == 201, f"create widget on A: {status} {body[:200]!r}")
+            widget = json.loads(body)["id"]
+            status, _, body = request(a, "POST", f"/api/widgets/{widget}/adjust/", https=True, token=self.token,
+                                      body=json.dumps({"delta": -2, "reason": "sold"}).encode(), extra=auth)
+            check(status == 201, f"adjust on A: {status} {body[:200]!r}")
+            movement = json.loads(body)["id"]
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(b'"id":%d,' % movement in body for _, body in received):
+                check(process.poll() is None, f"the worker exited: {log.read_text()[-1500:]}")
+                time.sleep(0.3)
+            mine = [(h, body) for h, body in received if b'"id":%d,' % movement in body]
+            check(mine, f"no delivery of the adjustment within 60 s; worker log: {log.read_text()[-1500:]}")
+            headers, body = mine[0]
+            headers = {k.lower(): v for k, v in headers.items()}
+            key = base64.b64decode(secret.removeprefix("whsec_"))
+            signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+            expected = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+            check(headers["webhook-signature"] == expected, "the delivery's webhook-signature does not verify")
+            event = json.loads(body)
+            check(event["type"] == "stock.adjusted" and event["data"]["widget"]["stock"] == 3, f"delivered: {event}")
+            self.note(f"webhook: adjusted on A, delivered by B's `{line}` to a local receiver, signature verified")
+        finally:
+            server.shutdown()
+            server.server_close()
 
     def check_cache_across_instances(self, a, b):
         """Both instances use the one Redis cache: a value one instance's configuration writes
@@ -586,7 +655,8 @@ class Rehearsal:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
                     problems.append(f"port {port} did not stop on SIGTERM")
-            self.note(f"web on port {port} stopped on SIGTERM in {time.monotonic() - began:.1f}s (exit {process.returncode})")
+            what = "worker" if port == "worker" else f"web on port {port}"
+            self.note(f"{what} stopped on SIGTERM in {time.monotonic() - began:.1f}s (exit {process.returncode})")
         if self.database_created:
             began = time.monotonic()
             psql(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")

@@ -25,6 +25,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.conftest import make_user
+from webhooks import services as webhook_services
 from widgets import services
 from widgets.models import ApiToken, ChangeLogEntry, StockMovement
 
@@ -312,6 +313,55 @@ MATRIX = {
         "GET":     "302 302 302 302 302 302 302 302",
         "POST":    "302 302 302 302 302 302 302 302",
     },
+    # -- Webhooks in the admin: superusers only (the API serves managers).
+    "admin/webhooks/webhooksubscription/": {
+        "GET":     "302 403 403 403 403 200 302 302",
+        "POST":    "302 403 403 403 403 200 302 302",
+    },
+    "admin/webhooks/webhooksubscription/add/": {
+        "GET":     "302 403 403 403 403 200 302 302",
+        "POST":    "302 403 403 403 403 200 302 302",
+    },
+    "admin/webhooks/webhooksubscription/<object_id>/history/": {
+        "GET":     "302 403 403 403 403 200 302 302",
+        "POST":    "302 403 403 403 403 200 302 302",
+    },
+    "admin/webhooks/webhooksubscription/<object_id>/delete/": {
+        "GET":     "302 403 403 403 403 200 302 302",
+        "POST":    "302 403 403 403 403 200 302 302",
+    },
+    "admin/webhooks/webhooksubscription/<object_id>/change/": {
+        "GET":     "302 403 403 403 403 200 302 302",
+        "POST":    "302 403 403 403 403 200 302 302",
+    },
+    "admin/webhooks/webhooksubscription/<object_id>/": {
+        "GET":     "302 302 302 302 302 302 302 302",
+        "POST":    "302 302 302 302 302 302 302 302",
+    },
+    "admin/webhooks/delivery/": {
+        "GET":     "302 403 403 403 403 200 302 302",
+        "POST":    "302 403 403 403 403 200 302 302",
+    },
+    "admin/webhooks/delivery/add/": {
+        "GET":     "302 403 403 403 403 403 302 302",
+        "POST":    "302 403 403 403 403 403 302 302",
+    },
+    "admin/webhooks/delivery/<object_id>/history/": {
+        "GET":     "302 403 403 403 403 200 302 302",
+        "POST":    "302 403 403 403 403 200 302 302",
+    },
+    "admin/webhooks/delivery/<object_id>/delete/": {
+        "GET":     "302 403 403 403 403 200 302 302",
+        "POST":    "302 403 403 403 403 200 302 302",
+    },
+    "admin/webhooks/delivery/<object_id>/change/": {
+        "GET":     "302 403 403 403 403 200 302 302",
+        "POST":    "302 403 403 403 403 403 302 302",
+    },
+    "admin/webhooks/delivery/<object_id>/": {
+        "GET":     "302 302 302 302 302 302 302 302",
+        "POST":    "302 302 302 302 302 302 302 302",
+    },
     "admin/<app_label>/": {
         "GET":     "302 404 200 200 200 200 302 302",
         "POST":    "302 404 200 200 200 200 302 302",
@@ -529,6 +579,61 @@ MATRIX = {
         "PATCH":   "401 405 405 405 405 405 401 401",
         "DELETE":  "401 204 204 204 204 204 401 401",
     },
+    # -- Webhooks (docs/events.md): the manager role; superusers have every permission.
+    "api/webhooks/": {
+        "GET":     "401 403 403 403 200 200 401 401",
+        "HEAD":    "401 403 403 403 200 200 401 401",
+        "OPTIONS": "401 403 403 403 200 200 401 401",
+        "POST":    "401 403 403 403 400 400 401 401",
+        "PUT":     "401 405 405 405 405 405 401 401",
+        "PATCH":   "401 405 405 405 405 405 401 401",
+        "DELETE":  "401 405 405 405 405 405 401 401",
+    },
+    "api/webhooks/<pk>/": {
+        "GET":     "401 403 403 403 200 200 401 401",
+        "HEAD":    "401 403 403 403 200 200 401 401",
+        "OPTIONS": "401 403 403 403 200 200 401 401",
+        "POST":    "401 405 405 405 405 405 401 401",
+        "PUT":     "401 403 403 403 400 400 401 401",
+        "PATCH":   "401 403 403 403 200 200 401 401",
+        "DELETE":  "401 403 403 403 204 204 401 401",
+    },
+    "api/webhooks/<pk>/deliveries/": {
+        "GET":     "401 403 403 403 200 200 401 401",
+        "HEAD":    "401 403 403 403 200 200 401 401",
+        "OPTIONS": "401 403 403 403 200 200 401 401",
+        "POST":    "401 405 405 405 405 405 401 401",
+        "PUT":     "401 405 405 405 405 405 401 401",
+        "PATCH":   "401 405 405 405 405 405 401 401",
+        "DELETE":  "401 405 405 405 405 405 401 401",
+    },
+    "api/webhooks/<pk>/deliveries/<delivery_id>/redeliver/": {
+        "GET":     "401 405 405 405 405 405 401 401",
+        "HEAD":    "401 405 405 405 405 405 401 401",
+        "OPTIONS": "401 403 403 403 200 200 401 401",
+        "POST":    "401 403 403 403 202 202 401 401",
+        "PUT":     "401 405 405 405 405 405 401 401",
+        "PATCH":   "401 405 405 405 405 405 401 401",
+        "DELETE":  "401 405 405 405 405 405 401 401",
+    },
+    "api/webhooks/<pk>/ping/": {
+        "GET":     "401 405 405 405 405 405 401 401",
+        "HEAD":    "401 405 405 405 405 405 401 401",
+        "OPTIONS": "401 403 403 403 200 200 401 401",
+        "POST":    "401 403 403 403 202 202 401 401",
+        "PUT":     "401 405 405 405 405 405 401 401",
+        "PATCH":   "401 405 405 405 405 405 401 401",
+        "DELETE":  "401 405 405 405 405 405 401 401",
+    },
+    "api/webhooks/<pk>/rotate-secret/": {
+        "GET":     "401 405 405 405 405 405 401 401",
+        "HEAD":    "401 405 405 405 405 405 401 401",
+        "OPTIONS": "401 403 403 403 200 200 401 401",
+        "POST":    "401 403 403 403 200 200 401 401",
+        "PUT":     "401 405 405 405 405 405 401 401",
+        "PATCH":   "401 405 405 405 405 405 401 401",
+        "DELETE":  "401 405 405 405 405 405 401 401",
+    },
     # -- The API root: any authenticated user.
     "api/": {
         "GET":     "401 200 200 200 200 200 401 401",
@@ -610,6 +715,9 @@ def world(settings):
         user=actor, reference="Secret Reservation", items=[{"widget": stocked.pk, "quantity": 1}]
     )
 
+    subscription = webhook_services.create_subscription(user=actor, url="https://93.184.216.34/hook", event_types=["*"])
+    delivery = webhook_services.ping(subscription=subscription)
+
     clients = {"anonymous": APIClient()}
     own_tokens = {}
     for role, user in users.items():
@@ -640,6 +748,9 @@ def world(settings):
         "widgets/stockmovement": StockMovement.objects.get(widget=stocked).pk,
         "widgets/apitoken": own_tokens["manager"].pk,
         "widgets/changelogentry": ChangeLogEntry.objects.first().pk,
+        "webhooks": subscription.pk,
+        "webhooks/webhooksubscription": subscription.pk,
+        "webhooks/delivery": delivery.pk,
     }
     return {
         "clients": clients,
@@ -667,6 +778,8 @@ def concrete_path(pattern: str, world: dict, role: str) -> str:
             else:
                 assert kind in world["objects"], f"add a sample object for {pattern}"
                 value = world["objects"][kind]
+        elif name == "delivery_id":
+            value = world["objects"]["webhooks/delivery"]
         elif name == "content_type_id":
             value = world["content_type"]
         elif name == "app_label":

@@ -18,8 +18,9 @@ for someone can be neither sold nor written off, and at every commit
 """
 from __future__ import annotations
 
-import uuid
 import dataclasses
+import datetime
+import uuid
 from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from datetime import timezone as dt_timezone
@@ -29,6 +30,9 @@ from typing import Any
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Case, F, IntegerField, ProtectedError, Sum, Value, When
 from django.utils import timezone
+
+from webhooks.models import EventType
+from webhooks.services import Outbox
 
 from . import credentials
 from .models import (
@@ -171,11 +175,12 @@ def adjust_stock(
         )
 
     now = timezone.now()
+    level_before = (alert_level(widget), widget.reorder_level)
     Widget.objects.filter(pk=widget.pk).update(
         stock=new_stock, version=F("version") + 1, updated_at=now
     )
     widget.stock, widget.version, widget.updated_at = new_stock, widget.version + 1, now
-    return StockMovement.objects.create(
+    movement = StockMovement.objects.create(
         widget=widget,
         delta=delta,
         reason=reason,
@@ -183,6 +188,10 @@ def adjust_stock(
         stock_after=new_stock,
         created_by=user,
     )
+    outbox = Outbox()
+    _stock_events(outbox, movement, widget, level_before)
+    outbox.flush()
+    return movement
 
 
 class BatchItemError(Exception):
@@ -227,6 +236,7 @@ def adjust_stock_batch(*, items: Sequence[Mapping[str, Any]], user=None) -> list
 
     now = timezone.now()
     movements = []
+    levels_before = []
     for index, item in enumerate(items):
         widget = widgets.get(item["widget"])
         if widget is None:
@@ -243,7 +253,9 @@ def adjust_stock_batch(*, items: Sequence[Mapping[str, Any]], user=None) -> list
                 f"Stock of widget {widget.pk} would exceed the maximum of {MAX_STOCK}.",
                 available=widget.available,
             ))
+        level_before = (alert_level(widget), widget.reorder_level)
         widget.stock = new_stock
+        levels_before.append(level_before)
         movements.append(StockMovement(
             widget=widget,
             delta=item["delta"],
@@ -255,7 +267,12 @@ def adjust_stock_batch(*, items: Sequence[Mapping[str, Any]], user=None) -> list
 
     # Every check passed: one UPDATE for the widgets, one INSERT for the ledger.
     _write_stock([widgets[pk] for pk in ids], now)
-    return StockMovement.objects.bulk_create(movements)
+    movements = StockMovement.objects.bulk_create(movements)
+    outbox = Outbox()
+    for movement, level_before in zip(movements, levels_before):
+        _stock_events(outbox, movement, movement.widget, level_before)
+    outbox.flush()
+    return movements
 
 
 # --- Reservations ---------------------------------------------------------------------------
@@ -357,11 +374,13 @@ def create_reservation(
         ReservationItem(reservation=reservation, widget_id=item["widget"], quantity=item["quantity"])
         for item in items
     )
+    levels_before = {pk: (alert_level(widget), widget.reorder_level) for pk, widget in widgets.items()}
     for item in reservation_items:
         widgets[item.widget_id].reserved += item.quantity
     _prefetched(reservation, reservation_items)
     # Complete: the units are held (and in the change log) once this transaction commits.
     _log_reservation(user, ChangeLogEntry.Action.CREATE, reservation, before={})
+    _reservation_events(EventType.RESERVATION_CREATED, reservation, widgets, levels_before)
     return reservation
 
 
@@ -426,6 +445,8 @@ def commit_reservation(*, reservation_id: int, user=None) -> tuple[Reservation, 
     _prefetched(reservation, items)
     # Complete: sold and committed.
     _log_reservation(user, ChangeLogEntry.Action.UPDATE, reservation, before=before)
+    # What is available does not change (held units were sold), so no alert is crossed.
+    _reservation_events(EventType.RESERVATION_COMMITTED, reservation, widgets, {}, movements=movements)
     return reservation, movements
 
 
@@ -436,9 +457,12 @@ def release_reservation(*, reservation_id: int, user=None) -> Reservation:
     Raises ``Reservation.DoesNotExist``, ``ReservationExpired`` or ``ReservationNotActive``.
     """
     reservation, items = _lock_reservation(reservation_id)
-    _lock_widgets({item.widget_id for item in items})
+    widgets = _lock_widgets({item.widget_id for item in items})
     now = timezone.now()
     _must_be_active(reservation, now, "released")
+    levels_before = {pk: (alert_level(widget), widget.reorder_level) for pk, widget in widgets.items()}
+    for item in items:
+        widgets[item.widget_id].reserved -= item.quantity
 
     before = _reservation_values(reservation, items)
     reservation.status, reservation.closed_at = Reservation.Status.RELEASED, now
@@ -446,6 +470,7 @@ def release_reservation(*, reservation_id: int, user=None) -> Reservation:
     _prefetched(reservation, items)
     # Complete: the units are available again.
     _log_reservation(user, ChangeLogEntry.Action.UPDATE, reservation, before=before)
+    _reservation_events(EventType.RESERVATION_RELEASED, reservation, widgets, levels_before)
     return reservation
 
 
@@ -529,8 +554,9 @@ def create_widget(*, user=None, stock: int = 0, sku: str | None = None, **fields
     if not sku:
         widget.sku = _auto_sku(widget.pk)
         Widget.objects.filter(pk=widget.pk).update(sku=widget.sku)
+    movement = None
     if stock:
-        StockMovement.objects.create(
+        movement = StockMovement.objects.create(
             widget=widget,
             delta=stock,
             reason=StockMovement.Reason.INITIAL,
@@ -539,6 +565,11 @@ def create_widget(*, user=None, stock: int = 0, sku: str | None = None, **fields
         )
     _log_change(user, ChangeLogEntry.Action.CREATE, widget, before={}, after=_audited_values(widget))
     widget.reserved = 0  # nothing can be reserved of a widget that did not exist
+    outbox = Outbox()
+    _object_event(outbox, EventType.WIDGET_CREATED, widget)
+    if movement is not None:
+        _stock_events(outbox, movement, widget, None)
+    outbox.flush()
     return widget
 
 
@@ -576,7 +607,14 @@ def update_widget(
     locked.version, locked.reserved = (
         Widget.objects.with_availability().values_list("version", "reserved").get(pk=locked.pk)
     )
-    _log_change(user, ChangeLogEntry.Action.UPDATE, locked, before=before, after=_audited_values(locked))
+    if _log_change(user, ChangeLogEntry.Action.UPDATE, locked, before=before, after=_audited_values(locked)):
+        outbox = Outbox()
+        _object_event(outbox, EventType.WIDGET_UPDATED, locked)
+        # A new reorder level can put the widget at or below it without any stock moving.
+        level = alert_level(locked)
+        for event_type in threshold_events(before=(level, before["reorder_level"]), after=(level, locked.reorder_level)):
+            _object_event(outbox, event_type, locked)
+        outbox.flush()
     return locked
 
 
@@ -596,6 +634,7 @@ def delete_widget(
     _check_version(locked, expected_version)
     if locked.movements.exists():
         raise history
+    locked.reserved = 0  # no history: never had stock, so nothing of it is reserved
     before, pk = _audited_values(locked), locked.pk
     try:
         deleted, _ = locked.delete()
@@ -603,6 +642,9 @@ def delete_widget(
         raise history from exc
     if deleted:
         _log_change(user, ChangeLogEntry.Action.DELETE, locked, before=before, after={}, object_id=pk)
+        outbox = Outbox()
+        _object_event(outbox, EventType.WIDGET_DELETED, locked, object_id=pk)
+        outbox.flush()
 
 
 # --- Categories ------------------------------------------------------------------------------
@@ -613,6 +655,9 @@ def create_category(*, user=None, **fields: Any) -> Category:
     category = Category(**fields)
     category.save()
     _log_change(user, ChangeLogEntry.Action.CREATE, category, before={}, after=_audited_values(category))
+    outbox = Outbox()
+    _object_event(outbox, EventType.CATEGORY_CREATED, category)
+    outbox.flush()
     return category
 
 
@@ -633,7 +678,10 @@ def update_category(
     locked.version = F("version") + 1
     locked.save()
     locked.refresh_from_db(fields=["version", "slug"])
-    _log_change(user, ChangeLogEntry.Action.UPDATE, locked, before=before, after=_audited_values(locked))
+    if _log_change(user, ChangeLogEntry.Action.UPDATE, locked, before=before, after=_audited_values(locked)):
+        outbox = Outbox()
+        _object_event(outbox, EventType.CATEGORY_UPDATED, locked)
+        outbox.flush()
     return locked
 
 
@@ -657,6 +705,9 @@ def delete_category(
         ) from exc
     if deleted:
         _log_change(user, ChangeLogEntry.Action.DELETE, locked, before=before, after={}, object_id=pk)
+        outbox = Outbox()
+        _object_event(outbox, EventType.CATEGORY_DELETED, locked, object_id=pk)
+        outbox.flush()
 
 
 # --- Change log ---------------------------------------------------------------------------------
@@ -711,10 +762,159 @@ def _change_entry(user, action: str, instance, before: dict, after: dict, object
     )
 
 
-def _log_change(user, action: str, instance, *, before: dict, after: dict, object_id=None) -> None:
+def _log_change(user, action: str, instance, *, before: dict, after: dict, object_id=None) -> ChangeLogEntry | None:
+    """Write the change's entry; returns it, or None for an update that changed nothing."""
     entry = _change_entry(user, action, instance, before, after, object_id)
     if entry is not None:
         entry.save()
+    return entry
+
+
+# --- Events ------------------------------------------------------------------------------------
+# Recorded by the writes above in their own transaction, through an ``Outbox`` (webhooks.services):
+# an event exists, with its deliveries and their task, exactly when the change was committed.
+
+
+def alert_level(widget: Widget, *, stock: int | None = None) -> int:
+    """The level the stock alerts (low, out of, back in stock) watch, for ``widget`` now or
+    with ``stock`` units (its stock at one item of a batch).
+
+    It is what can still be sold, ``stock - reserved`` (``widget.reserved`` as read under
+    the row lock, see ``_read_reserved``): units held for someone else are not in stock for
+    anyone else, so a reservation can make a widget low and its release bring it back.
+    """
+    return (widget.stock if stock is None else stock) - widget.reserved
+
+
+def threshold_events(*, before: tuple[int, int], after: tuple[int, int]) -> list[str]:
+    """The alerts a change crosses, from ``(level, reorder_level)`` before it to after it.
+
+    Alerts fire on the crossing only, so a widget that stays low is not reported again:
+    ``widget.low_stock`` when the level goes from above the reorder level to at or below it,
+    ``widget.out_of_stock`` when it reaches 0, ``widget.back_in_stock`` when it leaves 0.
+    Both ends are read under the widget's row lock, so concurrent changes cannot both cross.
+    """
+    (level_before, reorder_before), (level_after, reorder_after) = before, after
+    events = []
+    if level_before > reorder_before and level_after <= reorder_after:
+        events.append(EventType.WIDGET_LOW_STOCK)
+    if level_before > 0 and level_after <= 0:
+        events.append(EventType.WIDGET_OUT_OF_STOCK)
+    if level_before <= 0 and level_after > 0:
+        events.append(EventType.WIDGET_BACK_IN_STOCK)
+    return events
+
+
+def _iso(value) -> str:
+    # As the API writes times (DRF's ISO 8601, UTC as Z).
+    return value.astimezone(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _widget_data(widget: Widget, *, stock: int | None = None, pk: int | None = None) -> dict[str, Any]:
+    """The widget as the API shows it (without ``url``), with ``stock`` units if given."""
+    stock = widget.stock if stock is None else stock
+    available = stock - widget.reserved
+    return {
+        "id": pk or widget.pk,
+        "sku": widget.sku,
+        "name": widget.name,
+        "description": widget.description,
+        "category": widget.category_id,
+        "price": f"{Decimal(str(widget.price)):.2f}",
+        "stock": stock,
+        "reserved": widget.reserved,
+        "available": available,
+        "reorder_level": widget.reorder_level,
+        "low_stock": available <= widget.reorder_level,
+        "is_active": widget.is_active,
+        "created_at": _iso(widget.created_at),
+        "updated_at": _iso(widget.updated_at),
+    }
+
+
+def _category_data(category: Category, *, pk: int | None = None) -> dict[str, Any]:
+    """The category as the API shows it (without ``url``)."""
+    return {"id": pk or category.pk, "name": category.name, "slug": category.slug, "description": category.description}
+
+
+def _movement_data(movement: StockMovement) -> dict[str, Any]:
+    """The movement as the API shows it."""
+    return {
+        "id": movement.pk,
+        "widget": movement.widget_id,
+        "delta": movement.delta,
+        "reason": movement.reason,
+        "note": movement.note,
+        "stock_after": movement.stock_after,
+        "created_by": getattr(movement.created_by, "username", None),
+        "created_at": _iso(movement.created_at),
+    }
+
+
+def _object_event(outbox: Outbox, event_type: str, instance, *, object_id: int | None = None) -> None:
+    """A widget.* or category.* event; ``object_id`` names a deleted object."""
+    if isinstance(instance, Widget):
+        kind, data = "widget", lambda: _widget_data(instance, pk=object_id)
+    else:
+        kind, data = "category", lambda: _category_data(instance, pk=object_id)
+    outbox.add(event_type, object_type=kind, object_id=object_id or instance.pk, sequence=instance.version, data=data)
+
+
+def _stock_events(outbox: Outbox, movement: StockMovement, widget: Widget, level_before: tuple[int, int] | None) -> None:
+    """``stock.adjusted`` for one movement, and the alerts it crosses from ``level_before``
+    (``(level, reorder_level)``; None for a new widget's initial stock, which crosses nothing)."""
+    stock = movement.stock_after
+    outbox.add(
+        EventType.STOCK_ADJUSTED, object_type="widget", object_id=widget.pk, sequence=widget.version,
+        data=lambda: {"movement": _movement_data(movement), "widget": _widget_data(widget, stock=stock)},
+    )
+    if level_before is None:
+        return
+    after = (alert_level(widget, stock=stock), widget.reorder_level)
+    for event_type in threshold_events(before=level_before, after=after):
+        outbox.add(
+            event_type, object_type="widget", object_id=widget.pk, sequence=widget.version,
+            data=lambda: _widget_data(widget, stock=stock),
+        )
+
+
+def _reservation_data(reservation: Reservation) -> dict[str, Any]:
+    """The reservation as the API shows it."""
+    return {
+        "id": reservation.pk,
+        "reference": reservation.reference,
+        "status": reservation.state,
+        "created_at": _iso(reservation.created_at),
+        "expires_at": _iso(reservation.expires_at),
+        "closed_at": _iso(reservation.closed_at) if reservation.closed_at else None,
+        "items": [{"widget": item.widget_id, "quantity": item.quantity} for item in reservation.items.all()],
+        "created_by": getattr(reservation.created_by, "username", None),
+    }
+
+
+def _reservation_events(
+    event_type: str,
+    reservation: Reservation,
+    widgets: Mapping[int, Widget],
+    levels_before: Mapping[int, tuple[int, int]],
+    *,
+    movements: Sequence[StockMovement] = (),
+) -> None:
+    """``reservation.*`` for one change of a reservation, the ``stock.adjusted`` of the
+    movements it wrote (a commit's sales), and the alerts the change of what is available
+    crosses for each widget (``levels_before``: its ``(level, reorder_level)`` before)."""
+    outbox = Outbox()
+    outbox.add(event_type, object_type="reservation", object_id=reservation.pk, data=lambda: _reservation_data(reservation))
+    for movement in movements:
+        _stock_events(outbox, movement, movement.widget, None)
+    for pk, level_before in levels_before.items():
+        widget = widgets[pk]
+        for alert in threshold_events(before=level_before, after=(alert_level(widget), widget.reorder_level)):
+            outbox.add(
+                alert, object_type="widget", object_id=pk, sequence=widget.version,
+                data=lambda widget=widget: _widget_data(widget),
+            )
+    outbox.flush()
 
 
 def _reservation_values(reservation: Reservation, items: Sequence[ReservationItem]) -> dict[str, Any]:
@@ -829,6 +1029,8 @@ def import_widgets(
             if not dry_run:
                 found = found.select_for_update()
             existing.update((widget.sku, widget) for widget in found)
+        # What is held of each, for the stock alerts (alert_level): one statement after the locks.
+        _read_reserved(list(existing.values()))
 
         now = timezone.now()
         to_create: list[Widget] = []
@@ -837,12 +1039,16 @@ def import_widgets(
         change_log: list[ChangeLogEntry] = []
         changed_fields: set[str] = set()
         stale: list[tuple[int, str, str]] = []
+        levels_before: dict[str, tuple[int, int]] = {}
+        initial_movements: list[StockMovement] = []
         for row in rows:
             values = dict(row.values)
             stock = values.pop("stock", None)
             widget = existing.get(row.sku)
             if widget is None:
-                to_create.append(Widget(sku=row.sku, stock=stock or 0, **values))
+                new_widget = Widget(sku=row.sku, stock=stock or 0, **values)
+                new_widget.reserved = 0  # a new widget: nothing of it is reserved
+                to_create.append(new_widget)
                 summary.created.append(row.sku)
                 continue
             changes = [name for name, value in values.items() if _differs(widget, name, value)]
@@ -860,6 +1066,7 @@ def import_widgets(
                 summary.unchanged += 1
                 continue
             before = _audited_values(widget)
+            levels_before[widget.sku] = (alert_level(widget), widget.reorder_level)
             for name in changes:
                 setattr(widget, name, values[name])
             if changes:
@@ -890,7 +1097,7 @@ def import_widgets(
                 for start in range(0, len(to_create), IMPORT_BATCH):
                     batch = to_create[start : start + IMPORT_BATCH]
                     Widget.objects.bulk_create(batch)
-                    StockMovement.objects.bulk_create(
+                    initial_movements += StockMovement.objects.bulk_create(
                         StockMovement(
                             widget=widget, delta=widget.stock, reason=StockMovement.Reason.INITIAL,
                             note=IMPORT_NOTE, stock_after=widget.stock, created_by=user,
@@ -914,7 +1121,33 @@ def import_widgets(
                 progress(len(batch))
         StockMovement.objects.bulk_create(corrections, batch_size=IMPORT_BATCH)
         ChangeLogEntry.objects.bulk_create([e for e in change_log if e], batch_size=IMPORT_BATCH)
+        _import_events(to_create, initial_movements, to_update, corrections, summary, levels_before, now)
     return summary
+
+
+def _import_events(created, initial_movements, updated, corrections, summary, levels_before, now) -> None:
+    """The events of an import, as if each row had gone through the API one by one."""
+    outbox = Outbox()
+    for widget in created:
+        _object_event(outbox, EventType.WIDGET_CREATED, widget)
+    for movement in initial_movements:
+        _stock_events(outbox, movement, movement.widget, None)
+    for widget in updated:  # written by one UPDATE: bring the objects in step with it
+        widget.version += 1
+        widget.updated_at = now
+        if widget.sku in summary.updated:
+            _object_event(outbox, EventType.WIDGET_UPDATED, widget)
+    corrected = set()
+    for movement in corrections:
+        corrected.add(movement.widget.sku)
+        _stock_events(outbox, movement, movement.widget, levels_before[movement.widget.sku])
+    for widget in updated:  # a new reorder level alone can cross it too
+        if widget.sku not in corrected:
+            level = alert_level(widget)
+            after = (level, widget.reorder_level)
+            for event_type in threshold_events(before=levels_before[widget.sku], after=after):
+                _object_event(outbox, event_type, widget)
+    outbox.flush()
 
 
 def _differs(widget: Widget, name: str, value: Any) -> bool:

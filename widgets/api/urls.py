@@ -1,5 +1,7 @@
 from django.urls import path
 
+from webhooks.api import WebhookSubscriptionViewSet
+
 from . import views
 
 router = views.ApiRouter()
@@ -10,6 +12,7 @@ router.register("changes", views.ChangeLogViewSet)
 router.register("auth/tokens", views.ApiTokenViewSet, basename="apitoken")
 router.register("adjustments", views.AdjustmentBatchViewSet, basename="adjustment")
 router.register("reservations", views.ReservationViewSet)
+router.register("webhooks", WebhookSubscriptionViewSet, basename="webhook")
 
 urlpatterns = [
     path("auth/token/", views.TokenIssueView.as_view(), name="token-issue"),
