@@ -286,6 +286,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "StockMovementReasonEnum": "widgets.models.StockMovement.Reason",
         "AdjustmentReasonEnum": "widgets.api.serializers.ADJUSTABLE_REASONS",
+        "ReservationStatusEnum": "widgets.models.Reservation.STATES",
+        "DeliveryStatusEnum": "webhooks.models.Delivery.Status",
     },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

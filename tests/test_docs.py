@@ -140,9 +140,6 @@ def test_every_operation_has_a_summary_that_reads_like_documentation(schema):
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")])
 LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
-# Written by other issue-14 branches at the same time as these links; the merge brings them.
-# Remove a name once its file is on main.
-WRITTEN_ELSEWHERE = {"docs/input-rules.md", "docs/reservations.md", "docs/events.md", "docs/read-replicas.md"}
 
 
 def test_readme_is_a_front_door_and_docs_hold_the_manual():
@@ -160,10 +157,7 @@ def test_readme_is_a_front_door_and_docs_hold_the_manual():
 def test_relative_links_in_the_docs_lead_somewhere(doc):
     targets = [t for t in LINK.findall(doc.read_text()) if "://" not in t and not t.startswith("mailto:")]
 
-    missing = [
-        t for t in targets
-        if not (doc.parent / t).exists() and str((doc.parent / t).resolve().relative_to(ROOT)) not in WRITTEN_ELSEWHERE
-    ]
+    missing = [t for t in targets if not (doc.parent / t).exists()]
     assert missing == []
 
 

@@ -128,7 +128,7 @@ class TestDelivery:
         subscription = subscribe(manager, receiver.url, ["widget.created", "stock.adjusted", "widget.low_stock"])
         path = tmp_path / "widgets.csv"
         path.write_text("sku,name,stock\nBOLT-1,Bolt,1\nNUT-1,Nut,4\n", encoding="utf-8")
-        call_command("import_widgets", str(path), stdout=io.StringIO())
+        call_command("import_widgets", str(path), "--stock-corrections", stdout=io.StringIO())
         run_worker()
 
         payloads = [verified(subscription["secret"], r) for r in receiver.wait_for(4)]
@@ -372,8 +372,9 @@ class TestCost:
         widget = create_widget(stock=5)
         subscribe(manager, receiver.url)
         clerk.get("/api/widgets/")
-        # auth (3), BEGIN, lock, update, insert movement, subscriptions, event, delivery, task, COMMIT
-        with django_assert_max_num_queries(12):
+        # auth (3), BEGIN, lock, units reserved, update, insert movement, subscriptions, event,
+        # delivery, task, COMMIT
+        with django_assert_max_num_queries(13):
             response = clerk.post(f"/api/widgets/{widget['id']}/adjust/", {"delta": -1, "reason": "sold"})
         assert response.status_code == 201
         assert Delivery.objects.filter(event__type="stock.adjusted").count() == 1

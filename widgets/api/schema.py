@@ -217,7 +217,7 @@ class AutoSchema(openapi.AutoSchema):
         made from its action and model: "List widgets", "Get a stock movement"."""
         action = getattr(self.view, "action", None) or self.method.lower()
         handler = getattr(self.view, action, None)
-        if handler is not None and handler.__module__.startswith("widgets.") and handler.__doc__:
+        if handler is not None and handler.__module__.startswith(("widgets.", "webhooks.")) and handler.__doc__:
             first = " ".join(handler.__doc__.split()).split(". ", 1)[0]
             return first.split(";", 1)[0].rstrip(".")
         queryset = getattr(self.view, "queryset", None)
