@@ -8,7 +8,8 @@ connection of its own (it borrows one from the pool for each command) and is saf
 between threads, so one per pool is kept and reused.
 
 Why not django-redis (7.0.0)? Measured with ``bench/cpu.py --instructions`` (callgrind,
-instructions per request in one process, 10,000 widgets; the same to 0.1% run to run):
+instructions per request in one process, 10,000 widgets, all three on the same code;
+the same to 0.1% from run to run):
 
     backend                                    retrieve      list (50)
     this one                                  4,994,401     15,205,141
