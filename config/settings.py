@@ -102,9 +102,12 @@ DB_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-ful
 
 def database() -> dict:
     if env.str("DATABASE_URL", default="") or not env.str("RDS_HOSTNAME", default=""):
-        db = dj_database_url.config(
-            default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=CONN_MAX_AGE, conn_health_checks=True
-        )
+        try:
+            db = dj_database_url.config(
+                default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=CONN_MAX_AGE, conn_health_checks=True
+            )
+        except ValueError as exc:  # dj-database-url's errors do not name the variable
+            raise SettingsError(f"DATABASE_URL must be a database URL (postgres://...): {exc}") from None
     else:
         missing = [name for name in ("RDS_DB_NAME", "RDS_USERNAME", "RDS_PASSWORD") if name not in env]
         if missing:

@@ -287,7 +287,8 @@ class Rehearsal:
         shadowing.update({o: v for ns, o, v in self.all_options() if ns == "aws:elasticbeanstalk:environment:proxy:staticfiles"})
         for url_path in shadowing:
             check(not ("/" + static_url.strip("/") + "/").startswith(url_path.rstrip("/") + "/"),
-                  f"STATIC_URL {static_url} is served by the platform's nginx from {shadowing[url_path]}/, not by WhiteNoise")
+                  f"STATIC_URL {static_url} is served by the platform's nginx from {shadowing[url_path]}/, "
+                  "not by WhiteNoise")
         manifest = self.bundle / "staticfiles" / "staticfiles.json"
         check(manifest.exists(), "collectstatic wrote no manifest")
         self.static_url = "/" + static_url.strip("/") + "/"
@@ -406,7 +407,7 @@ class Rehearsal:
         try:
             lines = [json.loads(line) for line in text.splitlines()]
         except json.JSONDecodeError as error:
-            raise Failed(f"a log line is not JSON: {error.doc[:200]!r}")
+            raise Failed(f"a log line is not JSON: {error.doc[:200]!r}") from None
         access = [line for line in lines if line.get("logger") == "access"]
         check(len(access) == REQUESTS[port], f"{len(access)} access lines for {REQUESTS[port]} requests")
         check(all(line.get("request_id") and "duration_ms" in line for line in access), "an access line lacks its request id or duration")
@@ -645,7 +646,7 @@ class Rehearsal:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
             self.note("nginx stopped")
-        for port, (process, log) in self.servers.items():
+        for port, (process, _log) in self.servers.items():
             began = time.monotonic()
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)  # what systemd does on a deployment

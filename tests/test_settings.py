@@ -77,6 +77,10 @@ class TestBadValues:
 
         assert "DJANGO_DB_CONNECT_TIMEOUT must be a whole number, not 'soon'" in line
 
+    @pytest.mark.parametrize("url", ["nonsense", "postgres://app@db.internal:port/widgets"])
+    def test_a_bad_database_url_is_named(self, url):
+        assert "DATABASE_URL must be a database URL" in one_line_error(manage("check", DATABASE_URL=url))
+
     def test_a_bad_gunicorn_setting_is_named(self):
         result = run_python("-m", "gunicorn", "--check-config", "config.wsgi:application", GUNICORN_WORKERS="many")
 
