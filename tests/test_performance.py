@@ -85,7 +85,7 @@ class TestQueriesPerRequest:
         warm(clerk, "/api/widgets/")
         # auth (3) + BEGIN/SAVEPOINT, lock, units reserved, update, insert, active webhook
         # subscriptions (the outbox: none here, so nothing more is written), COMMIT/RELEASE
-        with django_assert_max_num_queries(9):
+        with django_assert_max_num_queries(10):
             response = clerk.post(f"/api/widgets/{widget.pk}/adjust/", {"delta": -1, "reason": "sold"})
 
         assert response.status_code == 201, response.content
