@@ -3,6 +3,7 @@
 On Elastic Beanstalk nginx on the instance proxies to 127.0.0.1:8000 (the Python platform's
 default WSGI port); PORT overrides it, and nginx follows PORT too.
 """
+
 import multiprocessing
 import os
 

@@ -4,6 +4,7 @@
 Reads the local .env that `make run` writes (config/env.py), so every command works locally
 without setting a variable; a setting that is missing or malformed is one line, not a traceback.
 """
+
 import os
 import sys
 

@@ -15,6 +15,7 @@ Uses the benchmark database that ``bench/run.py`` leaves behind (run it once, e.
 ``make bench-quick``) and the production settings the benchmark serves:
     python bench/cpu.py [--requests 300] [--profile retrieve] [--scenarios list,retrieve]
 """
+
 import argparse
 import cProfile
 import io
@@ -30,7 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DATABASE_URL", os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/widgets_bench"))
+os.environ.setdefault(
+    "DATABASE_URL", os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/widgets_bench")
+)
 os.environ.setdefault("REDIS_URL", os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/6"))
 os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
 os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
@@ -57,12 +60,23 @@ from widgets.models import ApiToken, Widget  # noqa: E402
 def environ(method, path, token, body=b""):
     path, _, query = path.partition("?")
     env = {
-        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SCRIPT_NAME": "",
-        "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8601", "SERVER_PROTOCOL": "HTTP/1.1",
-        "HTTP_HOST": "127.0.0.1:8601", "HTTP_ACCEPT": "application/json",
-        "HTTP_AUTHORIZATION": f"Token {token}", "HTTP_X_FORWARDED_PROTO": "https",
-        "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False,
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "SCRIPT_NAME": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8601",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1:8601",
+        "HTTP_ACCEPT": "application/json",
+        "HTTP_AUTHORIZATION": f"Token {token}",
+        "HTTP_X_FORWARDED_PROTO": "https",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
     }
     if body:
         env["CONTENT_TYPE"], env["CONTENT_LENGTH"] = "application/json", str(len(body))
@@ -89,7 +103,7 @@ def scenarios(token):
         n = step["n"]
         delta, reason = (1, "received") if n % 2 else (-1, "sold")
         first = (n // 2 * 10) % (len(ids) - 10)  # a +1 and then a -1 on the same ten widgets
-        items = [{"widget": pk, "delta": delta, "reason": reason, "note": "bench"} for pk in ids[first:first + 10]]
+        items = [{"widget": pk, "delta": delta, "reason": reason, "note": "bench"} for pk in ids[first : first + 10]]
         return environ("POST", "/api/adjustments/", token, json.dumps({"items": items}).encode())
 
     return {
@@ -127,8 +141,15 @@ def cpu_per_request(app, make_env, requests):
 def count_instructions(names):
     def instructions(name, server, count):
         command = [
-            "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-            sys.executable, __file__, "--serve", name, server, str(count),
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            __file__,
+            "--serve",
+            name,
+            server,
+            str(count),
         ]
         # Under callgrind a request takes ~50x longer, so the 5 s token cache would expire every
         # few dozen requests instead of every few thousand: keep it for the whole run.

@@ -7,6 +7,7 @@ to this, measured side by side. Serve it with gunicorn: ``gunicorn bench.floor:a
 Reads DATABASE_URL, DJANGO_SECRET_KEY (or DJANGO_TOKEN_HMAC_KEY) and
 API_EXACT_COUNT_LIMIT from the environment, like the app.
 """
+
 import datetime
 import hashlib
 import hmac
@@ -23,8 +24,7 @@ HMAC_KEY = (os.environ.get("DJANGO_TOKEN_HMAC_KEY") or f"token-hmac:{os.environ[
 EXACT_COUNT_LIMIT = int(os.environ.get("API_EXACT_COUNT_LIMIT", "10000"))
 LAST_USED_RESOLUTION = datetime.timedelta(minutes=1)
 COLUMNS = (
-    "id, sku, name, description, category_id, price, stock, reorder_level, is_active, "
-    "created_at, updated_at, version"
+    "id, sku, name, description, category_id, price, stock, reorder_level, is_active, created_at, updated_at, version"
 )
 # The units held by active, unexpired reservations: the subquery of the app's SELECT
 # (Widget.objects.with_availability()), with the request's time as its one parameter.
@@ -44,7 +44,9 @@ DETAIL = re.compile(r"^/api/widgets/([0-9]+)/$")
 ADJUST = re.compile(r"^/api/widgets/([0-9]+)/adjust/$")
 COMMIT = re.compile(r"^/api/reservations/([0-9]+)/commit/$")
 REASONS = {"received", "sold", "returned", "damaged", "correction"}
-SEARCH = "(UPPER(sku::text) LIKE UPPER(%s) OR UPPER(name::text) LIKE UPPER(%s) OR UPPER(description::text) LIKE UPPER(%s))"
+SEARCH = (
+    "(UPPER(sku::text) LIKE UPPER(%s) OR UPPER(name::text) LIKE UPPER(%s) OR UPPER(description::text) LIKE UPPER(%s))"
+)
 
 # One persistent connection per process, or per thread when gunicorn runs threads (the
 # deployed gunicorn.conf.py does): as Django keeps one per thread.
@@ -60,22 +62,32 @@ def db():
 
 
 def timestamp(value: datetime.datetime) -> str:
-    text = value.astimezone(datetime.timezone.utc).isoformat()
+    text = value.astimezone(datetime.UTC).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def now_utc() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def widget_json(row, base: str) -> dict:
     pk, sku, name, description, category, price, stock, reorder, active, created, updated, _, reserved = row
     return {
-        "id": pk, "url": f"{base}/api/widgets/{pk}/", "sku": sku, "name": name,
-        "description": description, "category": category, "price": str(price), "stock": stock,
-        "reserved": reserved, "available": stock - reserved, "reorder_level": reorder,
-        "low_stock": stock - reserved <= reorder, "is_active": active,
-        "created_at": timestamp(created), "updated_at": timestamp(updated),
+        "id": pk,
+        "url": f"{base}/api/widgets/{pk}/",
+        "sku": sku,
+        "name": name,
+        "description": description,
+        "category": category,
+        "price": str(price),
+        "stock": stock,
+        "reserved": reserved,
+        "available": stock - reserved,
+        "reorder_level": reorder,
+        "low_stock": stock - reserved <= reorder,
+        "is_active": active,
+        "created_at": timestamp(created),
+        "updated_at": timestamp(updated),
     }
 
 
@@ -109,7 +121,7 @@ def authenticate(cursor, environ):
         [raw_key[:12]],
     )
     digest = hmac.new(HMAC_KEY, raw_key.encode(), hashlib.sha256).hexdigest()
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     for token_id, stored, read_only, expires, revoked, last_used, user_id, username, active in cursor.fetchall():
         if not hmac.compare_digest(stored, digest):
             continue
@@ -185,10 +197,15 @@ def list_widgets(cursor, environ, base: str):
     previous = None
     if offset > 0:
         rest = {k: v for k, v in query.items() if k != "offset"}
-        previous = f"{url}?{urlencode({**rest, 'offset': offset - limit})}" if offset > limit else f"{url}?{urlencode(rest)}"
+        previous = (
+            f"{url}?{urlencode({**rest, 'offset': offset - limit})}" if offset > limit else f"{url}?{urlencode(rest)}"
+        )
     return {
-        "count": total, **({"count_is_estimate": True} if estimated else {}), "next": following,
-        "previous": previous, "results": [widget_json(r, base) for r in rows],
+        "count": total,
+        **({"count_is_estimate": True} if estimated else {}),
+        "next": following,
+        "previous": previous,
+        "results": [widget_json(r, base) for r in rows],
     }
 
 
@@ -210,7 +227,8 @@ def adjust(cursor, widget_id: int, user, body: bytes, start_response):
         if delta < 0 and new_stock < reserved:
             cursor.execute("ROLLBACK")
             return respond(
-                start_response, "409 Conflict",
+                start_response,
+                "409 Conflict",
                 {"detail": "Insufficient stock", "code": "insufficient_stock", "available": row[6] - reserved},
             )
         cursor.execute(
@@ -227,15 +245,23 @@ def adjust(cursor, widget_id: int, user, body: bytes, start_response):
     except Exception:
         cursor.execute("ROLLBACK")
         raise
-    return respond(start_response, "201 Created", movement_json(
-        movement_id, widget_id, delta, reason, note, new_stock, user[1], now
-    ))
+    return respond(
+        start_response,
+        "201 Created",
+        movement_json(movement_id, widget_id, delta, reason, note, new_stock, user[1], now),
+    )
 
 
 def movement_json(movement_id, widget_id, delta, reason, note, stock_after, username, created) -> dict:
     return {
-        "id": movement_id, "widget": widget_id, "delta": delta, "reason": reason, "note": note,
-        "stock_after": stock_after, "created_by": username, "created_at": timestamp(created),
+        "id": movement_id,
+        "widget": widget_id,
+        "delta": delta,
+        "reason": reason,
+        "note": note,
+        "stock_after": stock_after,
+        "created_by": username,
+        "created_at": timestamp(created),
     }
 
 
@@ -257,7 +283,9 @@ def adjust_batch(cursor, user, body: bytes, start_response):
                 item["delta"] < 0 and stock[item["widget"]] + item["delta"] < reserved.get(item["widget"], 0)
             ):
                 cursor.execute("ROLLBACK")
-                return respond(start_response, "409 Conflict", {"detail": "Insufficient stock", "code": "insufficient_stock"})
+                return respond(
+                    start_response, "409 Conflict", {"detail": "Insufficient stock", "code": "insufficient_stock"}
+                )
             stock[item["widget"]] += item["delta"]
             rows.append((item["widget"], item["delta"], item["reason"], item.get("note", ""), stock[item["widget"]]))
         cursor.execute(
@@ -276,16 +304,23 @@ def adjust_batch(cursor, user, body: bytes, start_response):
     except Exception:
         cursor.execute("ROLLBACK")
         raise
-    return respond(start_response, "201 Created", {"movements": [
-        movement_json(movement_id, *row, user[1], now) for movement_id, row in zip(movement_ids, rows)
-    ]})
+    return respond(
+        start_response,
+        "201 Created",
+        {"movements": [movement_json(movement_id, *row, user[1], now) for movement_id, row in zip(movement_ids, rows)]},
+    )
 
 
 def reservation_json(pk, reference, status, created, expires, closed, items, username) -> dict:
     return {
-        "id": pk, "reference": reference, "status": status, "created_at": timestamp(created),
-        "expires_at": timestamp(expires), "closed_at": timestamp(closed) if closed else None,
-        "items": [{"widget": w, "quantity": q} for w, q in items], "created_by": username,
+        "id": pk,
+        "reference": reference,
+        "status": status,
+        "created_at": timestamp(created),
+        "expires_at": timestamp(expires),
+        "closed_at": timestamp(closed) if closed else None,
+        "items": [{"widget": w, "quantity": q} for w, q in items],
+        "created_by": username,
     }
 
 
@@ -314,10 +349,17 @@ def reserve(cursor, user, body: bytes, start_response):
             available = stock.get(item["widget"], 0) - reserved.get(item["widget"], 0)
             if item["widget"] not in stock or item["quantity"] > available:
                 cursor.execute("ROLLBACK")
-                return respond(start_response, "409 Conflict", {
-                    "detail": "Insufficient stock", "code": "insufficient_stock", "index": index,
-                    "widget": item["widget"], "available": available,
-                })
+                return respond(
+                    start_response,
+                    "409 Conflict",
+                    {
+                        "detail": "Insufficient stock",
+                        "code": "insufficient_stock",
+                        "index": index,
+                        "widget": item["widget"],
+                        "available": available,
+                    },
+                )
         expires = now + datetime.timedelta(seconds=ttl)
         cursor.execute(
             "INSERT INTO widgets_reservation (reference, status, created_by_id, created_at, expires_at) "
@@ -331,17 +373,29 @@ def reserve(cursor, user, body: bytes, start_response):
             + ", ".join(["(%s, %s, %s)"] * len(pairs)),
             [value for w, q in pairs for value in (reservation_id, w, q)],
         )
-        change_log(cursor, user, "create", reservation_id, reference, {
-            "reference": [None, reference], "status": [None, "active"],
-            "expires_at": [None, expires.isoformat()], "items": [None, [list(p) for p in pairs]],
-        }, now)
+        change_log(
+            cursor,
+            user,
+            "create",
+            reservation_id,
+            reference,
+            {
+                "reference": [None, reference],
+                "status": [None, "active"],
+                "expires_at": [None, expires.isoformat()],
+                "items": [None, [list(p) for p in pairs]],
+            },
+            now,
+        )
         cursor.execute("COMMIT")
     except Exception:
         cursor.execute("ROLLBACK")
         raise
-    return respond(start_response, "201 Created", reservation_json(
-        reservation_id, reference, "active", now, expires, None, pairs, user[1]
-    ))
+    return respond(
+        start_response,
+        "201 Created",
+        reservation_json(reservation_id, reference, "active", now, expires, None, pairs, user[1]),
+    )
 
 
 def commit(cursor, user, reservation_id: int, start_response):
@@ -404,11 +458,15 @@ def app(environ, start_response):
     with db().cursor() as cursor:
         user = authenticate(cursor, environ)
         if user is None:
-            return respond(start_response, "401 Unauthorized", {"detail": "Invalid token.", "code": "authentication_failed"})
+            return respond(
+                start_response, "401 Unauthorized", {"detail": "Invalid token.", "code": "authentication_failed"}
+            )
         if method == "GET" and path == "/api/widgets/":
             return respond(start_response, "200 OK", list_widgets(cursor, environ, base))
         if method == "GET" and (match := DETAIL.match(path)):
-            cursor.execute(f"SELECT {COLUMNS}, {RESERVED} FROM widgets_widget WHERE id = %s", [now_utc(), int(match[1])])
+            cursor.execute(
+                f"SELECT {COLUMNS}, {RESERVED} FROM widgets_widget WHERE id = %s", [now_utc(), int(match[1])]
+            )
             row = cursor.fetchone()
             if row is None:
                 return respond(start_response, "404 Not Found", {"detail": "Not found.", "code": "not_found"})

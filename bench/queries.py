@@ -5,6 +5,7 @@ Run with the app's settings against the benchmark database:
 Prints one JSON object: {scenario: number of queries}. The first request of each
 scenario warms caches (as under load); the second is counted.
 """
+
 import json
 import os
 import sys
@@ -75,7 +76,8 @@ def reserve_cycle(client, widget_id) -> list[int]:
         counted = []
         for send in (
             lambda: client.post(
-                "/api/reservations/", {"reference": "bench", "items": [{"widget": widget_id, "quantity": 1}]},
+                "/api/reservations/",
+                {"reference": "bench", "items": [{"widget": widget_id, "quantity": 1}]},
                 content_type="application/json",
             ),
             lambda: client.post(f"/api/reservations/{reservation_id}/commit/", {}, content_type="application/json"),

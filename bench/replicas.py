@@ -14,13 +14,13 @@ Every server here shares one machine: a replica only adds capacity when it has C
 own (another RDS instance), so on one host expect the two to be close, and read the
 figures as the cost of the routing, not the gain of a second server.
 """
+
 import datetime
 import json
 import os
 import secrets
 import subprocess
 import sys
-from pathlib import Path
 
 from run import APP_PORT, OUT, ROOT, gunicorn_args, log, manage, median, port_is_free, wait_until_up, wrk
 
@@ -44,7 +44,7 @@ def main(options) -> None:
     if not port_is_free(APP_PORT):
         raise SystemExit(f"port {APP_PORT} is in use: stop whatever listens there first")
     OUT.mkdir(exist_ok=True)
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     primary = harness.PrivatePostgres(primary_port)
     replica = None
     try:
@@ -65,10 +65,15 @@ def main(options) -> None:
         log(f"private primary on {primary_port}: migrating and seeding {size} widgets")
         manage(env, "migrate", "--noinput", "-v0")
         manage(env, "collectstatic", "--noinput", "-v0")
-        manage(env, "shell", "-c", (
-            "from django.contrib.auth.models import User, Group; "
-            "u = User.objects.create_user('bench'); u.groups.add(Group.objects.get(name='clerk'))"
-        ))
+        manage(
+            env,
+            "shell",
+            "-c",
+            (
+                "from django.contrib.auth.models import User, Group; "
+                "u = User.objects.create_user('bench'); u.groups.add(Group.objects.get(name='clerk'))"
+            ),
+        )
         env["TOKEN"] = manage(env, "issue_token", "bench", "--name", "bench", "--expires-days", "0", capture=True)
         manage(env, "seed_widgets", "--count", str(size), "-v0")
         harness.sql(db_url, "VACUUM ANALYZE")
@@ -78,9 +83,13 @@ def main(options) -> None:
         replica = harness.PrivatePostgres(replica_port, standby_of=primary)
         replica.start()
         replica_url = f"postgres://postgres@127.0.0.1:{replica_port}/{DATABASE}"
-        caught_up = lambda: harness.sql(  # noqa: E731
-            replica_url, f"SELECT pg_last_wal_replay_lsn() >= '{harness.sql(db_url, 'SELECT pg_current_wal_lsn()')[0]}'"
-        ) == ["t"]
+        caught_up = lambda: (
+            harness.sql(  # noqa: E731
+                replica_url,
+                f"SELECT pg_last_wal_replay_lsn() >= '{harness.sql(db_url, 'SELECT pg_current_wal_lsn()')[0]}'",
+            )
+            == ["t"]
+        )
         if not harness.wait_until(caught_up, timeout=120):
             raise RuntimeError("the replica did not catch up")
 
@@ -89,11 +98,14 @@ def main(options) -> None:
         served = {name: 0 for name in setups}
         for rep in range(options.reps):
             # Alternate who goes first, so neither always meets a warmer machine.
-            for name in (list(setups) if rep % 2 == 0 else list(setups)[::-1]):
+            for name in list(setups) if rep % 2 == 0 else list(setups)[::-1]:
                 with open(OUT / f"server-replicas-{name}.log", "w") as server_log:
                     server = subprocess.Popen(
-                        gunicorn_args(APP_PORT, "config.wsgi"), env={**env, **setups[name]}, cwd=ROOT,
-                        stdout=server_log, stderr=subprocess.STDOUT,
+                        gunicorn_args(APP_PORT, "config.wsgi"),
+                        env={**env, **setups[name]},
+                        cwd=ROOT,
+                        stdout=server_log,
+                        stderr=subprocess.STDOUT,
                     )
                     try:
                         wait_until_up(APP_PORT, server)
@@ -103,9 +115,11 @@ def main(options) -> None:
                         for scenario in SCENARIOS:
                             result = wrk(APP_PORT, scenario, options.seconds, options.connections, env)
                             runs[scenario][name].append(result)
-                            log(f"rep {rep + 1} {scenario:8} {name:7} {result['rps']:7.0f} req/s "
+                            log(
+                                f"rep {rep + 1} {scenario:8} {name:7} {result['rps']:7.0f} req/s "
                                 f"p50 {result['p50_us'] / 1000:.1f} ms p99 {result['p99_us'] / 1000:.1f} ms "
-                                f"errors {result['errors'] + result['non2xx']}")
+                                f"errors {result['errors'] + result['non2xx']}"
+                            )
                         served[name] += replica_reads(replica_url) - before
                     finally:
                         server.terminate()
@@ -115,7 +129,7 @@ def main(options) -> None:
             replica.destroy()
         primary.destroy()
 
-    finished = datetime.datetime.now(datetime.timezone.utc)
+    finished = datetime.datetime.now(datetime.UTC)
     report = render(runs, served, size, options, started, finished)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     (OUT / f"replicas-{stamp}.json").write_text(json.dumps({"runs": runs, "replica_transactions": served}, indent=1))

@@ -9,6 +9,7 @@ it incrementally with seed_widgets, serves the app (gunicorn, production setting
 2 workers) and the floor (bench/floor.py, same gunicorn settings), drives both with
 wrk and writes the results into bench/RESULTS.md between the results markers.
 """
+
 import argparse
 import datetime
 import json
@@ -126,9 +127,17 @@ class PeakMemory(threading.Thread):
 
 def wrk(port, scenario, seconds, connections, env):
     args = [
-        "wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
-        "-H", "X-Forwarded-Proto: https",  # as the load balancer sends it
-        "-s", str(BENCH / "wrk" / "scenario.lua"), f"http://127.0.0.1:{port}",
+        "wrk",
+        "-t2",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "5s",
+        "-H",
+        "X-Forwarded-Proto: https",  # as the load balancer sends it
+        "-s",
+        str(BENCH / "wrk" / "scenario.lua"),
+        f"http://127.0.0.1:{port}",
     ]
     output = run(args, {**env, "SCENARIO": scenario}, capture_output=True).stdout
     result = json.loads(re.search(r"^RESULT (.*)$", output, re.M).group(1))
@@ -150,8 +159,11 @@ def main():
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
     parser.add_argument("--label", default="", help="a note for the results, e.g. the change measured")
-    parser.add_argument("--replica", action="store_true",
-                        help="instead: list and retrieve with one read replica against the primary alone (bench/replicas.py)")
+    parser.add_argument(
+        "--replica",
+        action="store_true",
+        help="instead: list and retrieve with one read replica against the primary alone (bench/replicas.py)",
+    )
     options = parser.parse_args()
     if options.quick:
         options.sizes, options.reps, options.seconds = "10000", 1, 5
@@ -184,7 +196,7 @@ def main():
         "DJANGO_THROTTLE_USER": os.environ.get("BENCH_THROTTLE_USER", "100000000/min"),
     }
     env.pop("DJANGO_DEBUG", None)
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     load_before = loadavg()
 
     log(f"recreating database {db_name}")
@@ -192,10 +204,15 @@ def main():
     psql(admin_url, f'CREATE DATABASE "{db_name}"')
     manage(env, "migrate", "--noinput", "-v0")
     manage(env, "collectstatic", "--noinput", "-v0")
-    manage(env, "shell", "-c", (
-        "from django.contrib.auth.models import User, Group; "
-        "u = User.objects.create_user('bench'); u.groups.add(Group.objects.get(name='clerk'))"
-    ))
+    manage(
+        env,
+        "shell",
+        "-c",
+        (
+            "from django.contrib.auth.models import User, Group; "
+            "u = User.objects.create_user('bench'); u.groups.add(Group.objects.get(name='clerk'))"
+        ),
+    )
     token = manage(env, "issue_token", "bench", "--name", "bench", "--expires-days", "0", capture=True)
     env["TOKEN"] = token
 
@@ -208,15 +225,25 @@ def main():
         seeded = size
         psql(db_url, "VACUUM ANALYZE")
         seed_seconds = time.monotonic() - t0
-        ids = run(
-            ["psql", db_url, "-Atc", "SELECT min(id), max(id) FROM widgets_widget"], env, capture_output=True
-        ).stdout.strip().split("|")
+        ids = (
+            run(["psql", db_url, "-Atc", "SELECT min(id), max(id) FROM widgets_widget"], env, capture_output=True)
+            .stdout.strip()
+            .split("|")
+        )
         env["MIN_ID"], env["MAX_ID"] = ids
         adjust_ids = OUT / "adjust_ids.txt"
-        adjust_ids.write_text(run(
-            ["psql", db_url, "-Atc", "SELECT id FROM widgets_widget WHERE stock >= 20 ORDER BY random() LIMIT 5000"],
-            env, capture_output=True,
-        ).stdout)
+        adjust_ids.write_text(
+            run(
+                [
+                    "psql",
+                    db_url,
+                    "-Atc",
+                    "SELECT id FROM widgets_widget WHERE stock >= 20 ORDER BY random() LIMIT 5000",
+                ],
+                env,
+                capture_output=True,
+            ).stdout
+        )
         env["ADJUST_IDS"] = str(adjust_ids)
         queries = json.loads(run([PYTHON, "bench/queries.py", token], env, capture_output=True).stdout.splitlines()[-1])
 
@@ -248,9 +275,11 @@ def main():
                     for name in order:
                         result = wrk(ports[name], scenario, options.seconds, options.connections, env)
                         runs[scenario][name].append(result)
-                        log(f"{size} rep {rep + 1} {scenario:9} {name:5} {result['rps']:8.0f} req/s "
+                        log(
+                            f"{size} rep {rep + 1} {scenario:9} {name:5} {result['rps']:8.0f} req/s "
                             f"p50 {result['p50_us'] / 1000:.1f} ms p99 {result['p99_us'] / 1000:.1f} ms "
-                            f"errors {result['errors'] + result['non2xx']}")
+                            f"errors {result['errors'] + result['non2xx']}"
+                        )
             memory = sampler.result()
         finally:
             for server in servers.values():
@@ -258,11 +287,14 @@ def main():
             for server in servers.values():
                 server.wait(timeout=30)
         results["sizes"][size] = {
-            "runs": runs, "memory_mb": memory, "queries": queries, "seed_seconds": round(seed_seconds, 1),
+            "runs": runs,
+            "memory_mb": memory,
+            "queries": queries,
+            "seed_seconds": round(seed_seconds, 1),
         }
 
     results["load"] = {"before": load_before, "after": loadavg()}
-    finished = datetime.datetime.now(datetime.timezone.utc)
+    finished = datetime.datetime.now(datetime.UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     (OUT / f"{stamp}.json").write_text(json.dumps(results, indent=1))
     report = render(results, options, started, finished, " ".join(sys.argv))
@@ -292,8 +324,14 @@ def render(results, options, started, finished, command):
     import django
     import rest_framework
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
     lines = [
         f"Run {started:%Y-%m-%d %H:%M} to {finished:%H:%M} UTC{' — ' + options.label if options.label else ''}",
         "",
@@ -322,14 +360,18 @@ def render(results, options, started, finished, command):
             )
     lines += ["", "Peak memory per worker (VmHWM, MB) and seeding time:", ""]
     for size, data in results["sizes"].items():
-        lines.append(f"- {int(size):,} widgets: app {data['memory_mb']['app']}, floor {data['memory_mb']['floor']}; "
-                     f"seeding to this size took {data['seed_seconds']} s")
+        lines.append(
+            f"- {int(size):,} widgets: app {data['memory_mb']['app']}, floor {data['memory_mb']['floor']}; "
+            f"seeding to this size took {data['seed_seconds']} s"
+        )
     sizes = list(results["sizes"])
     if len(sizes) > 1:
         lines += ["", f"Growth, app p50 at {int(sizes[-1]):,} / p50 at {int(sizes[0]):,}:", ""]
         first, last = results["sizes"][sizes[0]]["runs"], results["sizes"][sizes[-1]]["runs"]
         for scenario in last:
-            ratio = median([r["p50_us"] for r in last[scenario]["app"]]) / median([r["p50_us"] for r in first[scenario]["app"]])
+            ratio = median([r["p50_us"] for r in last[scenario]["app"]]) / median(
+                [r["p50_us"] for r in first[scenario]["app"]]
+            )
             lines.append(f"- {scenario}: {ratio:.2f}x")
     return "\n".join(lines) + "\n"
 

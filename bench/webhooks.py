@@ -8,6 +8,7 @@ this process (the whole middleware and DRF stack, no gunicorn), so compare the t
 columns with each other, not with bench/RESULTS.md. Recreates the PostgreSQL database
 BENCH_WEBHOOKS_DATABASE (default widgets_bench_webhooks; it is dropped) on ADMIN_DATABASE_URL.
 """
+
 import argparse
 import os
 import statistics
@@ -32,8 +33,12 @@ def main() -> int:
         subprocess.run(["psql", admin, "-qc", sql], check=True)
     database_url = admin.rsplit("/", 1)[0] + f"/{name}"
     os.environ.update(
-        DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="config.settings", DJANGO_SECRET_KEY="bench",
-        DJANGO_WEBHOOKS_ALLOW_PRIVATE_NETWORKS="1", DJANGO_LOG_LEVEL="WARNING", DJANGO_SECURE_SSL_REDIRECT="0",
+        DATABASE_URL=database_url,
+        DJANGO_SETTINGS_MODULE="config.settings",
+        DJANGO_SECRET_KEY="bench",
+        DJANGO_WEBHOOKS_ALLOW_PRIVATE_NETWORKS="1",
+        DJANGO_LOG_LEVEL="WARNING",
+        DJANGO_SECURE_SSL_REDIRECT="0",
         DJANGO_THROTTLE_USER="100000000/min",
     )
     import django
@@ -41,9 +46,9 @@ def main() -> int:
     django.setup()
     from django.core.management import call_command
     from django.test.utils import setup_test_environment
+    from webhook_receiver import running_receiver
 
     from tests.conftest import make_user, token_client
-    from webhook_receiver import running_receiver
     from webhooks.models import Delivery
     from widgets import services
 
@@ -57,7 +62,9 @@ def main() -> int:
         adjust, batch = [], []
         for i in range(args.adjustments):
             started = time.perf_counter()
-            response = clerk.post(f"/api/widgets/{widgets[i % 20]}/adjust/", {"delta": -1, "reason": "sold"}, format="json")
+            response = clerk.post(
+                f"/api/widgets/{widgets[i % 20]}/adjust/", {"delta": -1, "reason": "sold"}, format="json"
+            )
             adjust.append((time.perf_counter() - started) * 1000)
             assert response.status_code == 201, response.content
             items = [{"widget": w, "delta": 1, "reason": "received"} for w in widgets[:10]]
@@ -95,8 +102,10 @@ def main() -> int:
         )
         seconds = time.perf_counter() - started
         delivered = Delivery.objects.filter(status="delivered", subscription=subscription).count()
-        print(f"\none worker: {delivered} of {total} deliveries in {seconds:.1f} s = {delivered / seconds:.0f} deliveries/s "
-              f"(receiver got {len(receiver.requests)} requests; includes the worker's start-up)")
+        print(
+            f"\none worker: {delivered} of {total} deliveries in {seconds:.1f} s = {delivered / seconds:.0f} deliveries/s "
+            f"(receiver got {len(receiver.requests)} requests; includes the worker's start-up)"
+        )
     from django.db import connections
 
     connections.close_all()

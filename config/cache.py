@@ -22,6 +22,7 @@ it costs the same as this backend (within 0.1%), so it would add a dependency an
 subclass anyway, and it wraps redis-py's errors in its own ``ConnectionInterrupted``, which
 the throttles would have to learn (they keep serving on a ``RedisError``). This one stays.
 """
+
 from django.core.cache.backends import redis
 
 # KEYS[1]: the counter; ARGV[1]: the window in ms. The window opens with the first count
@@ -90,7 +91,12 @@ class RedisCache(redis.RedisCache):
         value stored at ``other`` (set to ``default`` for ``default_seconds`` if missing)."""
         client = self._cache.get_client(key, write=True)
         count, left_ms, value = client.eval(
-            COUNT_IN_WINDOW_AND_GET, 2, self.make_and_validate_key(key), self.make_key(other),
-            int(window_seconds * 1000), default, default_seconds,
+            COUNT_IN_WINDOW_AND_GET,
+            2,
+            self.make_and_validate_key(key),
+            self.make_key(other),
+            int(window_seconds * 1000),
+            default,
+            default_seconds,
         )
         return count, left_ms / 1000, value.decode() if isinstance(value, bytes) else value

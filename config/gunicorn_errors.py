@@ -7,12 +7,20 @@ request (400). API clients are promised JSON errors, so ``gunicorn.conf.py`` ins
 calls for these answers (``gunicorn.workers.base.Worker.handle_error``). Same status line,
 same ``Connection: close``; only the body and its type differ.
 """
+
 import json
 
 from gunicorn import util
 
-CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
-         431: "header_too_large", 500: "server_error", 501: "not_implemented"}
+CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    414: "uri_too_long",
+    417: "expectation_failed",
+    431: "header_too_large",
+    500: "server_error",
+    501: "not_implemented",
+}
 DETAIL_MAX = 200  # gunicorn's message may quote the (huge, hostile) request line
 
 

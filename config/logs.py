@@ -4,6 +4,7 @@ Only a fixed list of fields is written: a record's other attributes (Django atta
 request object, whose repr carries the query string) never reach the log, so a token, a
 password or a cookie cannot leak through them.
 """
+
 import contextvars
 import datetime
 import json

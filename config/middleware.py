@@ -1,5 +1,6 @@
 """Project-wide middleware: the per-request log line, JSON errors for API clients (also for
 over-long URLs and headers) and the load balancer's health check."""
+
 import logging
 import re
 import time

@@ -24,6 +24,7 @@ docs/read-replicas.md is the manual. The rules, in the order the router applies 
   process, so requests do not each pay a connect timeout); a safe request that failed on a
   replica is run again on the primary, so stopping a replica loses no request.
 """
+
 from __future__ import annotations
 
 import logging
@@ -66,7 +67,9 @@ def trip(alias: str, error: object = None) -> None:
     if not is_down(alias):
         logger.warning(
             "Read replica %s unreachable, reading from the primary for %ss: %s",
-            alias, settings.DATABASE_REPLICA_RETRY_SECONDS, error,
+            alias,
+            settings.DATABASE_REPLICA_RETRY_SECONDS,
+            error,
         )
     _down_until[alias] = time.monotonic() + settings.DATABASE_REPLICA_RETRY_SECONDS
     connections[alias].close()

@@ -21,6 +21,7 @@ next port, nginx the one after, the webhook receiver the one after that), DEPLOY
 DEPLOY_CHECK_REDIS_URL (default redis://127.0.0.1:6379/5), DEPLOY_CHECK_KEEP=1 keeps the
 temporary directory for inspection.
 """
+
 import http.client
 import io
 import json
@@ -143,16 +144,35 @@ class Rehearsal:
 
     def build_bundle(self):
         self.bundle.mkdir()
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", "HEAD"], capture_output=True, check=True)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", "HEAD"], capture_output=True, check=True
+        )
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(self.bundle, filter="data")
         ebignore = self.bundle / ".ebignore"
         check(ebignore.exists(), ".ebignore is not committed")
-        files = subprocess.run(["git", "-C", str(REPO), "ls-tree", "-r", "-z", "--name-only", "HEAD"], capture_output=True, check=True).stdout
-        ignored = subprocess.run(
-            ["git", "-C", str(REPO), "-c", f"core.excludesFile={ebignore}", "check-ignore", "--no-index", "-z", "--stdin"],
-            input=files, capture_output=True,
-        ).stdout.decode().split("\0")
+        files = subprocess.run(
+            ["git", "-C", str(REPO), "ls-tree", "-r", "-z", "--name-only", "HEAD"], capture_output=True, check=True
+        ).stdout
+        ignored = (
+            subprocess.run(
+                [
+                    "git",
+                    "-C",
+                    str(REPO),
+                    "-c",
+                    f"core.excludesFile={ebignore}",
+                    "check-ignore",
+                    "--no-index",
+                    "-z",
+                    "--stdin",
+                ],
+                input=files,
+                capture_output=True,
+            )
+            .stdout.decode()
+            .split("\0")
+        )
         for path in filter(None, ignored):
             (self.bundle / path).unlink()
         for directory in sorted((p for p in self.bundle.rglob("*") if p.is_dir()), reverse=True):
@@ -163,7 +183,9 @@ class Rehearsal:
         for excluded in ("tests", "bench", "deploy", ".venv", "db.sqlite3", "requirements-dev.txt"):
             check(not (self.bundle / excluded).exists(), f"{excluded} is in the bundle")
         count = sum(1 for p in self.bundle.rglob("*") if p.is_file())
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
         self.note(f"HEAD {commit}: {count} files, {len([p for p in ignored if p])} left out by .ebignore")
 
     # --- 2. validate ----------------------------------------------------------------------
@@ -206,8 +228,12 @@ class Rehearsal:
                 if re.search(r"\bmigrate\b", text) and command.get("leader_only") not in (True, "true"):
                     problems.append(f"{name}: {command_name} migrates without leader_only: true (instances would race)")
                 if "manage.py" in text and EB_VENV_ACTIVATE not in text:
-                    problems.append(f"{name}: {command_name} runs manage.py outside the app's virtualenv ({EB_VENV_ACTIVATE})")
-        process = dict(((o, v) for ns, o, v in self.all_options() if ns == "aws:elasticbeanstalk:environment:process:default"))
+                    problems.append(
+                        f"{name}: {command_name} runs manage.py outside the app's virtualenv ({EB_VENV_ACTIVATE})"
+                    )
+        process = dict(
+            ((o, v) for ns, o, v in self.all_options() if ns == "aws:elasticbeanstalk:environment:process:default")
+        )
         if process.get("HealthCheckPath") != "/healthz":
             problems.append("the load balancer's HealthCheckPath is not /healthz")
         procfile = (self.bundle / "Procfile").read_text().splitlines()
@@ -216,7 +242,10 @@ class Rehearsal:
         elif "gunicorn" not in procfile[0] or "config.wsgi:application" not in procfile[0]:
             problems.append("the Procfile's web process does not run gunicorn on config.wsgi:application")
         check(not problems, "; ".join(dict.fromkeys(problems)))
-        commands = [f"{n} ({'leader only' if c.get('leader_only') else 'every instance'})" for _, n, c in self.container_commands()]
+        commands = [
+            f"{n} ({'leader only' if c.get('leader_only') else 'every instance'})"
+            for _, n, c in self.container_commands()
+        ]
         self.note(f"{len(configs)} files valid; container_commands: {', '.join(commands)}")
         self.note(f"health check path {process['HealthCheckPath']}; Procfile: {procfile[0]}")
 
@@ -236,7 +265,9 @@ class Rehearsal:
     def create_virtualenv(self):
         subprocess.run([sys.executable, "-m", "venv", str(self.venv)], check=True)
         pip = [str(self.venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "--quiet"]
-        result = subprocess.run([*pip, "install", "-r", str(self.bundle / "requirements.txt")], capture_output=True, text=True)
+        result = subprocess.run(
+            [*pip, "install", "-r", str(self.bundle / "requirements.txt")], capture_output=True, text=True
+        )
         check(result.returncode == 0, f"pip install failed: {result.stderr[-2000:]}")
         for dev_only in ("pytest", "pytest-django"):
             shown = subprocess.run([*pip, "show", dev_only], capture_output=True)
@@ -279,20 +310,32 @@ class Rehearsal:
         psql(f"CREATE DATABASE {self.database}")
         self.database_created = True
         if self.environment_properties.get("DJANGO_DB_SSLMODE") in ("require", "verify-ca", "verify-full"):
-            self.note(f"DJANGO_DB_SSLMODE={self.environment_properties['DJANGO_DB_SSLMODE']} from .ebextensions "
-                      "is replaced by `prefer` here: the local PostgreSQL has no TLS")
+            self.note(
+                f"DJANGO_DB_SSLMODE={self.environment_properties['DJANGO_DB_SSLMODE']} from .ebextensions "
+                "is replaced by `prefer` here: the local PostgreSQL has no TLS"
+            )
         self.run_container_commands(self.bundle, leader=True)
-        static_url = self.manage(self.bundle, "shell", "-c", "from django.conf import settings; print(settings.STATIC_URL)").strip().splitlines()[-1]
+        static_url = (
+            self.manage(self.bundle, "shell", "-c", "from django.conf import settings; print(settings.STATIC_URL)")
+            .strip()
+            .splitlines()[-1]
+        )
         shadowing = dict(EB_DEFAULT_STATIC_MAPPING)
-        shadowing.update({o: v for ns, o, v in self.all_options() if ns == "aws:elasticbeanstalk:environment:proxy:staticfiles"})
+        shadowing.update(
+            {o: v for ns, o, v in self.all_options() if ns == "aws:elasticbeanstalk:environment:proxy:staticfiles"}
+        )
         for url_path in shadowing:
-            check(not ("/" + static_url.strip("/") + "/").startswith(url_path.rstrip("/") + "/"),
-                  f"STATIC_URL {static_url} is served by the platform's nginx from {shadowing[url_path]}/, "
-                  "not by WhiteNoise")
+            check(
+                not ("/" + static_url.strip("/") + "/").startswith(url_path.rstrip("/") + "/"),
+                f"STATIC_URL {static_url} is served by the platform's nginx from {shadowing[url_path]}/, "
+                "not by WhiteNoise",
+            )
         manifest = self.bundle / "staticfiles" / "staticfiles.json"
         check(manifest.exists(), "collectstatic wrote no manifest")
         self.static_url = "/" + static_url.strip("/") + "/"
-        self.note(f"database {self.database} migrated; STATIC_URL {static_url} (not under nginx's {', '.join(shadowing)})")
+        self.note(
+            f"database {self.database} migrated; STATIC_URL {static_url} (not under nginx's {', '.join(shadowing)})"
+        )
 
     def run_container_commands(self, directory, leader):
         for file_name, name, command in self.container_commands():
@@ -302,18 +345,28 @@ class Rehearsal:
             text = str(command["command"]).replace(EB_VENV_ACTIVATE, str(self.venv / "bin" / "activate"))
             env = {**self.environment(PORT), **{k: str(v) for k, v in (command.get("env") or {}).items()}}
             cwd = directory / command["cwd"] if command.get("cwd") else directory
-            if command.get("test") and subprocess.run(["bash", "-c", str(command["test"])], cwd=cwd, env=env).returncode != 0:
+            if (
+                command.get("test")
+                and subprocess.run(["bash", "-c", str(command["test"])], cwd=cwd, env=env).returncode != 0
+            ):
                 self.note(f"{name}: skipped (its test is false)")
                 continue
             began = time.monotonic()
             result = subprocess.run(["bash", "-c", text], cwd=cwd, env=env, capture_output=True, text=True)
             if result.returncode != 0 and str(command.get("ignoreErrors")).lower() != "true":
-                raise Failed(f"{file_name}: {name} exited {result.returncode}: {(result.stdout + result.stderr)[-1500:]}")
+                raise Failed(
+                    f"{file_name}: {name} exited {result.returncode}: {(result.stdout + result.stderr)[-1500:]}"
+                )
             self.note(f"{name}: ok ({time.monotonic() - began:.1f}s)")
 
     def manage(self, directory, *args):
-        result = subprocess.run([str(self.venv / "bin" / "python"), "manage.py", *args], cwd=directory,
-                                env=self.environment(PORT), capture_output=True, text=True)
+        result = subprocess.run(
+            [str(self.venv / "bin" / "python"), "manage.py", *args],
+            cwd=directory,
+            env=self.environment(PORT),
+            capture_output=True,
+            text=True,
+        )
         check(result.returncode == 0, f"manage.py {args[0]} failed: {result.stderr[-1500:]}")
         return result.stdout
 
@@ -323,8 +376,14 @@ class Rehearsal:
         line = (directory / "Procfile").read_text().splitlines()[0]
         command = line.split(":", 1)[1].strip()
         log = self.tmp / f"web-{port}.log"
-        process = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=directory, env=self.environment(port),
-                                   stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            ["bash", "-c", f"exec {command}"],
+            cwd=directory,
+            env=self.environment(port),
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.servers[port] = (process, log)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -350,7 +409,10 @@ class Rehearsal:
 
         status, headers, _ = request(PORT, "GET", "/api/widgets/?limit=1")
         location = headers.get("location", "")
-        check(status == 301 and location == f"https://{PUBLIC_HOST}/api/widgets/?limit=1", f"plain HTTP: {status} {location}")
+        check(
+            status == 301 and location == f"https://{PUBLIC_HOST}/api/widgets/?limit=1",
+            f"plain HTTP: {status} {location}",
+        )
         self.note(f"plain HTTP /api/widgets/ -> 301 {location}")
 
         status, headers, body = request(PORT, "GET", "/readyz", https=True)
@@ -360,12 +422,25 @@ class Rehearsal:
 
         self.check_static_file()
 
-        self.manage(self.bundle, "createsuperuser", "--noinput", "--username", "deploycheck", "--email", "deploycheck@example.com")
-        self.token = self.manage(self.bundle, "issue_token", "deploycheck", "--name", "deploy-check").strip().splitlines()[-1]
-        status, headers, body = request(PORT, "GET", "/api/widgets/", https=True, token=self.token,
-                                        extra={"X-Request-ID": "deploy-check-1"})
+        self.manage(
+            self.bundle,
+            "createsuperuser",
+            "--noinput",
+            "--username",
+            "deploycheck",
+            "--email",
+            "deploycheck@example.com",
+        )
+        self.token = (
+            self.manage(self.bundle, "issue_token", "deploycheck", "--name", "deploy-check").strip().splitlines()[-1]
+        )
+        status, headers, body = request(
+            PORT, "GET", "/api/widgets/", https=True, token=self.token, extra={"X-Request-ID": "deploy-check-1"}
+        )
         check(status == 200 and "results" in json.loads(body), f"/api/widgets/ with a token: {status} {body[:200]!r}")
-        check(headers.get("x-request-id") == "deploy-check-1", f"X-Request-ID not echoed: {headers.get('x-request-id')!r}")
+        check(
+            headers.get("x-request-id") == "deploy-check-1", f"X-Request-ID not echoed: {headers.get('x-request-id')!r}"
+        )
         self.note("/api/widgets/ with a token -> 200, X-Request-ID echoed")
 
         for page in ("/api/docs/", "/api/redoc/"):
@@ -377,7 +452,9 @@ class Rehearsal:
         manifest = json.loads((self.bundle / "staticfiles" / "staticfiles.json").read_text())["paths"]
         static_url = self.static_url
         hashed = manifest["admin/css/base.css"]
-        status, headers, body = request(PORT, "GET", static_url + hashed, https=True, extra={"Accept-Encoding": "gzip, br"})
+        status, headers, body = request(
+            PORT, "GET", static_url + hashed, https=True, extra={"Accept-Encoding": "gzip, br"}
+        )
         check(status == 200, f"{static_url}{hashed}: {status}")
         max_age = int(re.search(r"max-age=(\d+)", headers.get("cache-control", "max-age=0")).group(1))
         check(max_age >= 365 * 24 * 3600, f"Cache-Control of a hashed file is {headers.get('cache-control')!r}")
@@ -385,7 +462,9 @@ class Rehearsal:
         check(encoding in ("gzip", "br"), f"no compressed variant served (Content-Encoding {encoding!r})")
         plain = request(PORT, "GET", static_url + hashed, https=True)
         check(len(body) < len(plain[2]), "the compressed variant is not smaller")
-        self.note(f"{static_url}{hashed} -> 200, {headers['cache-control']}, {encoding} {len(body)} of {len(plain[2])} bytes")
+        self.note(
+            f"{static_url}{hashed} -> 200, {headers['cache-control']}, {encoding} {len(body)} of {len(plain[2])} bytes"
+        )
 
     def check_docs_page(self, page):
         status, _, body = request(PORT, "GET", page, https=True, extra={"Accept": "text/html"})
@@ -410,12 +489,20 @@ class Rehearsal:
             raise Failed(f"a log line is not JSON: {error.doc[:200]!r}") from None
         access = [line for line in lines if line.get("logger") == "access"]
         check(len(access) == REQUESTS[port], f"{len(access)} access lines for {REQUESTS[port]} requests")
-        check(all(line.get("request_id") and "duration_ms" in line for line in access), "an access line lacks its request id or duration")
-        check(any(line["request_id"] == "deploy-check-1" and line["user_id"] for line in access), "the token request's line lacks its id or user")
+        check(
+            all(line.get("request_id") and "duration_ms" in line for line in access),
+            "an access line lacks its request id or duration",
+        )
+        check(
+            any(line["request_id"] == "deploy-check-1" and line["user_id"] for line in access),
+            "the token request's line lacks its id or user",
+        )
         check(self.token not in text and self.token[:12] not in text, "the API token appears in the log")
         check(self.secret_key not in text, "the secret key appears in the log")
-        self.note(f"log: every line JSON; {len(access)} access lines for {REQUESTS[port]} requests, with request ids; "
-                  "no token or secret key")
+        self.note(
+            f"log: every line JSON; {len(access)} access lines for {REQUESTS[port]} requests, with request ids; "
+            "no token or secret key"
+        )
 
     # --- 6. scale out ---------------------------------------------------------------------
 
@@ -436,19 +523,30 @@ class Rehearsal:
     def check_session_across_instances(self, a, b):
         """A browser logged in through one instance stays logged in on the other."""
         password = secrets.token_urlsafe(16)
-        self.manage(self.bundle, "shell", "-c",
-                    f"from django.contrib.auth.models import User; u = User.objects.get(username='deploycheck'); "
-                    f"u.set_password({password!r}); u.save()")
+        self.manage(
+            self.bundle,
+            "shell",
+            "-c",
+            f"from django.contrib.auth.models import User; u = User.objects.get(username='deploycheck'); "
+            f"u.set_password({password!r}); u.save()",
+        )
         status, headers, body = request(a, "GET", "/admin/login/", https=True)
         csrf_cookie = cookie(headers, "csrftoken")
         csrf_field = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1).decode()
         form = f"csrfmiddlewaretoken={csrf_field}&username=deploycheck&password={password}&next=/admin/"
-        status, headers, _ = request(a, "POST", "/admin/login/", https=True, body=form.encode(), extra={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "Cookie": f"csrftoken={csrf_cookie}",
-            "Origin": f"https://{PUBLIC_HOST}",
-            "Referer": f"https://{PUBLIC_HOST}/admin/login/",
-        })
+        status, headers, _ = request(
+            a,
+            "POST",
+            "/admin/login/",
+            https=True,
+            body=form.encode(),
+            extra={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Cookie": f"csrftoken={csrf_cookie}",
+                "Origin": f"https://{PUBLIC_HOST}",
+                "Referer": f"https://{PUBLIC_HOST}/admin/login/",
+            },
+        )
         session = cookie(headers, "sessionid")
         check(status == 302 and session, f"admin login on instance A: {status}")
         status, _, _ = request(b, "GET", "/admin/", https=True, extra={"Cookie": f"sessionid={session}"})
@@ -466,29 +564,59 @@ class Rehearsal:
         for attempt in range(2 * THROTTLE_LOGIN + 1):
             port = a if attempt % 2 == 0 else b
             body = json.dumps({"username": username, "password": "wrong"}).encode()
-            statuses.append(request(port, "POST", "/api/auth/token/", https=True, body=body,
-                                    extra={"Content-Type": "application/json"})[0])
+            statuses.append(
+                request(
+                    port, "POST", "/api/auth/token/", https=True, body=body, extra={"Content-Type": "application/json"}
+                )[0]
+            )
         first_429 = statuses.index(429) if 429 in statuses else None
-        check(first_429 is not None and 0 < first_429 <= THROTTLE_LOGIN and all(s < 500 for s in statuses),
-              f"login limit {THROTTLE_LOGIN}/min, attempts alternating A,B: statuses {statuses}")
-        self.note(f"login throttle {THROTTLE_LOGIN}/min, attempts alternating A/B: {statuses} (counted together in Redis)")
+        check(
+            first_429 is not None and 0 < first_429 <= THROTTLE_LOGIN and all(s < 500 for s in statuses),
+            f"login limit {THROTTLE_LOGIN}/min, attempts alternating A,B: statuses {statuses}",
+        )
+        self.note(
+            f"login throttle {THROTTLE_LOGIN}/min, attempts alternating A/B: {statuses} (counted together in Redis)"
+        )
 
     def check_idempotency_across_instances(self, a, b):
         """A retry that lands on the other instance replays the first answer and changes nothing."""
         auth = {"Content-Type": "application/json"}
-        status, _, body = request(a, "POST", "/api/widgets/", https=True, token=self.token,
-                                  body=json.dumps({"name": f"Rehearsal {secrets.token_hex(3)}", "stock": 10}).encode(), extra=auth)
+        status, _, body = request(
+            a,
+            "POST",
+            "/api/widgets/",
+            https=True,
+            token=self.token,
+            body=json.dumps({"name": f"Rehearsal {secrets.token_hex(3)}", "stock": 10}).encode(),
+            extra=auth,
+        )
         check(status == 201, f"create widget on A: {status} {body[:200]!r}")
         widget = json.loads(body)["id"]
         key = f"deploy-check-{secrets.token_hex(8)}"
         adjust = json.dumps({"delta": -3, "reason": "sold"}).encode()
-        first = request(a, "POST", f"/api/widgets/{widget}/adjust/", https=True, token=self.token, body=adjust,
-                        extra={**auth, "Idempotency-Key": key})
-        retry = request(b, "POST", f"/api/widgets/{widget}/adjust/", https=True, token=self.token, body=adjust,
-                        extra={**auth, "Idempotency-Key": key})
+        first = request(
+            a,
+            "POST",
+            f"/api/widgets/{widget}/adjust/",
+            https=True,
+            token=self.token,
+            body=adjust,
+            extra={**auth, "Idempotency-Key": key},
+        )
+        retry = request(
+            b,
+            "POST",
+            f"/api/widgets/{widget}/adjust/",
+            https=True,
+            token=self.token,
+            body=adjust,
+            extra={**auth, "Idempotency-Key": key},
+        )
         check(first[0] == 201, f"adjust on A: {first[0]} {first[2][:200]!r}")
-        check(retry[0] == 201 and retry[1].get("idempotent-replayed") == "true" and retry[2] == first[2],
-              f"retry on B: {retry[0]} replayed={retry[1].get('idempotent-replayed')}")
+        check(
+            retry[0] == 201 and retry[1].get("idempotent-replayed") == "true" and retry[2] == first[2],
+            f"retry on B: {retry[0]} replayed={retry[1].get('idempotent-replayed')}",
+        )
         stock = json.loads(request(b, "GET", f"/api/widgets/{widget}/", https=True, token=self.token)[2])["stock"]
         check(stock == 7, f"stock after one sale of 3 retried on another instance is {stock}, not 7")
         self.note("Idempotency-Key: sold 3 on A, retried on B -> replayed, stock 10 -> 7 once")
@@ -519,25 +647,51 @@ class Rehearsal:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             url = f"http://127.0.0.1:{PORT + 3}/hooks"
-            secret = self.manage(self.bundle, "shell", "-c", (
-                "from webhooks import services; "
-                f"print(services.create_subscription(url={url!r}, event_types=['stock.adjusted']).secret)"
-            )).strip().splitlines()[-1]
+            secret = (
+                self.manage(
+                    self.bundle,
+                    "shell",
+                    "-c",
+                    (
+                        "from webhooks import services; "
+                        f"print(services.create_subscription(url={url!r}, event_types=['stock.adjusted']).secret)"
+                    ),
+                )
+                .strip()
+                .splitlines()[-1]
+            )
             line = next(l for l in (second / "Procfile").read_text().splitlines() if l.startswith("worker:"))
             log = self.tmp / "worker.log"
             process = subprocess.Popen(
-                ["bash", "-c", f"exec {line.split(':', 1)[1].strip()}"], cwd=second,
+                ["bash", "-c", f"exec {line.split(':', 1)[1].strip()}"],
+                cwd=second,
                 env=self.environment(PORT + 1, DJANGO_WEBHOOKS_ALLOW_PRIVATE_NETWORKS="1"),
-                stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
             self.servers["worker"] = (process, log)
             auth = {"Content-Type": "application/json"}
-            status, _, body = request(a, "POST", "/api/widgets/", https=True, token=self.token,
-                                      body=json.dumps({"name": f"Hooked {secrets.token_hex(3)}", "stock": 5}).encode(), extra=auth)
+            status, _, body = request(
+                a,
+                "POST",
+                "/api/widgets/",
+                https=True,
+                token=self.token,
+                body=json.dumps({"name": f"Hooked {secrets.token_hex(3)}", "stock": 5}).encode(),
+                extra=auth,
+            )
             check(status == 201, f"create widget on A: {status} {body[:200]!r}")
             widget = json.loads(body)["id"]
-            status, _, body = request(a, "POST", f"/api/widgets/{widget}/adjust/", https=True, token=self.token,
-                                      body=json.dumps({"delta": -2, "reason": "sold"}).encode(), extra=auth)
+            status, _, body = request(
+                a,
+                "POST",
+                f"/api/widgets/{widget}/adjust/",
+                https=True,
+                token=self.token,
+                body=json.dumps({"delta": -2, "reason": "sold"}).encode(),
+                extra=auth,
+            )
             check(status == 201, f"adjust on A: {status} {body[:200]!r}")
             movement = json.loads(body)["id"]
             deadline = time.monotonic() + 60
@@ -563,8 +717,10 @@ class Rehearsal:
         """Both instances use the one Redis cache: a value one instance's configuration writes
         is read through the other's (the web processes expose no cache endpoint of their own)."""
         key = f"deploy-check:{secrets.token_hex(8)}"
-        write = (f"from django.core.cache import cache, caches; cache.set({key!r}, 'from A', 60); "
-                 "print(type(caches['default']).__name__)")
+        write = (
+            f"from django.core.cache import cache, caches; cache.set({key!r}, 'from A', 60); "
+            "print(type(caches['default']).__name__)"
+        )
         read = f"from django.core.cache import cache; print(cache.get({key!r})); cache.delete({key!r})"
         backend = self.manage(self.bundle, "shell", "-c", write).strip().splitlines()[-1]
         value = self.manage(self.tmp / "bundle-2", "shell", "-c", read).strip().splitlines()[-1]
@@ -583,13 +739,24 @@ class Rehearsal:
         root.mkdir()
         port = PORT + 2
         conf = root / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(
-            root=root, port=port, a=PORT, b=PORT + 1, http_level=platform, server_level=platform / "elasticbeanstalk",
-        ))
+        conf.write_text(
+            NGINX_CONF.format(
+                root=root,
+                port=port,
+                a=PORT,
+                b=PORT + 1,
+                http_level=platform,
+                server_level=platform / "elasticbeanstalk",
+            )
+        )
         result = subprocess.run([nginx, "-t", "-c", str(conf)], capture_output=True, text=True)
         check(result.returncode == 0, f"nginx -t: {result.stderr.strip()[-500:]}")
-        process = subprocess.Popen([nginx, "-c", str(conf), "-g", "daemon off;"], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            [nginx, "-c", str(conf), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.nginx = (process, root / "error.log")
         deadline = time.monotonic() + 20
         while True:
@@ -601,33 +768,51 @@ class Rehearsal:
                 pass
             check(time.monotonic() < deadline, "nginx did not answer /healthz within 20s")
             time.sleep(0.2)
-        self.note(f"nginx {nginx_version(nginx)} on port {port}, upstream the two instances; "
-                  f"included {', '.join(p.name for p in server_level)} in the server block")
+        self.note(
+            f"nginx {nginx_version(nginx)} on port {port}, upstream the two instances; "
+            f"included {', '.join(p.name for p in server_level)} in the server block"
+        )
 
         status, _, body = request(port, "GET", "/api/widgets/?limit=1", https=True, token=self.token)
         check(status == 200 and "results" in json.loads(body), f"/api/widgets/ through nginx: {status} {body[:200]!r}")
         status, _, body = request(port, "GET", "/api/widgets/?category=no-such-category", https=True, token=self.token)
-        check(status == 400 and "category" in json.loads(body), f"the app's own 400 through nginx: {status} {body[:200]!r}")
+        check(
+            status == 400 and "category" in json.loads(body),
+            f"the app's own 400 through nginx: {status} {body[:200]!r}",
+        )
         self.note("through nginx: /api/widgets/ -> 200; the app's own 400 (naming category) passes through")
 
         probes = [
             ("a 20 KB query", 414, dict(method="GET", path="/api/widgets/?x=" + "a" * 20_000)),
             ("a 16 KB header", 400, dict(method="GET", path="/api/widgets/", extra={"X-Padding": "b" * 16_000})),
-            ("a 2 MB body", 413, dict(method="POST", path="/api/widgets/", body=b"{}" + b" " * 2_000_000,
-                                      extra={"Content-Type": "application/json"})),
+            (
+                "a 2 MB body",
+                413,
+                dict(
+                    method="POST",
+                    path="/api/widgets/",
+                    body=b"{}" + b" " * 2_000_000,
+                    extra={"Content-Type": "application/json"},
+                ),
+            ),
             ("no upstream", 502, dict(method="GET", path="/__deploy_check_no_upstream")),
         ]
         answers = []
         for what, expected, options in probes:
-            status, headers, body = request(port, options.pop("method"), options.pop("path"), https=True,
-                                            token=self.token, **options)
+            status, headers, body = request(
+                port, options.pop("method"), options.pop("path"), https=True, token=self.token, **options
+            )
             content_type = headers.get("content-type", "")
             try:
                 code = json.loads(body)["code"]
             except (ValueError, KeyError, TypeError):
-                raise Failed(f"{what} through nginx: {status} {content_type} {body[:200]!r}, not a JSON error") from None
-            check(status == expected and content_type.startswith("application/json"),
-                  f"{what} through nginx: {status} {content_type}, expected {expected} JSON")
+                raise Failed(
+                    f"{what} through nginx: {status} {content_type} {body[:200]!r}, not a JSON error"
+                ) from None
+            check(
+                status == expected and content_type.startswith("application/json"),
+                f"{what} through nginx: {status} {content_type}, expected {expected} JSON",
+            )
             answers.append(f"{what} -> {status} {code}")
         self.note("nginx's own answers are JSON: " + "; ".join(answers))
 
@@ -676,7 +861,11 @@ def option_settings(settings):
                 yield namespace, option, value
     else:
         for item in settings:
-            yield item.get("namespace", "aws:elasticbeanstalk:application:environment"), item["option_name"], item.get("value")
+            yield (
+                item.get("namespace", "aws:elasticbeanstalk:application:environment"),
+                item["option_name"],
+                item.get("value"),
+            )
 
 
 # What Elastic Beanstalk's nginx on Amazon Linux 2023 does with a bundle's .platform/nginx/conf.d:

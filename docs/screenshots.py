@@ -5,6 +5,7 @@ Makefile target does). It signs in as the local admin by creating a session for 
 database (no password needed), opens each page below in Debian's Chromium at 1366 x 768,
 and writes the PNG files next to this script.
 """
+
 import argparse
 import os
 import sys

@@ -5,6 +5,7 @@ ledger invariant is asserted everywhere, not only in the tests written for it. S
 reservation invariant: each widget's ``reserved`` (as the API computes it) is the sum of
 its items in active, unexpired reservations, and 0 <= reserved <= stock.
 """
+
 import itertools
 import os
 import uuid
@@ -90,7 +91,9 @@ def assert_reservation_invariant():
 
 
 def make_user(role=None, **extra):
-    user = User.objects.create_user(username=extra.pop("username", f"user{next(_names)}"), password="pw-Secret-123", **extra)
+    user = User.objects.create_user(
+        username=extra.pop("username", f"user{next(_names)}"), password="pw-Secret-123", **extra
+    )
     if role:
         user.groups.add(Group.objects.get(name=role))
     return user

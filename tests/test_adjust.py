@@ -1,4 +1,5 @@
 """Stock changes: POST /api/widgets/{id}/adjust/ and the read-only ledger."""
+
 import pytest
 
 from widgets.models import StockMovement, Widget
@@ -20,7 +21,11 @@ class TestAdjust:
         body = response.json()
         assert set(body) == {"id", "widget", "delta", "reason", "note", "stock_after", "created_by", "created_at"}
         assert (body["widget"], body["delta"], body["reason"], body["note"], body["stock_after"]) == (
-            widget["id"], -3, "sold", "order 7", 7,
+            widget["id"],
+            -3,
+            "sold",
+            "order 7",
+            7,
         )
         assert body["created_by"] == clerk.user.username
         assert clerk.get(f"/api/widgets/{widget['id']}/").json()["stock"] == 7
@@ -124,7 +129,9 @@ class TestLedger:
         movement_id = StockMovement.objects.get(widget_id=widget["id"]).pk
         url = "/api/movements/" if method == "post" else f"/api/movements/{movement_id}/"
 
-        response = getattr(client, method)(url, {"delta": 5, "reason": "received", "widget": widget["id"]}, format="json")
+        response = getattr(client, method)(
+            url, {"delta": 5, "reason": "received", "widget": widget["id"]}, format="json"
+        )
 
         assert response.status_code == 405
         assert StockMovement.objects.get(pk=movement_id).delta == 3

@@ -1,4 +1,5 @@
 """The Django admin as staff use it: widget list, change page, the Adjust stock page."""
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
@@ -60,7 +61,9 @@ def test_search_by_sku_and_name(staff, widgets):
 
 def test_change_page_shows_stock_read_only_and_recent_movements(staff, widgets, clerk):
     low, _ = widgets
-    clerk.post(f"/api/widgets/{low['id']}/adjust/", {"delta": 3, "reason": "received", "note": "crate 9"}, format="json")
+    clerk.post(
+        f"/api/widgets/{low['id']}/adjust/", {"delta": 3, "reason": "received", "note": "crate 9"}, format="json"
+    )
 
     page = staff.get(f"/admin/widgets/widget/{low['id']}/change/").content.decode()
 
@@ -73,9 +76,16 @@ def test_change_page_shows_stock_read_only_and_recent_movements(staff, widgets, 
 def test_saving_the_change_form_keeps_stock_and_ledger(staff, widgets):
     low, _ = widgets
     form = {
-        "sku": "LOW-1", "name": "Renamed in admin", "description": "", "category": "", "price": "1.00",
-        "reorder_level": "5", "is_active": "on",
-        "movements-TOTAL_FORMS": "0", "movements-INITIAL_FORMS": "0", "stock": "999",
+        "sku": "LOW-1",
+        "name": "Renamed in admin",
+        "description": "",
+        "category": "",
+        "price": "1.00",
+        "reorder_level": "5",
+        "is_active": "on",
+        "movements-TOTAL_FORMS": "0",
+        "movements-INITIAL_FORMS": "0",
+        "stock": "999",
     }
 
     response = staff.post(f"/admin/widgets/widget/{low['id']}/change/", form)

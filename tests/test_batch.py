@@ -1,4 +1,5 @@
 """POST /api/adjustments/: several stock adjustments, all or nothing."""
+
 import pytest
 
 from widgets.models import StockMovement, Widget
@@ -96,7 +97,9 @@ class TestAllOrNothing:
         plenty, scarce = create_widget(stock=10), create_widget(stock=1)
         before = snapshot()
 
-        response = post_batch(clerk, item(plenty, -1, "sold"), item(plenty, 3), item(scarce, -2, "sold"), item(scarce, -5, "sold"))
+        response = post_batch(
+            clerk, item(plenty, -1, "sold"), item(plenty, 3), item(scarce, -2, "sold"), item(scarce, -5, "sold")
+        )
 
         assert response.status_code == 409
         body = response.json()

@@ -1,4 +1,5 @@
 """The browsable API as a person uses it: session login, HTML pages, HTML forms with CSRF."""
+
 import html
 import json
 import re
@@ -148,8 +149,19 @@ def test_api_root_is_a_home_page_with_one_line_per_collection_and_page(browser):
     links = browser.get("/api/", HTTP_ACCEPT="application/json").json()
     page = browser.get("/api/", **HTML).content.decode()
 
-    for key in ["categories", "widgets", "movements", "changes", "auth/tokens", "adjustments",
-                "auth/token", "docs", "redoc", "schema", "admin"]:
+    for key in [
+        "categories",
+        "widgets",
+        "movements",
+        "changes",
+        "auth/tokens",
+        "adjustments",
+        "auth/token",
+        "docs",
+        "redoc",
+        "schema",
+        "admin",
+    ]:
         assert key in links, key
         assert f'href="{links[key]}"' in page, key
     assert links["docs"].endswith("/api/docs/") and links["admin"].endswith("/admin/")

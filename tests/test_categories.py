@@ -1,4 +1,5 @@
 """Categories through the API: CRUD, the derived slug, and deleting one still in use."""
+
 import pytest
 
 from widgets.models import Category, Widget
@@ -8,9 +9,7 @@ pytestmark = pytest.mark.django_db
 
 class TestCreate:
     def test_create_derives_slug_and_returns_representation(self, manager):
-        response = manager.post(
-            "/api/categories/", {"name": "Power Tools", "description": "Cordless"}, format="json"
-        )
+        response = manager.post("/api/categories/", {"name": "Power Tools", "description": "Cordless"}, format="json")
 
         assert response.status_code == 201, response.content
         body = response.json()

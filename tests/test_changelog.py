@@ -1,15 +1,15 @@
 """The change log: every create, update and delete of a widget or category, from the API
 or the admin, with who, when and which fields changed; readable at GET /api/changes/."""
-from datetime import timedelta
 
-import pytest
+from datetime import timedelta
 from io import StringIO
 
+import pytest
 from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
-from django.test import Client
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from tests.conftest import make_user
@@ -133,9 +133,14 @@ class TestWrittenByTheAdmin:
         response = staff.post(
             "/admin/widgets/widget/add/",
             {
-                "sku": "ADM-1", "name": "Clamp", "description": "", "price": "3.00", "reorder_level": "0",
+                "sku": "ADM-1",
+                "name": "Clamp",
+                "description": "",
+                "price": "3.00",
+                "reorder_level": "0",
                 "is_active": "on",
-                "movements-TOTAL_FORMS": "0", "movements-INITIAL_FORMS": "0",
+                "movements-TOTAL_FORMS": "0",
+                "movements-INITIAL_FORMS": "0",
             },
         )
         assert response.status_code == 302, response.content
@@ -144,9 +149,14 @@ class TestWrittenByTheAdmin:
         response = staff.post(
             f"/admin/widgets/widget/{widget.pk}/change/",
             {
-                "sku": "ADM-1", "name": "Big Clamp", "description": "", "price": "3.00", "reorder_level": "2",
+                "sku": "ADM-1",
+                "name": "Big Clamp",
+                "description": "",
+                "price": "3.00",
+                "reorder_level": "2",
                 "is_active": "on",
-                "movements-TOTAL_FORMS": "0", "movements-INITIAL_FORMS": "0",
+                "movements-TOTAL_FORMS": "0",
+                "movements-INITIAL_FORMS": "0",
             },
         )
         assert response.status_code == 302, response.content
@@ -193,14 +203,14 @@ class TestWrittenByTheCsvImport:
         client = Client()
         client.force_login(staff)
         before = ChangeLogEntry.objects.count()
-        text = (
-            f"{self.HEADER}\nOLD-1,Old,,,1.50,0,true,9\nSAME-1,Same,,,0.00,0,true,4\n"
-            "NEW-1,Fresh,,,2.00,0,true,3\n"
-        )
+        text = f"{self.HEADER}\nOLD-1,Old,,,1.50,0,true,9\nSAME-1,Same,,,0.00,0,true,4\nNEW-1,Fresh,,,2.00,0,true,3\n"
 
         response = client.post(
             "/admin/widgets/widget/import/",
-            {"file": SimpleUploadedFile("widgets.csv", text.encode(), content_type="text/csv"), "stock_corrections": "on"},
+            {
+                "file": SimpleUploadedFile("widgets.csv", text.encode(), content_type="text/csv"),
+                "stock_corrections": "on",
+            },
             follow=True,
         )
 
@@ -239,7 +249,14 @@ class TestChangesEndpoint:
         assert body["count"] == 2
         newest = body["results"][0]
         assert set(newest) == {
-            "id", "timestamp", "user", "action", "object_type", "object_id", "object_repr", "changes",
+            "id",
+            "timestamp",
+            "user",
+            "action",
+            "object_type",
+            "object_id",
+            "object_repr",
+            "changes",
         }
         assert [e["object_id"] for e in body["results"]] == [second["id"], first["id"]]
         assert (newest["user"], newest["action"], newest["object_type"]) == (manager.user.username, "create", "widget")
@@ -279,7 +296,9 @@ class TestChangesEndpoint:
         older, newer = ChangeLogEntry.objects.order_by("id")
 
         exactly = viewer.get("/api/changes/", {"since": newer.timestamp.isoformat()}).json()
-        just_after = viewer.get("/api/changes/", {"since": (newer.timestamp + timedelta(microseconds=1)).isoformat()}).json()
+        just_after = viewer.get(
+            "/api/changes/", {"since": (newer.timestamp + timedelta(microseconds=1)).isoformat()}
+        ).json()
         earlier = viewer.get("/api/changes/", {"since": older.timestamp.isoformat()}).json()
 
         assert newer.id in [e["id"] for e in exactly["results"]]

@@ -1,4 +1,5 @@
 """Management commands: seed_widgets, issue_token, check_ledger."""
+
 import io
 from datetime import timedelta
 
@@ -87,7 +88,11 @@ class TestSeedWidgets:
 
         assert "Seeded 280 widgets with 90 days of history" in output
         assert "Ledger invariant holds for 280 widgets" in run("check_ledger")
-        movements = list(StockMovement.objects.order_by("id").values_list("widget_id", "delta", "reason", "stock_after", "created_at"))
+        movements = list(
+            StockMovement.objects.order_by("id").values_list(
+                "widget_id", "delta", "reason", "stock_after", "created_at"
+            )
+        )
         assert {reason for _, _, reason, _, _ in movements} == {"initial", "received", "sold", "returned", "damaged"}
         # Back-dated over 90 days up to now, never in the future.
         today = timezone.localdate()

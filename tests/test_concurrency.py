@@ -2,6 +2,7 @@
 
 SQLite serialises writers, so these only mean something on PostgreSQL, where CI runs them.
 """
+
 import itertools
 import random
 import threading
@@ -16,7 +17,10 @@ from widgets.models import IdempotencyKey, StockMovement, Widget
 
 from .conftest import make_user, postgres_only, token_client
 
-pytestmark = [postgres_only, pytest.mark.django_db(transaction=True, serialized_rollback=True)]  # keeps the roles data migration
+pytestmark = [
+    postgres_only,
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]  # keeps the roles data migration
 
 
 def client_for(raw_key):
@@ -79,7 +83,9 @@ def test_retry_storm_with_one_key_applies_exactly_once(transactional_db, clerk, 
     assert (after.status_code, after["Idempotent-Replayed"], after.content) == (201, "true", originals[0].content)
 
 
-def test_a_twin_of_a_request_still_in_flight_is_409_and_never_applied(transactional_db, clerk, create_widget, monkeypatch):
+def test_a_twin_of_a_request_still_in_flight_is_409_and_never_applied(
+    transactional_db, clerk, create_widget, monkeypatch
+):
     widget = create_widget(stock=10)
     url = f"/api/widgets/{widget['id']}/adjust/"
     body = {"delta": -1, "reason": "sold"}
@@ -119,7 +125,9 @@ def test_a_twin_of_a_request_still_in_flight_is_409_and_never_applied(transactio
     assert (retry["Idempotent-Replayed"], retry.content) == ("true", first["response"].content)
 
 
-def test_overlapping_batches_in_opposite_orders_never_deadlock_or_oversell(transactional_db, clerk, manager, create_widget):
+def test_overlapping_batches_in_opposite_orders_never_deadlock_or_oversell(
+    transactional_db, clerk, manager, create_widget
+):
     widgets = [create_widget(stock=30)["id"] for _ in range(6)]
     # Each thread sells from every widget, half of them walking the widgets backwards, and
     # restocks some along the way; repeated to give the races many chances.
@@ -127,7 +135,10 @@ def test_overlapping_batches_in_opposite_orders_never_deadlock_or_oversell(trans
     for i in range(8):
         order = widgets if i % 2 == 0 else widgets[::-1]
         items = [{"widget": w, "delta": -2, "reason": "sold"} for w in order]
-        items += [{"widget": order[0], "delta": 1, "reason": "returned"}, {"widget": order[-1], "delta": -1, "reason": "sold"}]
+        items += [
+            {"widget": order[0], "delta": 1, "reason": "returned"},
+            {"widget": order[-1], "delta": -1, "reason": "sold"},
+        ]
         plans.append(items)
     applied = []
     lock = threading.Lock()
@@ -163,7 +174,8 @@ def test_concurrent_lost_update_exactly_one_if_match_write_wins(transactional_db
     keys = [manager.raw_key, superuser.raw_key]
 
     responses = all_at_once(
-        2, lambda i: client_for(keys[i]).patch(url, {"name": f"Writer {i}"}, format="json", headers={"If-Match": tags[i]})
+        2,
+        lambda i: client_for(keys[i]).patch(url, {"name": f"Writer {i}"}, format="json", headers={"If-Match": tags[i]}),
     )
 
     assert sorted(r.status_code for r in responses) == [200, 412]
@@ -180,7 +192,10 @@ def test_many_concurrent_if_match_writers_one_wins(transactional_db, manager, cr
     tag = manager.get(url)["ETag"]
 
     responses = all_at_once(
-        10, lambda i: client_for(manager.raw_key).patch(url, {"description": str(uuid.uuid4())}, format="json", headers={"If-Match": tag})
+        10,
+        lambda i: client_for(manager.raw_key).patch(
+            url, {"description": str(uuid.uuid4())}, format="json", headers={"If-Match": tag}
+        ),
     )
 
     assert sorted(r.status_code for r in responses) == [200] + [412] * 9
@@ -329,7 +344,9 @@ def test_multi_item_reservations_in_opposite_orders_never_deadlock(transactional
             if response.status_code == 201:
                 # Commit, release or extend it while the others reserve: all lock the same rows.
                 verb, body = [("commit", {}), ("release", {}), ("extend", {"ttl_seconds": 600})][(i + round_) % 3]
-                statuses.append(client.post(f"/api/reservations/{response.json()['id']}/{verb}/", body, format="json").status_code)
+                statuses.append(
+                    client.post(f"/api/reservations/{response.json()['id']}/{verb}/", body, format="json").status_code
+                )
         return statuses
 
     statuses = list(itertools.chain.from_iterable(all_at_once(8, work)))

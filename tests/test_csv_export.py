@@ -1,4 +1,5 @@
 """CSV export: GET /api/widgets/?format=csv and the admin action."""
+
 import csv
 import io
 
@@ -20,8 +21,15 @@ def read_csv(response):
 class TestApiCsvExport:
     def test_format_csv_streams_the_import_columns(self, viewer, create_widget, create_category):
         category = create_category(name="Hand Tools")
-        create_widget(sku="SPAN-1", name='Spanner, "big"', description="line 1\nline 2", category=category["id"],
-                      price="12.50", reorder_level=3, stock=7)
+        create_widget(
+            sku="SPAN-1",
+            name='Spanner, "big"',
+            description="line 1\nline 2",
+            category=category["id"],
+            price="12.50",
+            reorder_level=3,
+            stock=7,
+        )
 
         response = viewer.get("/api/widgets/?format=csv")
 
@@ -144,7 +152,9 @@ class TestSpreadsheetFormulas:
         assert row[1:3] == ["'" + text, "'" + text]
 
     @pytest.mark.parametrize("description", ["\t=1+1", "\r\n=1+1"])
-    def test_a_description_starting_with_a_tab_or_carriage_return_is_protected(self, viewer, create_widget, description):
+    def test_a_description_starting_with_a_tab_or_carriage_return_is_protected(
+        self, viewer, create_widget, description
+    ):
         create_widget(sku="F-1", description=description)
 
         row = read_csv(viewer.get("/api/widgets/?format=csv"))[1]

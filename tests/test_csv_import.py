@@ -1,4 +1,5 @@
 """CSV import: ``manage.py import_widgets`` and the admin import page."""
+
 import io
 import re
 
@@ -39,13 +40,18 @@ def snapshot():
 class TestImportCommand:
     def test_new_skus_are_created_with_stock_as_initial_movement(self, tmp_path, create_category):
         create_category(name="Hand Tools")
-        path = write_csv(tmp_path, f"{HEADER}\nspan-1,Spanner,Big one,Hand Tools,12.50,3,true,7\nNUT-1,Nut,,,0.10,0,false,0\n")
+        path = write_csv(
+            tmp_path, f"{HEADER}\nspan-1,Spanner,Big one,Hand Tools,12.50,3,true,7\nNUT-1,Nut,,,0.10,0,false,0\n"
+        )
 
         out, _ = run_import(path)
 
         spanner = Widget.objects.select_related("category").get(sku="SPAN-1")
         assert (spanner.name, spanner.description, spanner.category.slug, str(spanner.price)) == (
-            "Spanner", "Big one", "hand-tools", "12.50",
+            "Spanner",
+            "Big one",
+            "hand-tools",
+            "12.50",
         )
         assert (spanner.reorder_level, spanner.is_active, spanner.stock) == (3, True, 7)
         assert list(spanner.movements.values_list("reason", "delta", "stock_after")) == [("initial", 7, 7)]
@@ -53,7 +59,9 @@ class TestImportCommand:
         assert (nut.category, nut.is_active, nut.stock, nut.movements.count()) == (None, False, 0, 0)
         assert "2 created, 0 updated, 0 stock corrections, 0 unchanged" in out
 
-    def test_existing_sku_is_updated_and_stock_difference_is_a_correction(self, tmp_path, create_widget, create_category):
+    def test_existing_sku_is_updated_and_stock_difference_is_a_correction(
+        self, tmp_path, create_widget, create_category
+    ):
         create_category(name="Fittings")
         widget = create_widget(sku="BOLT-1", name="Bolt", stock=10, price="1.00")
         path = write_csv(tmp_path, f"{HEADER}\nBOLT-1,Bolt M8,,fittings,1.25,5,true,4\n")
@@ -62,7 +70,11 @@ class TestImportCommand:
 
         bolt = Widget.objects.get(pk=widget["id"])
         assert (bolt.name, str(bolt.price), bolt.reorder_level, bolt.category.name, bolt.stock) == (
-            "Bolt M8", "1.25", 5, "Fittings", 4,
+            "Bolt M8",
+            "1.25",
+            5,
+            "Fittings",
+            4,
         )
         newest = bolt.movements.order_by("-id").first()
         assert (newest.reason, newest.delta, newest.stock_after) == ("correction", -6, 4)
@@ -118,9 +130,15 @@ class TestImportCommand:
             ("sku,name,sku\n", "row 1, sku: Column appears more than once."),
             (f"{HEADER}\n", "row 2, file: The file has a header but no rows."),
             (f"{HEADER}\nA-1,A,,,1,0,true,99999999999\n", "row 2, stock: Must be a whole number"),
-            (f"{HEADER}\nA-1,{'x' * 101},,,1,0,true,1\n", "row 2, name: Ensure this value has at most 100 characters (it has 101)."),
+            (
+                f"{HEADER}\nA-1,{'x' * 101},,,1,0,true,1\n",
+                "row 2, name: Ensure this value has at most 100 characters (it has 101).",
+            ),
             (f"{HEADER}\nA-1,A,,,1,0,true,1\na-1,B,,,1,0,true,1\n", "row 3, sku: Duplicate of row 2."),
-            (f"{HEADER}\nA-1,A,bad\x00byte,,1,0,true,1\n", "row 2, description: Must contain a visible character and no control characters"),
+            (
+                f"{HEADER}\nA-1,A,bad\x00byte,,1,0,true,1\n",
+                "row 2, description: Must contain a visible character and no control characters",
+            ),
         ],
     )
     def test_file_level_errors(self, tmp_path, text, message):
@@ -158,8 +176,15 @@ class TestImportCommand:
 
     def test_export_then_import_changes_nothing(self, tmp_path, viewer, create_widget, create_category):
         category = create_category(name="Power Tools")
-        create_widget(sku="A-1", name="Drill, cordless", description='Says "hi"\nover two lines', price="99.90",
-                      category=category["id"], stock=4, reorder_level=2)
+        create_widget(
+            sku="A-1",
+            name="Drill, cordless",
+            description='Says "hi"\nover two lines',
+            price="99.90",
+            category=category["id"],
+            stock=4,
+            reorder_level=2,
+        )
         create_widget(sku="B-2", name="  spaced  ", price="0", stock=0, is_active=False)
         exported = b"".join(viewer.get("/api/widgets/?format=csv").streaming_content)
         (tmp_path / "export.csv").write_bytes(exported)
@@ -269,7 +294,6 @@ class TestAdminImportPage:
         assert staff_client(role).get("/admin/widgets/widget/import/").status_code == 403
 
 
-
 class TestStaleFiles:
     """An import never reverts what changed since its file was exported."""
 
@@ -282,7 +306,9 @@ class TestStaleFiles:
     def test_a_row_whose_widget_changed_since_the_export_is_refused(self, tmp_path, viewer, create_widget, dry_run):
         widget = create_widget(sku="BOLT-1", stock=0)
         path = self.export(viewer, tmp_path)
-        staff_client("manager").post(f"/admin/widgets/widget/{widget['id']}/adjust/", {"delta": "30", "reason": "received"})
+        staff_client("manager").post(
+            f"/admin/widgets/widget/{widget['id']}/adjust/", {"delta": "30", "reason": "received"}
+        )
         assert Widget.objects.get(pk=widget["id"]).stock == 30
         before = snapshot()
         err = io.StringIO()
@@ -364,7 +390,9 @@ class TestAdminKeepsTheCheckedFile:
         assert not Widget.objects.filter(sku="NEW-1").exists()
         [token] = re.findall(r'name="pending" value="([^"]+)"', preview)
 
-        response = client.post("/admin/widgets/widget/import/", {"pending": token, "stock_corrections": "on"}, follow=True)
+        response = client.post(
+            "/admin/widgets/widget/import/", {"pending": token, "stock_corrections": "on"}, follow=True
+        )
 
         assert "Imported: 1 created, 0 updated, 1 stock corrections, 0 unchanged." in response.content.decode()
         assert Widget.objects.get(sku="BOLT-1").stock == 0

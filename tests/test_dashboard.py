@@ -1,4 +1,5 @@
 """The staff dashboard and each widget's stock-history chart, through the admin pages."""
+
 import re
 from contextlib import contextmanager
 from datetime import timedelta

@@ -4,6 +4,7 @@ database, the load balancer's health check, and the JSON request log.
 Settings are read once per process, so the settings tests start a fresh interpreter with
 the environment under test; the rest go through HTTP with the test client.
 """
+
 import ast
 import copy
 import io
@@ -46,7 +47,11 @@ class TestDatabaseFromEnvironment:
 
         assert db["ENGINE"] == "django.db.backends.postgresql"
         assert (db["HOST"], db["PORT"], db["NAME"], db["USER"], db["PASSWORD"]) == (
-            RDS["RDS_HOSTNAME"], "5433", "ebdb", "widgets", "p@ss/word:with#specials",
+            RDS["RDS_HOSTNAME"],
+            "5433",
+            "ebdb",
+            "widgets",
+            "p@ss/word:with#specials",
         )
         assert db["CONN_MAX_AGE"] == 600
         assert db["CONN_HEALTH_CHECKS"] is True
@@ -79,7 +84,9 @@ class TestDatabaseFromEnvironment:
 
 class TestDatabaseTls:
     def test_sslmode_and_root_certificate_reach_the_connection_options(self):
-        db = database_settings(**RDS, DJANGO_DB_SSLMODE="verify-full", DJANGO_DB_SSLROOTCERT="/etc/rds/global-bundle.pem")
+        db = database_settings(
+            **RDS, DJANGO_DB_SSLMODE="verify-full", DJANGO_DB_SSLROOTCERT="/etc/rds/global-bundle.pem"
+        )
 
         assert (db["OPTIONS"]["sslmode"], db["OPTIONS"]["sslrootcert"]) == ("verify-full", "/etc/rds/global-bundle.pem")
 
@@ -132,7 +139,9 @@ class TestRdsVariablesAgainstARealServer:
 
     def test_verify_full_refuses_a_server_it_cannot_verify(self, rds_env_for_test_server):
         result = manage(
-            "shell", "-c", CONNECT,
+            "shell",
+            "-c",
+            CONNECT,
             **rds_env_for_test_server,
             DJANGO_DB_SSLMODE="verify-full",
             DJANGO_DB_SSLROOTCERT="/nonexistent/rds-ca.pem",
@@ -215,7 +224,9 @@ class TestRequestLog:
         [line] = access_lines(log_output)
         assert (line["path"], line["status"]) == ("/healthz", 200)
 
-    def test_server_error_is_logged_with_its_traceback_and_request_id(self, clerk, create_widget, log_output, monkeypatch):
+    def test_server_error_is_logged_with_its_traceback_and_request_id(
+        self, clerk, create_widget, log_output, monkeypatch
+    ):
         widget = create_widget(stock=5)
 
         def broken(**kwargs):
@@ -250,9 +261,18 @@ class TestRequestLog:
         output = log_output.getvalue()
         assert len(access_lines(log_output)) == 5
         for secret in (
-            tokened.raw_key, tokened.raw_key[:16], "not-a-real-key-but-secret", password, "wrong-password-value",
-            "session-cookie-value", "csrf-cookie-value", "health-cookie-value", "query-secret-value",
-            "query-token-value", "password=", "token=",
+            tokened.raw_key,
+            tokened.raw_key[:16],
+            "not-a-real-key-but-secret",
+            password,
+            "wrong-password-value",
+            "session-cookie-value",
+            "csrf-cookie-value",
+            "health-cookie-value",
+            "query-secret-value",
+            "query-token-value",
+            "password=",
+            "token=",
         ):
             assert secret not in output
 
@@ -293,7 +313,8 @@ class TestRequestIdInTheSchema:
 class TestSecretKeyRotation:
     def test_previous_keys_come_from_the_environment(self):
         result = run_python(
-            "-c", "from django.conf import settings; print(settings.SECRET_KEY_FALLBACKS)",
+            "-c",
+            "from django.conf import settings; print(settings.SECRET_KEY_FALLBACKS)",
             DJANGO_SECRET_KEY_FALLBACKS="old-key-1, old-key-2",
         )
 
@@ -301,7 +322,9 @@ class TestSecretKeyRotation:
 
     @pytest.mark.django_db
     @pytest.mark.parametrize("fallbacks, status", [(True, 200), (False, 401)])
-    def test_a_session_made_under_the_old_key_survives_rotation_only_with_the_fallback(self, client, settings, fallbacks, status):
+    def test_a_session_made_under_the_old_key_survives_rotation_only_with_the_fallback(
+        self, client, settings, fallbacks, status
+    ):
         client.force_login(make_user("viewer"))
         old_key = settings.SECRET_KEY
 
@@ -316,11 +339,15 @@ class TestDeploymentRehearsal:
         """`make deploy-check` (deploy/check.py) once skipped checks for features that had not
         landed yet; they all have, so a missing one must fail the rehearsal, not skip."""
         tree = ast.parse((ROOT / "deploy" / "check.py").read_text())
-        scale_out = next(node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "scale_out")
+        scale_out = next(
+            node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "scale_out"
+        )
         called = [
             node.value.func.attr
             for node in scale_out.body
-            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Attribute)
+            if isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Attribute)
         ]
 
         assert [name for name in called if name.endswith("_across_instances")] == [

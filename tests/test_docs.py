@@ -1,4 +1,5 @@
 """OpenAPI schema and the two docs pages, served entirely from our own origin."""
+
 import io
 import re
 from pathlib import Path
@@ -47,8 +48,19 @@ def test_schema_describes_the_filters_and_pagination(schema):
     names = {p["name"] for p in widget_list["parameters"]}
 
     assert {
-        "search", "category", "is_active", "low_stock", "min_price", "max_price", "min_stock",
-        "max_stock", "updated_after", "updated_before", "ordering", "limit", "offset",
+        "search",
+        "category",
+        "is_active",
+        "low_stock",
+        "min_price",
+        "max_price",
+        "min_stock",
+        "max_stock",
+        "updated_after",
+        "updated_before",
+        "ordering",
+        "limit",
+        "offset",
     } <= names
     movement_names = {p["name"] for p in schema["paths"]["/api/movements/"]["get"]["parameters"]}
     assert {"widget", "reason", "created_by", "created_after", "created_before"} <= movement_names
@@ -164,13 +176,19 @@ def test_relative_links_in_the_docs_lead_somewhere(doc):
 def test_nothing_points_at_the_old_reliability_file():
     texts = [ROOT / "Makefile", ROOT / ".ci" / "run", *DOCS, *ROOT.glob("bench/*"), *ROOT.glob("tests/**/*.py")]
 
-    assert [str(p) for p in texts if p.is_file() and "RELIABILITY.md" in p.read_text(errors="replace") and p != Path(__file__)] == []
+    assert [
+        str(p)
+        for p in texts
+        if p.is_file() and "RELIABILITY.md" in p.read_text(errors="replace") and p != Path(__file__)
+    ] == []
 
 
 def test_every_environment_variable_is_documented():
     names = set()
     for source in [ROOT / "config" / "settings.py", ROOT / "gunicorn.conf.py"]:
-        names |= set(re.findall(r"[\"']((?:DJANGO|RDS|GUNICORN)_[A-Z_]+|DATABASE_URL|REDIS_URL)[\"']", source.read_text()))
+        names |= set(
+            re.findall(r"[\"']((?:DJANGO|RDS|GUNICORN)_[A-Z_]+|DATABASE_URL|REDIS_URL)[\"']", source.read_text())
+        )
     documented = (ROOT / "docs" / "configuration.md").read_text() + (ROOT / "docs" / "deploy.md").read_text()
 
     assert len(names) > 20

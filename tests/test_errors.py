@@ -3,6 +3,7 @@
 The full per-endpoint permission matrix lives in its own module; here each role's
 basic behaviour is shown once.
 """
+
 import pytest
 from django.contrib.sessions.middleware import SessionMiddleware
 from rest_framework.test import APIClient
@@ -228,7 +229,12 @@ class TestRoles:
         created = superuser.post("/api/widgets/", {"name": "S", "stock": 1}, format="json")
         assert created.status_code == 201
         widget_id = created.json()["id"]
-        assert superuser.post(f"/api/widgets/{widget_id}/adjust/", {"delta": 2, "reason": "received"}, format="json").status_code == 201
+        assert (
+            superuser.post(
+                f"/api/widgets/{widget_id}/adjust/", {"delta": 2, "reason": "received"}, format="json"
+            ).status_code
+            == 201
+        )
         assert superuser.post("/api/categories/", {"name": "C"}, format="json").status_code == 201
         assert superuser.delete(f"/api/categories/{Category.objects.get().pk}/").status_code == 204
         assert superuser.get("/api/movements/").json()["count"] == 2

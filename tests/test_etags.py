@@ -2,6 +2,7 @@
 
 The concurrent lost-update case is in test_concurrency.py; here it is run in sequence.
 """
+
 import pytest
 from django.test import Client
 
@@ -57,7 +58,9 @@ class TestETag:
         widget = create_widget(stock=5)
         before = clerk.get(f"/api/widgets/{widget['id']}/")["ETag"]
 
-        clerk.post("/api/adjustments/", {"items": [{"widget": widget["id"], "delta": 1, "reason": "received"}]}, format="json")
+        clerk.post(
+            "/api/adjustments/", {"items": [{"widget": widget["id"], "delta": 1, "reason": "received"}]}, format="json"
+        )
 
         assert clerk.get(f"/api/widgets/{widget['id']}/")["ETag"] != before
 
@@ -91,13 +94,16 @@ class TestIfMatch:
     def test_matching_precondition_allows_the_write(self, manager, thing, header):
         tag = manager.get(thing["url"])["ETag"]
 
-        response = manager.patch(thing["url"], {"description": "ok"}, format="json", headers={"If-Match": header.format(tag=tag)})
+        response = manager.patch(
+            thing["url"], {"description": "ok"}, format="json", headers={"If-Match": header.format(tag=tag)}
+        )
 
         assert response.status_code == 200, response.content
         assert response["ETag"] != tag
 
     @pytest.mark.parametrize(
-        "header", ["stale", "W/{tag}", '"999"', "garbage", '"abc"'],
+        "header",
+        ["stale", "W/{tag}", '"999"', "garbage", '"abc"'],
         ids=["stale", "weak-never-matches", "other", "unquoted", "not-a-version"],
     )
     def test_failed_precondition_is_412_with_current_etag_and_changes_nothing(self, manager, thing, header):
@@ -118,7 +124,9 @@ class TestIfMatch:
         stale = manager.get(url)["ETag"]
         manager.patch(url, {"name": "Renamed"}, format="json")
 
-        response = manager.put(url, {"name": "Clobber", "sku": widget["sku"]}, format="json", headers={"If-Match": stale})
+        response = manager.put(
+            url, {"name": "Clobber", "sku": widget["sku"]}, format="json", headers={"If-Match": stale}
+        )
 
         assert response.status_code == 412
         assert Widget.objects.get(pk=widget["id"]).name == "Renamed"
@@ -128,7 +136,9 @@ class TestIfMatch:
         url = f"/api/widgets/{widget['id']}/"
         tag = manager.get(url)["ETag"]
 
-        response = manager.put(url, {"name": "Replaced", "sku": widget["sku"]}, format="json", headers={"If-Match": tag})
+        response = manager.put(
+            url, {"name": "Replaced", "sku": widget["sku"]}, format="json", headers={"If-Match": tag}
+        )
 
         assert response.status_code == 200, response.content
         assert response["ETag"] == manager.get(url)["ETag"] != tag
@@ -167,7 +177,10 @@ class TestIfMatch:
         assert manager.get(thing["url"]).status_code == 404
 
     def test_precondition_of_unknown_object_is_404(self, manager):
-        assert manager.patch("/api/widgets/999999/", {"name": "x"}, format="json", headers={"If-Match": '"1"'}).status_code == 404
+        assert (
+            manager.patch("/api/widgets/999999/", {"name": "x"}, format="json", headers={"If-Match": '"1"'}).status_code
+            == 404
+        )
 
     def test_sequential_lost_update_is_refused(self, manager, superuser, create_widget):
         """Two clients read the same version; the second writer is told, not silently overwritten."""
@@ -222,9 +235,15 @@ class TestAdmin:
         browser = Client()
         browser.force_login(superuser.user)
         form = {
-            "sku": widget["sku"], "name": "Renamed in admin", "description": "", "category": "",
-            "price": "1.00", "reorder_level": "0", "is_active": "on",
-            "movements-TOTAL_FORMS": "0", "movements-INITIAL_FORMS": "0",
+            "sku": widget["sku"],
+            "name": "Renamed in admin",
+            "description": "",
+            "category": "",
+            "price": "1.00",
+            "reorder_level": "0",
+            "is_active": "on",
+            "movements-TOTAL_FORMS": "0",
+            "movements-INITIAL_FORMS": "0",
         }
 
         response = browser.post(f"/admin/widgets/widget/{widget['id']}/change/", form)

@@ -1,4 +1,5 @@
 """List filters, ordering and pagination: one test per filter, bad values are 400s."""
+
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -18,15 +19,30 @@ def catalogue(create_widget, create_category):
     tools = create_category(name="Hand Tools")
     parts = create_category(name="Parts")
     bravo = create_widget(
-        name="Bravo spanner", sku="B-1", stock=5, price="2.00", reorder_level=5,
-        description="chrome vanadium", category=tools["id"],
+        name="Bravo spanner",
+        sku="B-1",
+        stock=5,
+        price="2.00",
+        reorder_level=5,
+        description="chrome vanadium",
+        category=tools["id"],
     )
     alpha = create_widget(
-        name="Alpha bolt", sku="C-1", stock=1, price="1.00", reorder_level=0,
-        description="zinc plated", category=parts["id"],
+        name="Alpha bolt",
+        sku="C-1",
+        stock=1,
+        price="1.00",
+        reorder_level=0,
+        description="zinc plated",
+        category=parts["id"],
     )
     charlie = create_widget(
-        name="Charlie hinge", sku="A-1", stock=9, price="3.00", reorder_level=10, is_active=False,
+        name="Charlie hinge",
+        sku="A-1",
+        stock=9,
+        price="3.00",
+        reorder_level=10,
+        is_active=False,
     )
     return {"tools": tools, "parts": parts, "bravo": bravo, "alpha": alpha, "charlie": charlie}
 
@@ -68,36 +84,42 @@ class TestWidgetFilters:
 
     def test_min_price_is_inclusive(self, viewer, catalogue):
         assert ids(viewer.get("/api/widgets/", {"min_price": "2.00"})) == [
-            catalogue["bravo"]["id"], catalogue["charlie"]["id"]
+            catalogue["bravo"]["id"],
+            catalogue["charlie"]["id"],
         ]
 
     def test_max_price_is_inclusive(self, viewer, catalogue):
         assert ids(viewer.get("/api/widgets/", {"max_price": "2"})) == [
-            catalogue["bravo"]["id"], catalogue["alpha"]["id"]
+            catalogue["bravo"]["id"],
+            catalogue["alpha"]["id"],
         ]
 
     def test_min_stock_is_inclusive(self, viewer, catalogue):
         assert ids(viewer.get("/api/widgets/", {"min_stock": 5})) == [
-            catalogue["bravo"]["id"], catalogue["charlie"]["id"]
+            catalogue["bravo"]["id"],
+            catalogue["charlie"]["id"],
         ]
 
     def test_max_stock_is_inclusive(self, viewer, catalogue):
         assert ids(viewer.get("/api/widgets/", {"max_stock": 5})) == [
-            catalogue["bravo"]["id"], catalogue["alpha"]["id"]
+            catalogue["bravo"]["id"],
+            catalogue["alpha"]["id"],
         ]
 
     def test_updated_after_is_inclusive(self, viewer, catalogue):
         at = catalogue["alpha"]["updated_at"]
 
         assert ids(viewer.get("/api/widgets/", {"updated_after": at})) == [
-            catalogue["alpha"]["id"], catalogue["charlie"]["id"]
+            catalogue["alpha"]["id"],
+            catalogue["charlie"]["id"],
         ]
 
     def test_updated_before_is_inclusive(self, viewer, catalogue):
         at = catalogue["alpha"]["updated_at"]
 
         assert ids(viewer.get("/api/widgets/", {"updated_before": at})) == [
-            catalogue["bravo"]["id"], catalogue["alpha"]["id"]
+            catalogue["bravo"]["id"],
+            catalogue["alpha"]["id"],
         ]
 
     def test_updated_after_accepts_an_offset_timestamp(self, viewer, catalogue):
@@ -219,7 +241,10 @@ class TestPagination:
         body = viewer.get("/api/widgets/", {"limit": 1, "min_stock": 1, "ordering": "-stock"}).json()
 
         assert parse_qs(urlsplit(body["next"]).query) == {
-            "limit": ["1"], "offset": ["1"], "min_stock": ["1"], "ordering": ["-stock"],
+            "limit": ["1"],
+            "offset": ["1"],
+            "min_stock": ["1"],
+            "ordering": ["-stock"],
         }
 
     def test_limit_above_1000_is_clamped(self, viewer):
@@ -241,8 +266,14 @@ class TestPagination:
     @pytest.mark.parametrize(
         "param, value",
         [
-            ("limit", "abc"), ("limit", "-1"), ("limit", "0"), ("limit", "1.5"), ("limit", "9" * 40),
-            ("offset", "abc"), ("offset", "-1"), ("offset", "9" * 40),
+            ("limit", "abc"),
+            ("limit", "-1"),
+            ("limit", "0"),
+            ("limit", "1.5"),
+            ("limit", "9" * 40),
+            ("offset", "abc"),
+            ("offset", "-1"),
+            ("offset", "9" * 40),
         ],
     )
     @pytest.mark.parametrize("url", ["/api/widgets/", "/api/categories/", "/api/movements/"])

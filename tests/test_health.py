@@ -1,4 +1,5 @@
 """Health probes: /healthz (process) and /readyz (database), JSON, no authentication."""
+
 import json
 
 import pytest

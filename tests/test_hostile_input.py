@@ -4,6 +4,7 @@ One test per kind of attack or mistake: oversized and malformed bodies, wrong JS
 for every writable field, numbers beyond 64 bits, bad paging and ordering, huge query
 strings and headers, markup and SQL in text, look-alike SKUs and awkward Unicode.
 """
+
 import json
 from contextlib import contextmanager
 
@@ -123,8 +124,13 @@ NOT_BOOLEAN = ["true", "yes", 1, 0, 1.0, [], {}, [True], None]
 NOT_PRICE = [1.5, True, "1e2", " 5", "5 ", "-1", "1.234", "", "NaN", [], {}, ["1.00"], None]
 NOT_CATEGORY = ["Tools", "1", True, 1.5, [], {}, [1]]
 WIDGET_FIELDS = {
-    "name": NOT_TEXT, "description": NOT_TEXT, "sku": NOT_TEXT, "price": NOT_PRICE,
-    "reorder_level": NOT_INTEGER, "is_active": NOT_BOOLEAN, "category": NOT_CATEGORY,
+    "name": NOT_TEXT,
+    "description": NOT_TEXT,
+    "sku": NOT_TEXT,
+    "price": NOT_PRICE,
+    "reorder_level": NOT_INTEGER,
+    "is_active": NOT_BOOLEAN,
+    "category": NOT_CATEGORY,
 }
 CATEGORY_FIELDS = {"name": NOT_TEXT, "description": NOT_TEXT}
 ADJUST_FIELDS = {
@@ -175,7 +181,8 @@ class TestWrongTypes:
     def test_browsable_api_form_still_coerces_text(self, manager):
         # HTML forms send only text: "5" and "true" must keep working there.
         response = manager.post(
-            "/api/widgets/", {"name": "Form", "reorder_level": "5", "is_active": "true", "price": "2.50"},
+            "/api/widgets/",
+            {"name": "Form", "reorder_level": "5", "is_active": "true", "price": "2.50"},
             format="multipart",
         )
         assert response.status_code == 201, response.content
@@ -183,10 +190,16 @@ class TestWrongTypes:
 
 
 class TestHugeNumbers:
-    @pytest.mark.parametrize("path", [
-        f"/api/widgets/{BIG}/", f"/api/categories/{BIG}/", f"/api/movements/{BIG}/",
-        f"/api/widgets/{BIG}/movements/", f"/api/widgets/{'9' * 5000}/",
-    ])
+    @pytest.mark.parametrize(
+        "path",
+        [
+            f"/api/widgets/{BIG}/",
+            f"/api/categories/{BIG}/",
+            f"/api/movements/{BIG}/",
+            f"/api/widgets/{BIG}/movements/",
+            f"/api/widgets/{'9' * 5000}/",
+        ],
+    )
     def test_id_beyond_64_bits_in_url_is_404(self, manager, widget, path):
         assert_refused(manager.get(path), 404, naming="not_found")
 
@@ -201,34 +214,48 @@ class TestHugeNumbers:
             response = clerk.post(f"/api/widgets/{BIG}/adjust/", {"delta": 1, "reason": "received"}, format="json")
         assert_refused(response, 404)
 
-    @pytest.mark.parametrize("query, param", [
-        (f"/api/movements/?widget={BIG}", "widget"),
-        (f"/api/widgets/?min_stock={BIG}", "min_stock"),
-        (f"/api/widgets/?max_stock=-{BIG}", "max_stock"),
-        (f"/api/widgets/?limit={BIG}", "limit"),
-        (f"/api/widgets/?offset={BIG}", "offset"),
-        (f"/api/widgets/?offset={'9' * 5000}", "offset"),
-        (f"/api/widgets/?category={BIG}", "category"),  # no such category
-        (f"/api/widgets/?category={'9' * 200}", "category"),
-    ])
+    @pytest.mark.parametrize(
+        "query, param",
+        [
+            (f"/api/movements/?widget={BIG}", "widget"),
+            (f"/api/widgets/?min_stock={BIG}", "min_stock"),
+            (f"/api/widgets/?max_stock=-{BIG}", "max_stock"),
+            (f"/api/widgets/?limit={BIG}", "limit"),
+            (f"/api/widgets/?offset={BIG}", "offset"),
+            (f"/api/widgets/?offset={'9' * 5000}", "offset"),
+            (f"/api/widgets/?category={BIG}", "category"),  # no such category
+            (f"/api/widgets/?category={'9' * 200}", "category"),
+        ],
+    )
     def test_integer_beyond_64_bits_in_query_is_400_naming_it(self, viewer, widget, query, param):
         assert_refused(viewer.get(query), naming=param)
 
-    @pytest.mark.parametrize("query", [
-        "/api/widgets/?min_price=1e999999", "/api/widgets/?max_price=-1e999999",
-        "/api/widgets/?min_price=1e-999999&max_price=0",
-    ])
+    @pytest.mark.parametrize(
+        "query",
+        [
+            "/api/widgets/?min_price=1e999999",
+            "/api/widgets/?max_price=-1e999999",
+            "/api/widgets/?min_price=1e-999999&max_price=0",
+        ],
+    )
     def test_out_of_range_filter_values_match_nothing(self, viewer, widget, query):
         # Valid numbers no widget can have: an empty page, not a database error.
         response = viewer.get(query)
         assert response.status_code == 200, response.content
         assert response.json()["count"] == 0
 
-    @pytest.mark.parametrize("field, literal, status", [
-        ("stock", str(BIG), 400), ("reorder_level", str(BIG), 400), ("price", str(BIG), 400),
-        ("price", f'"{BIG}"', 400), ("category", str(BIG), 400), ("reorder_level", "9" * 5000, 400),
-        ("stock", "1e400", 400),
-    ])
+    @pytest.mark.parametrize(
+        "field, literal, status",
+        [
+            ("stock", str(BIG), 400),
+            ("reorder_level", str(BIG), 400),
+            ("price", str(BIG), 400),
+            ("price", f'"{BIG}"', 400),
+            ("category", str(BIG), 400),
+            ("reorder_level", "9" * 5000, 400),
+            ("stock", "1e400", 400),
+        ],
+    )
     def test_integer_beyond_64_bits_in_body_is_refused(self, manager, widget, field, literal, status):
         body = '{"name": "W", "%s": %s}' % (field, literal)
         with nothing_changes():
@@ -239,16 +266,27 @@ class TestHugeNumbers:
     @pytest.mark.parametrize("delta", [BIG, -BIG, 2**31, -(2**31)])
     def test_delta_beyond_the_stock_range_is_400(self, clerk, widget, delta):
         with nothing_changes():
-            response = clerk.post(f"/api/widgets/{widget['id']}/adjust/", {"delta": delta, "reason": "received"}, format="json")
+            response = clerk.post(
+                f"/api/widgets/{widget['id']}/adjust/", {"delta": delta, "reason": "received"}, format="json"
+            )
         assert_refused(response, naming="delta")
 
 
 class TestPagingAndOrdering:
-    @pytest.mark.parametrize("query, param", [
-        ("limit=0", "limit"), ("limit=-1", "limit"), ("limit=-0", "limit"), ("limit=1.5", "limit"),
-        ("limit=abc", "limit"), ("limit=%EF%BC%91", "limit"), ("offset=-1", "offset"), ("offset=1e3", "offset"),
-        ("offset=+5", "offset"),
-    ])
+    @pytest.mark.parametrize(
+        "query, param",
+        [
+            ("limit=0", "limit"),
+            ("limit=-1", "limit"),
+            ("limit=-0", "limit"),
+            ("limit=1.5", "limit"),
+            ("limit=abc", "limit"),
+            ("limit=%EF%BC%91", "limit"),
+            ("offset=-1", "offset"),
+            ("offset=1e3", "offset"),
+            ("offset=+5", "offset"),
+        ],
+    )
     def test_bad_limit_or_offset_is_400_naming_it(self, viewer, widget, query, param):
         assert_refused(viewer.get(f"/api/widgets/?{query}"), naming=param)
 
@@ -257,28 +295,52 @@ class TestPagingAndOrdering:
         assert response.status_code == 200
         assert response.json()["count"] == 1
 
-    @pytest.mark.parametrize("path", ["/api/widgets/abc/", "/api/widgets/1.5/", "/api/widgets/?format=xml", "/api/widgets/-1/", "/api/widgets/%00/",
-                                      "/api/widgets/%ff/", "/api/categories/tools/", "/api/movements/1e3/"])
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "/api/widgets/abc/",
+            "/api/widgets/1.5/",
+            "/api/widgets/?format=xml",
+            "/api/widgets/-1/",
+            "/api/widgets/%00/",
+            "/api/widgets/%ff/",
+            "/api/categories/tools/",
+            "/api/movements/1e3/",
+        ],
+    )
     def test_non_numeric_id_is_404_json(self, viewer, widget, path):
         assert_refused(viewer.get(path), 404, naming="not_found")
 
-    @pytest.mark.parametrize("ordering", ["colour", "description", "category__name", "-stock_after", "stock;DROP TABLE x", "%00", "x" * 5_000])
+    @pytest.mark.parametrize(
+        "ordering",
+        ["colour", "description", "category__name", "-stock_after", "stock;DROP TABLE x", "%00", "x" * 5_000],
+    )
     def test_unknown_ordering_field_is_400(self, viewer, widget, ordering):
         assert_refused(viewer.get("/api/widgets/", {"ordering": ordering}), naming="ordering")
 
-    @pytest.mark.parametrize("query, param", [
-        ("is_active=maybe", "is_active"), ("updated_after=yesterday", "updated_after"),
-        ("updated_after=0001-01-01T00:00:00%2B05:00", "updated_after"), ("min_price=abc", "min_price"),
-        ("search=%00", "search"), ("category=%00", "category"), (f"category={'9' * 5000}", "category"),
-    ])
+    @pytest.mark.parametrize(
+        "query, param",
+        [
+            ("is_active=maybe", "is_active"),
+            ("updated_after=yesterday", "updated_after"),
+            ("updated_after=0001-01-01T00:00:00%2B05:00", "updated_after"),
+            ("min_price=abc", "min_price"),
+            ("search=%00", "search"),
+            ("category=%00", "category"),
+            (f"category={'9' * 5000}", "category"),
+        ],
+    )
     def test_bad_filter_value_is_400_naming_it(self, viewer, widget, query, param):
         assert_refused(viewer.get(f"/api/widgets/?{query}"), naming=param)
 
-    @pytest.mark.parametrize("url, param, matches", [
-        ("/api/widgets/", "updated_after", 1),
-        ("/api/movements/", "created_after", 1),
-        ("/api/changes/", "since", 2),  # the category and the widget
-    ])
+    @pytest.mark.parametrize(
+        "url, param, matches",
+        [
+            ("/api/widgets/", "updated_after", 1),
+            ("/api/movements/", "created_after", 1),
+            ("/api/changes/", "since", 2),  # the category and the widget
+        ],
+    )
     def test_datetime_with_an_offset_postgres_refuses_is_converted(self, viewer, widget, url, param, matches):
         # Python accepts -23:17; PostgreSQL does not. Every datetime filter compares in UTC instead.
         response = viewer.get(url, {param: "2000-01-01T00:00:00-23:17"})
@@ -395,8 +457,22 @@ class TestLookAlikeSkus:
 
 
 class TestUnicodeNames:
-    @pytest.mark.parametrize("name", ["Nut\x00", "\x00", "Tab\tbed", "Bell\x07", "Line\nbreak", "Del\x7f", "C1\x85",
-                                      "   ", "\u3000", " \u2003 ", "\ufeffBOM"])
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "Nut\x00",
+            "\x00",
+            "Tab\tbed",
+            "Bell\x07",
+            "Line\nbreak",
+            "Del\x7f",
+            "C1\x85",
+            "   ",
+            "\u3000",
+            " \u2003 ",
+            "\ufeffBOM",
+        ],
+    )
     def test_control_characters_and_blank_names_are_400(self, manager, name):
         with nothing_changes():
             response = manager.post("/api/widgets/", {"name": name}, format="json")
@@ -414,10 +490,23 @@ class TestUnicodeNames:
             response = manager.generic("POST", "/api/widgets/", body, content_type="application/json")
         assert_refused(response, naming="name")
 
-    @pytest.mark.parametrize("name", [
-        "שלום עולם", "\u202eevil\u202c", "مرحبا 123", "🔧 Wrench 🛠️", "👩‍👩‍👧‍👦 family pack", "e\u0301te\u0301",
-        "Z̴̢̛a̵l̷g̸o̶", "日本語のウィジェット", "\U0010fffd private", "a\u200bb", "🔧" * 100, "  spaced  ",
-    ])
+    @pytest.mark.parametrize(
+        "name",
+        [
+            "שלום עולם",
+            "\u202eevil\u202c",
+            "مرحبا 123",
+            "🔧 Wrench 🛠️",
+            "👩‍👩‍👧‍👦 family pack",
+            "e\u0301te\u0301",
+            "Z̴̢̛a̵l̷g̸o̶",
+            "日本語のウィジェット",
+            "\U0010fffd private",
+            "a\u200bb",
+            "🔧" * 100,
+            "  spaced  ",
+        ],
+    )
     def test_unicode_names_are_stored_verbatim(self, manager, name):
         response = manager.post("/api/widgets/", {"name": name, "description": f"{name}\n{name}"}, format="json")
         assert response.status_code == 201, response.content

@@ -3,6 +3,7 @@
 A retry with the same key gets the first answer back, byte for byte, and changes nothing.
 The concurrent cases (a retry storm) are in test_concurrency.py.
 """
+
 from datetime import timedelta
 
 import pytest
@@ -157,7 +158,9 @@ class TestMisuse:
         assert Widget.objects.get(pk=second["id"]).stock == 10
 
     @pytest.mark.parametrize(
-        "key", ["", "x" * 256, "caf\u00e9", "tab\there", "new\x7fline"], ids=["empty", "too-long", "non-ascii", "tab", "del"]
+        "key",
+        ["", "x" * 256, "caf\u00e9", "tab\there", "new\x7fline"],
+        ids=["empty", "too-long", "non-ascii", "tab", "del"],
     )
     def test_malformed_key_is_400_naming_the_header_and_changes_nothing(self, clerk, create_widget, key):
         widget = create_widget(stock=10)
@@ -274,7 +277,9 @@ class TestPurgeInPassing:
 
         assert IdempotencyKey.objects.filter(key="expired").exists()
 
-    def test_zero_turns_the_purge_in_passing_off(self, settings, clerk, create_widget, django_capture_on_commit_callbacks):
+    def test_zero_turns_the_purge_in_passing_off(
+        self, settings, clerk, create_widget, django_capture_on_commit_callbacks
+    ):
         settings.IDEMPOTENCY_PURGE_EVERY = 0
         widget = create_widget(stock=10)
         adjust(clerk, widget["id"], "expired", delta=-1, reason="sold")

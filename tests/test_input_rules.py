@@ -4,6 +4,7 @@ The same values go through the API, the admin's forms (over HTTP, as a signed-in
 user) and the CSV import, and every door must give the same verdict: accepted everywhere
 (and stored as the same value) or refused everywhere, with nothing changed by a refusal.
 """
+
 import csv
 import io
 
@@ -50,8 +51,16 @@ def widget_via_api(doors, fields):
 
 def widget_via_admin(doors, fields):
     form = {
-        "sku": "", "name": "", "description": "", "category": "", "price": "0", "reorder_level": "0",
-        "is_active": "on", "movements-TOTAL_FORMS": "0", "movements-INITIAL_FORMS": "0", **fields,
+        "sku": "",
+        "name": "",
+        "description": "",
+        "category": "",
+        "price": "0",
+        "reorder_level": "0",
+        "is_active": "on",
+        "movements-TOTAL_FORMS": "0",
+        "movements-INITIAL_FORMS": "0",
+        **fields,
     }
     before = set(Widget.objects.values_list("pk", flat=True))
     response = doors["admin"].post("/admin/widgets/widget/add/", form)
@@ -216,7 +225,9 @@ def adjust_via_batch(doors, widget_id, delta, reason):
 
 
 def adjust_via_admin(doors, widget_id, delta, reason):
-    response = doors["admin"].post(f"/admin/widgets/widget/{widget_id}/adjust/", {"delta": str(delta), "reason": reason})
+    response = doors["admin"].post(
+        f"/admin/widgets/widget/{widget_id}/adjust/", {"delta": str(delta), "reason": reason}
+    )
     assert response.status_code in (200, 302)
     return response.status_code == 302
 

@@ -1,4 +1,5 @@
 """The ledger invariant after a mixed run of creates, adjustments and refused adjustments."""
+
 import pytest
 from django.core.management import call_command
 
@@ -12,8 +13,16 @@ def test_stock_equals_ledger_after_mixed_operations(manager, clerk, create_widge
     b = create_widget()
     c = create_widget(stock=3)
     steps = [
-        (a, -4, 201), (b, 5, 201), (c, -5, 409), (a, -7, 409), (b, -5, 201), (c, 2, 201),
-        (a, -6, 201), (b, -1, 409), (c, -5, 201), (a, 1, 201),
+        (a, -4, 201),
+        (b, 5, 201),
+        (c, -5, 409),
+        (a, -7, 409),
+        (b, -5, 201),
+        (c, 2, 201),
+        (a, -6, 201),
+        (b, -1, 409),
+        (c, -5, 201),
+        (a, 1, 201),
     ]
     for widget, delta, status in steps:
         response = clerk.post(

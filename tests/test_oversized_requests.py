@@ -1,6 +1,7 @@
 """Too much sent is a JSON error, whoever refuses it: the app (414, 431, 413) or gunicorn
 in front of it (its own 414 and 431). nginx's answers, with the .platform snippet, are
 rehearsed by `make deploy-check`."""
+
 import json
 import os
 import secrets
@@ -77,7 +78,10 @@ def gunicorn_port(tmp_path_factory):
     with open(log, "w") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "config.wsgi:application"],
-            cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=BASE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 60
@@ -114,7 +118,8 @@ class TestBehindGunicorn:
 
     def test_a_16_kb_header_is_431_json(self, gunicorn_port):
         status, headers, body = raw_request(
-            gunicorn_port, f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: {HEADER_16_KB}\r\nConnection: close\r\n\r\n"
+            gunicorn_port,
+            f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: {HEADER_16_KB}\r\nConnection: close\r\n\r\n",
         )
 
         assert (status, headers["content-type"]) == (431, "application/json"), body[:300]

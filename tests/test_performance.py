@@ -4,14 +4,14 @@ keyset pagination, and a token cache that never outlives a revocation.
 
 Speed itself is measured in bench/, never timed here.
 """
+
 import os
 import re
 import zoneinfo
 
 import pytest
-from django.core.management import call_command
-
 from django.contrib.auth.models import Group, Permission
+from django.core.management import call_command
 
 from tests.conftest import IS_POSTGRES, postgres_only
 from widgets.models import StockMovement, Widget
@@ -63,7 +63,9 @@ class TestQueriesPerRequest:
     @pytest.mark.parametrize("limit", [1, 50])
     def test_movement_list_has_no_per_row_queries(self, viewer, clerk, widgets, limit, django_assert_max_num_queries):
         for widget_id in widgets[:5]:  # movements by a user: created_by is rendered per row
-            assert clerk.post(f"/api/widgets/{widget_id}/adjust/", {"delta": 2, "reason": "received"}).status_code == 201
+            assert (
+                clerk.post(f"/api/widgets/{widget_id}/adjust/", {"delta": 2, "reason": "received"}).status_code == 201
+            )
         warm(viewer, "/api/movements/")
         with django_assert_max_num_queries(LIST_QUERIES):
             response = viewer.get(f"/api/movements/?limit={limit}")
@@ -117,9 +119,7 @@ class TestTokenCache:
         assert viewer.get("/api/widgets/").status_code == 200
         client.force_login(superuser.user)
         token_id = viewer.user.api_tokens.get().pk
-        response = client.post(
-            "/admin/widgets/apitoken/", {"action": "revoke", "_selected_action": [token_id]}
-        )
+        response = client.post("/admin/widgets/apitoken/", {"action": "revoke", "_selected_action": [token_id]})
         assert response.status_code == 302
 
         response = viewer.get("/api/widgets/")
@@ -208,7 +208,12 @@ class TestKeysetPagination:
 
     @pytest.mark.parametrize(
         "query, field",
-        [("start=abc", "start"), ("start=-1", "start"), ("start=1&offset=50", "offset"), ("start=1&ordering=name", "ordering")],
+        [
+            ("start=abc", "start"),
+            ("start=-1", "start"),
+            ("start=1&offset=50", "offset"),
+            ("start=1&ordering=name", "ordering"),
+        ],
     )
     def test_bad_keyset_parameters_are_400_naming_the_parameter(self, viewer, widgets, query, field):
         response = viewer.get(f"/api/widgets/?{query}")

@@ -12,6 +12,7 @@ a session. API endpoints are checked with GET, HEAD, OPTIONS, POST, PUT, PATCH a
 forms, health) with GET and POST. Every request runs in a transaction that is rolled back,
 so a DELETE does not change what the next role sees.
 """
+
 import re
 from datetime import timedelta
 from http.cookies import SimpleCookie
@@ -38,8 +39,15 @@ PAGE_METHODS = ["GET", "POST"]
 # Anonymous clients may reach these and nothing else: health probes, the API schema and
 # docs, and the login (and logout) endpoints. Everything else is 401 or a login redirect.
 PUBLIC = {
-    "healthz", "readyz", "api/schema/", "api/docs/", "api/redoc/",
-    "api/auth/token/", "api-auth/login/", "api-auth/logout/", "admin/login/",
+    "healthz",
+    "readyz",
+    "api/schema/",
+    "api/docs/",
+    "api/redoc/",
+    "api/auth/token/",
+    "api-auth/login/",
+    "api-auth/logout/",
+    "admin/login/",
 }
 
 
@@ -47,6 +55,7 @@ def row(statuses: str) -> list[int]:
     codes = [int(code) for code in statuses.split()]
     assert len(codes) == len(ROLES), statuses
     return codes
+
 
 # fmt: off
 MATRIX = {
@@ -704,8 +713,10 @@ def world(settings):
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"anon": "100000/hour", "user": "100000/hour", "login": "100000/hour"},
     }
-    users = {role: make_user(role if role in ("viewer", "clerk", "manager") else None, is_staff=True)
-             for role in ["no_role", "viewer", "clerk", "manager"]}
+    users = {
+        role: make_user(role if role in ("viewer", "clerk", "manager") else None, is_staff=True)
+        for role in ["no_role", "viewer", "clerk", "manager"]
+    }
     users["superuser"] = make_user(is_staff=True, is_superuser=True)
     actor = make_user("manager")
     category = services.create_category(user=actor, name="Secret Category")
@@ -727,8 +738,10 @@ def world(settings):
         client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
         client.force_login(user)
         clients[role] = client
-    for role, spoil in [("expired", {"expires_at": timezone.now() - timedelta(days=1)}),
-                        ("revoked", {"revoked_at": timezone.now()})]:
+    for role, spoil in [
+        ("expired", {"expires_at": timezone.now() - timedelta(days=1)}),
+        ("revoked", {"revoked_at": timezone.now()}),
+    ]:
         token, key = ApiToken.objects.issue(user=make_user("manager"))
         ApiToken.objects.filter(pk=token.pk).update(**spoil)
         clients[role] = APIClient()
@@ -829,7 +842,8 @@ def test_every_url_pattern_is_in_the_matrix():
 def test_only_the_public_pages_answer_anonymous_clients():
     anonymous = ROLES.index("anonymous")
     answering = {
-        pattern for pattern, methods in MATRIX.items()
+        pattern
+        for pattern, methods in MATRIX.items()
         if any(200 <= row(statuses)[anonymous] < 300 for statuses in methods.values())
     }
 

@@ -1,5 +1,6 @@
 """Production hardening: Django's deployment checks pass with production settings, the
 security headers and the HTTPS redirect are in place, and passwords meet the validators."""
+
 import secrets
 
 import pytest

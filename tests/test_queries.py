@@ -1,4 +1,5 @@
 """List endpoints make a bounded number of queries, whatever the page size."""
+
 import pytest
 from django.core.management import call_command
 

@@ -7,6 +7,7 @@ the past: a read it serves cannot see the newer widget, which tells who answered
 thing (a PostgreSQL streaming replica, concurrent clients over HTTP, a replica stopped under
 load) is tests/reliability/replicas.py, run by .ci/run.
 """
+
 import json
 import os
 import re
@@ -70,32 +71,45 @@ def databases(tmp_path_factory):
     primary, replica = directory / "primary.sqlite3", directory / "replica.sqlite3"
     env = environment(primary)
     assert manage(env, "migrate", "--noinput", "-v0").returncode == 0
-    prepared = manage(env, "shell", "-c", (
-        "import json\nfrom django.contrib.auth.models import Group, User\nfrom django.core.management import call_command\n"
-        "from widgets.models import ApiToken\n"
-        "call_command('seed_widgets', count=3, seed=1, verbosity=0)\n"
-        "tokens = {}\n"
-        "for name, role in (('writer', 'manager'), ('reader', 'viewer')):\n"
-        "    user = User.objects.create_user(name)\n"
-        "    user.groups.add(Group.objects.get(name=role))\n"
-        "    tokens[name] = ApiToken.objects.issue(user=user)[1]\n"
-        "print(json.dumps(tokens))"
-    ))
+    prepared = manage(
+        env,
+        "shell",
+        "-c",
+        (
+            "import json\nfrom django.contrib.auth.models import Group, User\nfrom django.core.management import call_command\n"
+            "from widgets.models import ApiToken\n"
+            "call_command('seed_widgets', count=3, seed=1, verbosity=0)\n"
+            "tokens = {}\n"
+            "for name, role in (('writer', 'manager'), ('reader', 'viewer')):\n"
+            "    user = User.objects.create_user(name)\n"
+            "    user.groups.add(Group.objects.get(name=role))\n"
+            "    tokens[name] = ApiToken.objects.issue(user=user)[1]\n"
+            "print(json.dumps(tokens))"
+        ),
+    )
     assert prepared.returncode == 0, prepared.stderr
     tokens = json.loads(prepared.stdout.strip().splitlines()[-1])
     shutil.copyfile(primary, replica)
-    added = manage(env, "shell", "-c", (
-        "from django.contrib.auth.models import User\nfrom widgets import services\n"
-        "w = services.create_widget(user=User.objects.get(username='writer'), name='Newer', sku='NEWER-1', stock=2)\n"
-        "print(w.pk)"
-    ))
+    added = manage(
+        env,
+        "shell",
+        "-c",
+        (
+            "from django.contrib.auth.models import User\nfrom widgets import services\n"
+            "w = services.create_widget(user=User.objects.get(username='writer'), name='Newer', sku='NEWER-1', stock=2)\n"
+            "print(w.pk)"
+        ),
+    )
     assert added.returncode == 0, added.stderr
     empty = directory / "empty.sqlite3"
     sqlite3.connect(empty).close()  # a database that answers but has none of our tables
     return {
-        "primary": primary, "replica": f"sqlite:///{replica}", "empty": f"sqlite:///{empty}",
+        "primary": primary,
+        "replica": f"sqlite:///{replica}",
+        "empty": f"sqlite:///{empty}",
         "unreachable": f"sqlite:///{directory}/no-such-directory/replica.sqlite3",
-        "tokens": tokens, "newer": int(added.stdout.strip().splitlines()[-1]),
+        "tokens": tokens,
+        "newer": int(added.stdout.strip().splitlines()[-1]),
     }
 
 
@@ -103,15 +117,21 @@ def probe(databases, replica: str, steps: list[dict], **extra) -> list[dict]:
     env = environment(databases["primary"], databases[replica], **extra)
     result = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(steps), json.dumps(databases["tokens"])],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_without_database_replica_urls_there_is_one_database_and_no_router(tmp_path):
-    dump = "from django.conf import settings; print(list(settings.DATABASES), settings.DATABASE_ROUTERS, " \
-           "[m for m in settings.MIDDLEWARE if 'replica' in m])"
+    dump = (
+        "from django.conf import settings; print(list(settings.DATABASES), settings.DATABASE_ROUTERS, "
+        "[m for m in settings.MIDDLEWARE if 'replica' in m])"
+    )
     result = manage(environment(tmp_path / "db.sqlite3"), "shell", "-c", dump)
 
     assert result.returncode == 0, result.stderr
@@ -124,7 +144,10 @@ def test_with_database_replica_urls_each_replica_is_a_database_behind_the_router
     result = manage(environment(tmp_path / "db.sqlite3", urls), "shell", "-c", dump)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "['default', 'replica_0', 'replica_1'] ['config.replicas.ReplicaRouter']"
+    assert (
+        result.stdout.strip().splitlines()[-1]
+        == "['default', 'replica_0', 'replica_1'] ['config.replicas.ReplicaRouter']"
+    )
 
 
 def test_a_replica_url_that_is_not_a_database_url_stops_start_up_without_showing_it(tmp_path):
@@ -137,11 +160,15 @@ def test_a_replica_url_that_is_not_a_database_url_stops_start_up_without_showing
 
 def test_reads_are_served_by_a_replica_and_readyz_reports_it(databases):
     newer = databases["newer"]
-    listed, retrieved, ready = probe(databases, "replica", [
-        {"as": "reader", "method": "GET", "path": "/api/widgets/"},
-        {"as": "reader", "method": "GET", "path": f"/api/widgets/{newer}/"},
-        {"method": "GET", "path": "/readyz"},
-    ])
+    listed, retrieved, ready = probe(
+        databases,
+        "replica",
+        [
+            {"as": "reader", "method": "GET", "path": "/api/widgets/"},
+            {"as": "reader", "method": "GET", "path": f"/api/widgets/{newer}/"},
+            {"method": "GET", "path": "/readyz"},
+        ],
+    )
 
     assert listed["status"] == 200 and listed["body"]["count"] == 3  # the primary has 4
     assert retrieved["status"] == 404
@@ -149,11 +176,16 @@ def test_reads_are_served_by_a_replica_and_readyz_reports_it(databases):
 
 
 def test_a_writer_reads_its_own_writes_from_the_primary(databases):
-    created, writer_reads, reader_reads = probe(databases, "replica", [
-        {"as": "writer", "method": "POST", "path": "/api/widgets/", "body": {"name": "Mine", "sku": "MINE-1"}},
-        {"as": "writer", "method": "GET", "path": "/api/widgets/?search=MINE-1"},
-        {"as": "reader", "method": "GET", "path": "/api/widgets/?search=MINE-1"},
-    ], DATABASE_REPLICA_STICKY_SECONDS="60")
+    created, writer_reads, reader_reads = probe(
+        databases,
+        "replica",
+        [
+            {"as": "writer", "method": "POST", "path": "/api/widgets/", "body": {"name": "Mine", "sku": "MINE-1"}},
+            {"as": "writer", "method": "GET", "path": "/api/widgets/?search=MINE-1"},
+            {"as": "reader", "method": "GET", "path": "/api/widgets/?search=MINE-1"},
+        ],
+        DATABASE_REPLICA_STICKY_SECONDS="60",
+    )
 
     assert created["status"] == 201, created
     assert writer_reads["body"]["count"] == 1  # from the primary
@@ -161,20 +193,34 @@ def test_a_writer_reads_its_own_writes_from_the_primary(databases):
 
 
 def test_after_the_sticky_window_a_writer_reads_from_the_replica_again(databases):
-    created, writer_reads = probe(databases, "replica", [
-        {"as": "writer", "method": "POST", "path": "/api/widgets/", "body": {"name": "Later", "sku": "LATER-1"}},
-        {"sleep": 1.5},
-        {"as": "writer", "method": "GET", "path": "/api/widgets/?search=LATER-1"},
-    ], DATABASE_REPLICA_STICKY_SECONDS="1")
+    created, writer_reads = probe(
+        databases,
+        "replica",
+        [
+            {"as": "writer", "method": "POST", "path": "/api/widgets/", "body": {"name": "Later", "sku": "LATER-1"}},
+            {"sleep": 1.5},
+            {"as": "writer", "method": "GET", "path": "/api/widgets/?search=LATER-1"},
+        ],
+        DATABASE_REPLICA_STICKY_SECONDS="1",
+    )
 
     assert created["status"] == 201, created
     assert writer_reads["body"]["count"] == 0  # the replica, which does not have it
 
 
 def test_a_write_request_reads_what_it_changes_from_the_primary(databases):
-    (changed,) = probe(databases, "replica", [
-        {"as": "writer", "method": "PATCH", "path": f"/api/widgets/{databases['newer']}/", "body": {"name": "Renamed"}},
-    ])
+    (changed,) = probe(
+        databases,
+        "replica",
+        [
+            {
+                "as": "writer",
+                "method": "PATCH",
+                "path": f"/api/widgets/{databases['newer']}/",
+                "body": {"name": "Renamed"},
+            },
+        ],
+    )
 
     assert changed["status"] == 200, changed  # not 404: the widget is not on the replica
     assert changed["body"]["name"] == "Renamed"
@@ -191,23 +237,32 @@ def test_management_commands_read_the_primary(databases):
 
 
 def test_an_unreachable_replica_is_skipped_and_readyz_reports_it_without_failing(databases):
-    retrieved, ready = probe(databases, "unreachable", [
-        {"as": "reader", "method": "GET", "path": f"/api/widgets/{databases['newer']}/"},
-        {"method": "GET", "path": "/readyz"},
-    ])
+    retrieved, ready = probe(
+        databases,
+        "unreachable",
+        [
+            {"as": "reader", "method": "GET", "path": f"/api/widgets/{databases['newer']}/"},
+            {"method": "GET", "path": "/readyz"},
+        ],
+    )
 
     assert retrieved["status"] == 200  # read from the primary
     assert ready == {
-        "status": 200, "body": {"status": "degraded", "database": "ok", "replicas": {"replica_0": "unreachable"}}
+        "status": 200,
+        "body": {"status": "degraded", "database": "ok", "replicas": {"replica_0": "unreachable"}},
     }
 
 
 def test_a_read_that_fails_on_the_replica_is_answered_from_the_primary(databases):
     # The replica connects and answers SELECT 1, then fails the request's query.
-    listed, ready = probe(databases, "empty", [
-        {"as": "reader", "method": "GET", "path": "/api/widgets/"},
-        {"method": "GET", "path": "/readyz"},
-    ])
+    listed, ready = probe(
+        databases,
+        "empty",
+        [
+            {"as": "reader", "method": "GET", "path": "/api/widgets/"},
+            {"method": "GET", "path": "/readyz"},
+        ],
+    )
 
     assert listed["status"] == 200, listed
     assert listed["body"]["count"] >= 4  # the primary's widgets
@@ -218,9 +273,11 @@ def test_a_read_that_fails_on_the_replica_is_answered_from_the_primary(databases
 def test_a_postgresql_replica_gets_the_primarys_tls_settings_and_a_short_connect_timeout(tmp_path):
     dump = "from django.conf import settings; print(sorted(settings.DATABASES['replica_0']['OPTIONS'].items()))"
     env = environment(
-        tmp_path / "unused.sqlite3", "postgres://app:pw@replica.internal:5432/widgets",
+        tmp_path / "unused.sqlite3",
+        "postgres://app:pw@replica.internal:5432/widgets",
         DATABASE_URL="postgres://app:pw@primary.internal:5432/widgets",
-        DJANGO_DB_SSLMODE="verify-full", DJANGO_DB_SSLROOTCERT="/etc/rds/global-bundle.pem",
+        DJANGO_DB_SSLMODE="verify-full",
+        DJANGO_DB_SSLROOTCERT="/etc/rds/global-bundle.pem",
     )
 
     result = manage(env, "shell", "-c", dump)

@@ -4,6 +4,7 @@ as a sale or released; and what they do to a widget's reserved and available uni
 Expiry is tested with a controllable clock (time-machine), never with sleeps. The races
 (PostgreSQL) are in test_concurrency.py.
 """
+
 from datetime import timedelta
 
 import pytest
@@ -58,7 +59,16 @@ class TestCreate:
 
         assert response.status_code == 201, response.content
         body = response.json()
-        assert set(body) == {"id", "reference", "status", "created_at", "expires_at", "closed_at", "items", "created_by"}
+        assert set(body) == {
+            "id",
+            "reference",
+            "status",
+            "created_at",
+            "expires_at",
+            "closed_at",
+            "items",
+            "created_by",
+        }
         assert body["reference"] == "order-1042"
         assert body["status"] == "active"
         assert body["items"] == [{"widget": bolt["id"], "quantity": 2}, {"widget": nut["id"], "quantity": 4}]
@@ -68,10 +78,14 @@ class TestCreate:
         assert created == timezone.now()
         assert expires - created == timedelta(seconds=600)
         assert {k: widget_of(clerk, bolt["id"])[k] for k in ("stock", "reserved", "available")} == {
-            "stock": 10, "reserved": 2, "available": 8,
+            "stock": 10,
+            "reserved": 2,
+            "available": 8,
         }
         assert {k: widget_of(clerk, nut["id"])[k] for k in ("stock", "reserved", "available")} == {
-            "stock": 4, "reserved": 4, "available": 0,
+            "stock": 4,
+            "reserved": 4,
+            "available": 0,
         }
 
     def test_the_time_limit_defaults_to_900_seconds(self, clerk, create_widget):
@@ -98,7 +112,10 @@ class TestCreate:
         assert response.status_code == 409, response.content
         body = response.json()
         assert {k: body[k] for k in ("code", "index", "widget", "available")} == {
-            "code": "insufficient_stock", "index": 1, "widget": scarce["id"], "available": 2,
+            "code": "insufficient_stock",
+            "index": 1,
+            "widget": scarce["id"],
+            "available": 2,
         }
         assert widget_of(clerk, plenty["id"])["reserved"] == 0
         assert Reservation.objects.count() == 1
@@ -128,7 +145,9 @@ class TestCreate:
 
         assert response.status_code == 400
         assert {k: response.json()[k] for k in ("code", "index", "field")} == {
-            "code": "duplicate_widget", "index": 1, "field": "widget",
+            "code": "duplicate_widget",
+            "index": 1,
+            "field": "widget",
         }
         assert Reservation.objects.count() == 0
 
@@ -136,9 +155,17 @@ class TestCreate:
     def test_a_bad_quantity_is_400_naming_the_item_and_field(self, clerk, create_widget, quantity):
         widget = create_widget(stock=5)
 
-        response = clerk.post(URL, {"reference": "r", "items": [
-            {"widget": widget["id"], "quantity": 1}, {"widget": widget["id"] + 1, "quantity": quantity},
-        ]}, format="json")
+        response = clerk.post(
+            URL,
+            {
+                "reference": "r",
+                "items": [
+                    {"widget": widget["id"], "quantity": 1},
+                    {"widget": widget["id"] + 1, "quantity": quantity},
+                ],
+            },
+            format="json",
+        )
 
         assert response.status_code == 400
         assert {k: response.json()[k] for k in ("index", "field")} == {"index": 1, "field": "quantity"}
@@ -260,7 +287,10 @@ class TestExpiry:
 
         clock.shift(1)  # expires_at itself: no longer held
         assert clerk.get(f"{URL}{reservation['id']}/").json()["status"] == "expired"
-        assert {k: widget_of(clerk, widget["id"])[k] for k in ("reserved", "available")} == {"reserved": 0, "available": 5}
+        assert {k: widget_of(clerk, widget["id"])[k] for k in ("reserved", "available")} == {
+            "reserved": 0,
+            "available": 5,
+        }
 
     def test_expired_units_can_be_reserved_and_sold_by_others(self, clerk, create_widget, clock):
         widget = create_widget(stock=5)
@@ -311,7 +341,8 @@ class TestCommit:
         assert body["status"] == "committed"
         assert body["closed_at"] is not None
         assert [(m["widget"], m["delta"], m["reason"], m["stock_after"]) for m in body["movements"]] == [
-            (bolt["id"], -2, "sold", 8), (nut["id"], -4, "sold", 0),
+            (bolt["id"], -2, "sold", 8),
+            (nut["id"], -4, "sold", 0),
         ]
         assert all("order-77" in m["note"] and m["created_by"] == clerk.user.username for m in body["movements"])
         for widget, stock in [(bolt, 8), (nut, 0)]:
@@ -337,7 +368,10 @@ class TestCommit:
         response = act(clerk, reservation["id"], "commit")
 
         assert response.status_code == 409
-        assert {k: response.json()[k] for k in ("code", "status")} == {"code": "reservation_not_active", "status": "released"}
+        assert {k: response.json()[k] for k in ("code", "status")} == {
+            "code": "reservation_not_active",
+            "status": "released",
+        }
         assert Widget.objects.get(pk=widget["id"]).stock == 5
 
     def test_committing_an_unknown_reservation_is_404(self, clerk):
@@ -449,15 +483,23 @@ class TestStockDecreasesAreLimitedByAvailable:
         free, held = create_widget(stock=10), create_widget(stock=10)
         reserve(clerk, (held["id"], 7))
 
-        response = clerk.post("/api/adjustments/", {"items": [
-            {"widget": free["id"], "delta": -5, "reason": "sold"},
-            {"widget": held["id"], "delta": 2, "reason": "received"},
-            {"widget": held["id"], "delta": -6, "reason": "sold"},
-        ]}, format="json")
+        response = clerk.post(
+            "/api/adjustments/",
+            {
+                "items": [
+                    {"widget": free["id"], "delta": -5, "reason": "sold"},
+                    {"widget": held["id"], "delta": 2, "reason": "received"},
+                    {"widget": held["id"], "delta": -6, "reason": "sold"},
+                ]
+            },
+            format="json",
+        )
 
         assert response.status_code == 409
         assert {k: response.json()[k] for k in ("code", "index", "available")} == {
-            "code": "insufficient_stock", "index": 2, "available": 5,
+            "code": "insufficient_stock",
+            "index": 2,
+            "available": 5,
         }
         assert [Widget.objects.get(pk=w["id"]).stock for w in (free, held)] == [10, 10]
 
@@ -465,10 +507,16 @@ class TestStockDecreasesAreLimitedByAvailable:
         widget = create_widget(stock=5)
         reserve(clerk, (widget["id"], 5))
 
-        response = clerk.post("/api/adjustments/", {"items": [
-            {"widget": widget["id"], "delta": 3, "reason": "received"},
-            {"widget": widget["id"], "delta": -3, "reason": "sold"},
-        ]}, format="json")
+        response = clerk.post(
+            "/api/adjustments/",
+            {
+                "items": [
+                    {"widget": widget["id"], "delta": 3, "reason": "received"},
+                    {"widget": widget["id"], "delta": -3, "reason": "sold"},
+                ]
+            },
+            format="json",
+        )
 
         assert response.status_code == 201, response.content
 
@@ -526,9 +574,15 @@ class TestFilters:
         assert response.status_code == 200, response.content
         return sorted(r["reference"] for r in response.json()["results"])
 
-    @pytest.mark.parametrize("status, expected", [
-        ("active", ["order-a"]), ("expired", ["order-b"]), ("committed", ["order-c"]), ("released", ["order-d"]),
-    ])
+    @pytest.mark.parametrize(
+        "status, expected",
+        [
+            ("active", ["order-a"]),
+            ("expired", ["order-b"]),
+            ("committed", ["order-c"]),
+            ("released", ["order-d"]),
+        ],
+    )
     def test_status(self, viewer, reservations, status, expected):
         assert self.listed(viewer, status=status) == expected
 
@@ -560,7 +614,11 @@ class TestWidgetAvailability:
         assert (shown["stock"], shown["reserved"], shown["available"]) == (10, 4, 6)
 
     def test_min_and_max_available(self, clerk, viewer, create_widget):
-        a, b, c = create_widget(stock=10, sku="AV-A"), create_widget(stock=10, sku="AV-B"), create_widget(stock=3, sku="AV-C")
+        a, b, c = (
+            create_widget(stock=10, sku="AV-A"),
+            create_widget(stock=10, sku="AV-B"),
+            create_widget(stock=3, sku="AV-C"),
+        )
         reserve(clerk, (a["id"], 8))
 
         def skus(**query):
@@ -571,7 +629,11 @@ class TestWidgetAvailability:
         assert skus(min_available=3, max_available=3) == ["AV-C"]
 
     def test_ordering_by_available(self, clerk, viewer, create_widget):
-        a, b, c = create_widget(stock=10, sku="OR-A"), create_widget(stock=5, sku="OR-B"), create_widget(stock=7, sku="OR-C")
+        a, b, c = (
+            create_widget(stock=10, sku="OR-A"),
+            create_widget(stock=5, sku="OR-B"),
+            create_widget(stock=7, sku="OR-C"),
+        )
         reserve(clerk, (a["id"], 9))
 
         ascending = [w["sku"] for w in viewer.get("/api/widgets/", {"ordering": "available"}).json()["results"]]
@@ -614,7 +676,9 @@ class TestWidgetAvailability:
 
         staff = Client()
         staff.force_login(make_user("manager", is_staff=True))
-        upload = SimpleUploadedFile("widgets.csv", text.replace(f",10,{version},4,6", f",10,{version},9,1").encode(), content_type="text/csv")
+        upload = SimpleUploadedFile(
+            "widgets.csv", text.replace(f",10,{version},4,6", f",10,{version},9,1").encode(), content_type="text/csv"
+        )
         response = staff.post("/admin/widgets/widget/import/", {"file": upload, "dry_run": ""})
         assert response.status_code == 302, response.content.decode()[:2000]
         shown = widget_of(viewer, widget["id"])
@@ -696,7 +760,7 @@ class TestQueries:
     def held_widgets(self, clerk, create_widget):
         ids = [create_widget(stock=10)["id"] for _ in range(30)]
         for start in range(0, 30, 3):
-            reserve(clerk, *[(w, 1) for w in ids[start:start + 3]])
+            reserve(clerk, *[(w, 1) for w in ids[start : start + 3]])
         return ids
 
     def test_widget_list_queries_do_not_grow_with_the_page(self, viewer, held_widgets, django_assert_max_num_queries):
@@ -714,7 +778,9 @@ class TestQueries:
             response = viewer.get(f"/api/widgets/{held_widgets[0]}/")
         assert response.json()["reserved"] == 1
 
-    def test_reservation_list_queries_do_not_grow_with_the_page(self, viewer, held_widgets, django_assert_max_num_queries):
+    def test_reservation_list_queries_do_not_grow_with_the_page(
+        self, viewer, held_widgets, django_assert_max_num_queries
+    ):
         from .test_performance import LIST_QUERIES
 
         viewer.get(URL)
@@ -727,16 +793,18 @@ class TestQueries:
         assert counts[0] == counts[1]
 
 
-
 class TestSchema:
-    @pytest.mark.parametrize("path, method, codes", [
-        ("/api/reservations/", "get", {"200", "400", "401", "403", "429"}),
-        ("/api/reservations/", "post", {"201", "400", "401", "403", "409", "422", "429"}),
-        ("/api/reservations/{id}/", "get", {"200", "401", "403", "404", "429"}),
-        ("/api/reservations/{id}/commit/", "post", {"201", "401", "403", "404", "409", "422", "429"}),
-        ("/api/reservations/{id}/release/", "post", {"200", "401", "403", "404", "409", "422", "429"}),
-        ("/api/reservations/{id}/extend/", "post", {"200", "400", "401", "403", "404", "409", "422", "429"}),
-    ])
+    @pytest.mark.parametrize(
+        "path, method, codes",
+        [
+            ("/api/reservations/", "get", {"200", "400", "401", "403", "429"}),
+            ("/api/reservations/", "post", {"201", "400", "401", "403", "409", "422", "429"}),
+            ("/api/reservations/{id}/", "get", {"200", "401", "403", "404", "429"}),
+            ("/api/reservations/{id}/commit/", "post", {"201", "401", "403", "404", "409", "422", "429"}),
+            ("/api/reservations/{id}/release/", "post", {"200", "401", "403", "404", "409", "422", "429"}),
+            ("/api/reservations/{id}/extend/", "post", {"200", "400", "401", "403", "404", "409", "422", "429"}),
+        ],
+    )
     def test_every_reservation_operation_documents_its_answers(self, anon, path, method, codes):
         schema = anon.get("/api/schema/", {"format": "json"}).json()
 

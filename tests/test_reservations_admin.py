@@ -1,5 +1,6 @@
 """Reservations in the admin: the list (status, search, release action), and reserved and
 available units on the widget pages and the stock dashboard."""
+
 import re
 from datetime import timedelta
 
@@ -28,8 +29,16 @@ def held(create_widget, clerk):
     """A widget (stock 10, reorder level 3) with 4 units held by 'order-held', and a
     released reservation 'order-gone'."""
     widget = create_widget(stock=10, reorder_level=3, sku="HELD-1")
-    kept = clerk.post("/api/reservations/", {"reference": "order-held", "items": [{"widget": widget["id"], "quantity": 4}]}, format="json").json()
-    gone = clerk.post("/api/reservations/", {"reference": "order-gone", "items": [{"widget": widget["id"], "quantity": 1}]}, format="json").json()
+    kept = clerk.post(
+        "/api/reservations/",
+        {"reference": "order-held", "items": [{"widget": widget["id"], "quantity": 4}]},
+        format="json",
+    ).json()
+    gone = clerk.post(
+        "/api/reservations/",
+        {"reference": "order-gone", "items": [{"widget": widget["id"], "quantity": 1}]},
+        format="json",
+    ).json()
     clerk.post(f"/api/reservations/{gone['id']}/release/", {}, format="json")
     return widget, kept, gone
 
@@ -45,7 +54,9 @@ class TestReservationList:
         assert sorted(listed(html)) == ["order-gone", "order-held"]
         assert "released" in html and "active" in html
 
-    @pytest.mark.parametrize("status, expected", [("active", ["order-held"]), ("released", ["order-gone"]), ("expired", [])])
+    @pytest.mark.parametrize(
+        "status, expected", [("active", ["order-held"]), ("released", ["order-gone"]), ("expired", [])]
+    )
     def test_filter_by_status(self, held, status, expected):
         response = staff("viewer").get(LIST, {"status": status})
 
@@ -68,9 +79,7 @@ class TestReservationList:
         widget, kept, gone = held
         client = staff("clerk")
 
-        response = client.post(
-            LIST, {"action": "release", "_selected_action": [kept["id"], gone["id"]]}, follow=True
-        )
+        response = client.post(LIST, {"action": "release", "_selected_action": [kept["id"], gone["id"]]}, follow=True)
 
         assert response.status_code == 200
         messages = [str(m) for m in response.context["messages"]]
@@ -153,7 +162,11 @@ class TestDashboard:
 
         html = staff("viewer").get(DASHBOARD).content.decode()
 
-        assert (self.figure(html, "units"), self.figure(html, "reserved"), self.figure(html, "available")) == ("15", "4", "11")
+        assert (self.figure(html, "units"), self.figure(html, "reserved"), self.figure(html, "available")) == (
+            "15",
+            "4",
+            "11",
+        )
 
     def test_needs_reordering_counts_available_units(self, held, create_widget):
         widget, _, _ = held

@@ -5,6 +5,7 @@ Two gunicorn processes share a PostgreSQL database and Redis, as two instances b
 load balancer do; each has seen the tokens before the change. Needs DATABASE_URL (PostgreSQL)
 and REDIS_URL; skipped, saying so, without them.
 """
+
 import json
 import os
 import secrets
@@ -75,11 +76,26 @@ def two_instances(tmp_path):
         for port in free_ports(2):
             logs.append(tmp_path / f"server-{port}.log")
             with open(logs[-1], "w") as log:
-                servers.append(subprocess.Popen(
-                    [sys.executable, "-m", "gunicorn", "config.wsgi:application",
-                     "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "1"],
-                    cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-                ))
+                servers.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "gunicorn",
+                            "config.wsgi:application",
+                            "--bind",
+                            f"127.0.0.1:{port}",
+                            "--workers",
+                            "1",
+                            "--threads",
+                            "1",
+                        ],
+                        cwd=BASE_DIR,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
             urls.append(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 60
         for url, server, log in zip(urls, servers, logs):
@@ -122,10 +138,16 @@ def test_credential_changes_reach_every_server_process(two_instances):
     assert statuses([first], alice) == [401]
 
     # A user deactivated elsewhere (another process: the admin, a shell) is refused by both.
-    manage("shell", "-c", "from django.contrib.auth.models import User; u = User.objects.get(username='bob'); "
-                          "u.is_active = False; u.save()")
+    manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User; u = User.objects.get(username='bob'); "
+        "u.is_active = False; u.save()",
+    )
     assert statuses([second, first], bob) == [401, 401]
 
     # A role removed elsewhere: the user is still authenticated, but may no longer read.
-    manage("shell", "-c", "from django.contrib.auth.models import User; User.objects.get(username='carol').groups.clear()")
+    manage(
+        "shell", "-c", "from django.contrib.auth.models import User; User.objects.get(username='carol').groups.clear()"
+    )
     assert statuses([first, second], carol) == [403, 403]

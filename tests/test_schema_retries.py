@@ -1,4 +1,5 @@
 """The OpenAPI document describes the retry and conditional-request headers and answers."""
+
 import pytest
 import yaml
 from django.core.management import call_command
@@ -16,9 +17,7 @@ def header_params(operation):
     return {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
 
 
-@pytest.mark.parametrize(
-    "path", ["/api/widgets/", "/api/widgets/{id}/adjust/", "/api/adjustments/"]
-)
+@pytest.mark.parametrize("path", ["/api/widgets/", "/api/widgets/{id}/adjust/", "/api/adjustments/"])
 def test_idempotent_posts_document_the_key_replay_and_refusals(schema, path):
     post = schema["paths"][path]["post"]
 

@@ -1,4 +1,5 @@
 """The OpenAPI document describes the token endpoints, the change log and throttling."""
+
 import pytest
 import yaml
 from django.core.management import call_command

@@ -4,6 +4,7 @@ form (POST /api/auth/token/, /admin/login/, /api-auth/login/) per username and p
 A window opens with a client's first request and lasts the rate's period, so a test that
 counts up to a limit never straddles two windows.
 """
+
 import os
 import secrets
 
@@ -17,6 +18,7 @@ from widgets.models import ApiToken
 pytestmark = pytest.mark.django_db
 
 PASSWORD = "pw-Secret-123"  # make_user's
+
 
 @pytest.fixture
 def rates(settings):
@@ -242,7 +244,9 @@ class TestRatesFromEnvironment:
     def test_environment_sets_each_rate(self):
         result = manage(
             "diffsettings",
-            DJANGO_THROTTLE_ANON="10/hour", DJANGO_THROTTLE_USER="100/min", DJANGO_THROTTLE_LOGIN="3/min",
+            DJANGO_THROTTLE_ANON="10/hour",
+            DJANGO_THROTTLE_USER="100/min",
+            DJANGO_THROTTLE_LOGIN="3/min",
         )
 
         assert result.returncode == 0, result.stderr
@@ -285,8 +289,10 @@ def two_servers(tmp_path):
         DJANGO_NUM_PROXIES="1",
         DJANGO_SUPERUSER_PASSWORD=PASSWORD,
     )
-    for command in (["migrate", "--noinput", "-v", "0"],
-                    ["createsuperuser", "--noinput", "--username", "alice", "--email", "alice@example.com"]):
+    for command in (
+        ["migrate", "--noinput", "-v", "0"],
+        ["createsuperuser", "--noinput", "--username", "alice", "--email", "alice@example.com"],
+    ):
         result = manage(*command, **env)
         assert result.returncode == 0, result.stderr
     try:
@@ -306,7 +312,9 @@ def test_limits_hold_across_two_server_processes(two_servers):
     # wrong and right passwords count alike.
     attempts = [
         http("POST", f"{first}/api/auth/token/", {"username": "alice", "password": "wrong"}, forwarded_for="10.1.0.1"),
-        http("POST", f"{second}/api/auth/token/", {"username": "alice", "password": PASSWORD}, forwarded_for="10.1.0.2"),
+        http(
+            "POST", f"{second}/api/auth/token/", {"username": "alice", "password": PASSWORD}, forwarded_for="10.1.0.2"
+        ),
         http("POST", f"{first}/api/auth/token/", {"username": "alice", "password": "wrong"}, forwarded_for="10.1.0.3"),
     ]
     assert [status for status, _, _ in attempts] == [400, 201, 400]
@@ -318,9 +326,13 @@ def test_limits_hold_across_two_server_processes(two_servers):
 
     # The login limit per IP (3/hour): other usernames from one address.
     for n, server in enumerate([first, second, first]):
-        status, _, _ = http("POST", f"{server}/api/auth/token/", {"username": f"guess{n}", "password": "x"}, forwarded_for="10.2.0.1")
+        status, _, _ = http(
+            "POST", f"{server}/api/auth/token/", {"username": f"guess{n}", "password": "x"}, forwarded_for="10.2.0.1"
+        )
         assert status == 400
-    status, _, _ = http("POST", f"{second}/api/auth/token/", {"username": "guess9", "password": "x"}, forwarded_for="10.2.0.1")
+    status, _, _ = http(
+        "POST", f"{second}/api/auth/token/", {"username": "guess9", "password": "x"}, forwarded_for="10.2.0.1"
+    )
     assert status == 429
 
     # The per-user limit (4/hour) with the token issued above, alternating servers.

@@ -1,4 +1,5 @@
 """API tokens: issued for a username and password, hashed at rest, expiring, revocable."""
+
 from datetime import timedelta
 from io import StringIO
 
@@ -63,7 +64,7 @@ class TestIssue:
         body = issue(username=user.username, password=PASSWORD).json()
 
         stored = ApiToken.objects.filter(pk=body["id"]).values().get()
-        secret_part = body["token"][len(body["prefix"]):]
+        secret_part = body["token"][len(body["prefix"]) :]
         assert all(secret_part not in str(value) for value in stored.values())
         assert stored["digest"] != body["token"]
 
@@ -242,7 +243,14 @@ class TestList:
         assert body["count"] == 2
         assert [t["name"] for t in body["results"]] == ["second", ""]
         assert set(body["results"][0]) == {
-            "id", "name", "prefix", "read_only", "created_at", "last_used_at", "expires_at", "revoked_at",
+            "id",
+            "name",
+            "prefix",
+            "read_only",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+            "revoked_at",
         }
         assert viewer.raw_key not in response.content.decode()
 
@@ -375,9 +383,7 @@ class TestAdmin:
     def test_revoke_action_revokes_selected_tokens(self, admin_client, viewer):
         token = ApiToken.objects.get(user=viewer.user)
 
-        response = admin_client.post(
-            "/admin/widgets/apitoken/", {"action": "revoke", "_selected_action": [token.pk]}
-        )
+        response = admin_client.post("/admin/widgets/apitoken/", {"action": "revoke", "_selected_action": [token.pk]})
 
         assert response.status_code == 302
         assert ApiToken.objects.get(pk=token.pk).revoked_at is not None

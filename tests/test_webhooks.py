@@ -1,6 +1,7 @@
 """Events and webhooks, end to end: a change through the API, the real database task backend
 and ``manage.py db_worker``, and a real HTTP receiver on the loopback that checks every
 signature with the Standard Webhooks library (docs/events.md)."""
+
 import io
 import json
 import signal
@@ -63,7 +64,9 @@ class TestDelivery:
         subscription = subscribe(manager, receiver.url, ["stock.adjusted"])
         assert subscription["secret"].startswith("whsec_")
 
-        adjusted = clerk.post(f"/api/widgets/{widget['id']}/adjust/", {"delta": -3, "reason": "sold", "note": "order 7"})
+        adjusted = clerk.post(
+            f"/api/widgets/{widget['id']}/adjust/", {"delta": -3, "reason": "sold", "note": "order 7"}
+        )
         run_worker()
 
         [request] = receiver.wait_for(1)
@@ -84,7 +87,9 @@ class TestDelivery:
     def test_event_data_is_the_object_as_the_api_shows_it(self, manager, create_category, receiver):
         subscription = subscribe(manager, receiver.url, ["widget.created", "category.updated"])
         category = create_category(name="Hand Tools")
-        created = manager.post("/api/widgets/", {"name": "Spanner", "category": category["id"], "price": "12.50"}).json()
+        created = manager.post(
+            "/api/widgets/", {"name": "Spanner", "category": category["id"], "price": "12.50"}
+        ).json()
         manager.patch(f"/api/categories/{category['id']}/", {"description": "Spanners and such"})
         run_worker()
 
@@ -104,7 +109,11 @@ class TestDelivery:
 
         [request] = receiver.wait_for(1)
         payload = verified(subscription["secret"], request)
-        assert (payload["type"], payload["data"]["id"], payload["data"]["name"]) == ("widget.deleted", widget["id"], "Renamed")
+        assert (payload["type"], payload["data"]["id"], payload["data"]["name"]) == (
+            "widget.deleted",
+            widget["id"],
+            "Renamed",
+        )
         assert Event.objects.count() == 1  # the events nobody wanted were never stored
 
     def test_a_batch_sends_one_stock_adjusted_per_movement(self, manager, clerk, create_widget, receiver):
@@ -134,7 +143,10 @@ class TestDelivery:
         payloads = [verified(subscription["secret"], r) for r in receiver.wait_for(4)]
         got = sorted((p["type"], p["data"].get("sku") or p["data"]["widget"]["sku"]) for p in payloads)
         assert got == [
-            ("stock.adjusted", "BOLT-1"), ("stock.adjusted", "NUT-1"), ("widget.created", "NUT-1"), ("widget.low_stock", "BOLT-1"),
+            ("stock.adjusted", "BOLT-1"),
+            ("stock.adjusted", "NUT-1"),
+            ("widget.created", "NUT-1"),
+            ("widget.low_stock", "BOLT-1"),
         ]
 
 
@@ -146,10 +158,15 @@ class TestTransactional:
             services.adjust_stock(widget_id=widget["id"], delta=-1, reason="sold")
             raise RuntimeError("the caller's transaction fails after the adjustment")
         oversold = clerk.post(f"/api/widgets/{widget['id']}/adjust/", {"delta": -5, "reason": "sold"})
-        half_batch = clerk.post("/api/adjustments/", {"items": [
-            {"widget": widget["id"], "delta": -1, "reason": "sold"},
-            {"widget": widget["id"], "delta": -9, "reason": "sold"},
-        ]})
+        half_batch = clerk.post(
+            "/api/adjustments/",
+            {
+                "items": [
+                    {"widget": widget["id"], "delta": -1, "reason": "sold"},
+                    {"widget": widget["id"], "delta": -9, "reason": "sold"},
+                ]
+            },
+        )
         run_worker()
 
         assert (oversold.status_code, half_batch.status_code) == (409, 409)
@@ -163,12 +180,11 @@ class TestTransactional:
 
 class TestThresholds:
     def levels(self, receiver, secret, count):
-        return [
-            (p["type"], p["data"]["stock"])
-            for p in (verified(secret, r) for r in receiver.wait_for(count))
-        ]
+        return [(p["type"], p["data"]["stock"]) for p in (verified(secret, r) for r in receiver.wait_for(count))]
 
-    def test_crossing_the_reorder_level_twice_in_a_row_sends_one_low_stock(self, manager, clerk, create_widget, receiver):
+    def test_crossing_the_reorder_level_twice_in_a_row_sends_one_low_stock(
+        self, manager, clerk, create_widget, receiver
+    ):
         subscription = subscribe(manager, receiver.url, ["widget.low_stock"])
         widget = create_widget(stock=10, reorder_level=5)
         adjust = f"/api/widgets/{widget['id']}/adjust/"
@@ -183,7 +199,9 @@ class TestThresholds:
         assert self.levels(receiver, subscription["secret"], 2)[1:] == [("widget.low_stock", 3)]
         assert len(receiver.requests) == 2
 
-    def test_out_of_stock_and_back_in_stock_fire_on_reaching_and_leaving_zero(self, manager, clerk, create_widget, receiver):
+    def test_out_of_stock_and_back_in_stock_fire_on_reaching_and_leaving_zero(
+        self, manager, clerk, create_widget, receiver
+    ):
         subscription = subscribe(manager, receiver.url, ["widget.out_of_stock", "widget.back_in_stock"])
         widget = create_widget(stock=2, reorder_level=0)
         adjust = f"/api/widgets/{widget['id']}/adjust/"
@@ -192,7 +210,10 @@ class TestThresholds:
         run_worker()
 
         assert self.levels(receiver, subscription["secret"], 4) == [
-            ("widget.out_of_stock", 0), ("widget.back_in_stock", 1), ("widget.out_of_stock", 0), ("widget.back_in_stock", 3),
+            ("widget.out_of_stock", 0),
+            ("widget.back_in_stock", 1),
+            ("widget.out_of_stock", 0),
+            ("widget.back_in_stock", 3),
         ]
 
     def test_raising_the_reorder_level_over_the_stock_is_a_crossing(self, manager, create_widget, receiver):
@@ -228,7 +249,10 @@ class TestRetries:
 
         [logged] = deliveries(manager, subscription)
         assert (logged["status"], logged["attempts"], logged["last_status_code"], logged["last_error"]) == (
-            "pending", 1, 503, "HTTP 503",
+            "pending",
+            1,
+            503,
+            "HTTP 503",
         )
         wait = (timezone.datetime.fromisoformat(logged["next_attempt_at"]) - timezone.now()).total_seconds()
         assert 30 < wait <= 75  # 60 s +-25% jitter
@@ -306,7 +330,10 @@ class TestActions:
         assert response.status_code == 202 and response.json()["event"]["type"] == "webhook.ping"
         run_worker()
         [request] = receiver.wait_for(1)
-        assert verified(subscription["secret"], request)["data"] == {"subscription": subscription["id"], "url": receiver.url}
+        assert verified(subscription["secret"], request)["data"] == {
+            "subscription": subscription["id"],
+            "url": receiver.url,
+        }
 
     def test_rotating_the_secret_signs_with_the_new_one_only(self, manager, receiver):
         subscription = subscribe(manager, receiver.url)
@@ -403,7 +430,9 @@ class TestSubscriptions:
         assert not WebhookSubscription.objects.exists()
 
     def test_a_public_https_url_is_accepted_and_the_secret_shown_once(self, manager):
-        response = manager.post("/api/webhooks/", {"url": "https://93.184.216.34/hook", "event_types": ["stock.adjusted"]})
+        response = manager.post(
+            "/api/webhooks/", {"url": "https://93.184.216.34/hook", "event_types": ["stock.adjusted"]}
+        )
         assert response.status_code == 201, response.content
         body = response.json()
         assert body["secret"].startswith("whsec_") and body["is_active"] is True
@@ -411,7 +440,8 @@ class TestSubscriptions:
         assert [s["id"] for s in listed] == [body["id"]] and "secret" not in listed[0]
 
     @pytest.mark.parametrize(
-        "event_types", [[], ["stock.moved"], ["*", "stock.adjusted"], ["webhook.ping"], "*", ["stock.adjusted", "stock.adjusted"]]
+        "event_types",
+        [[], ["stock.moved"], ["*", "stock.adjusted"], ["webhook.ping"], "*", ["stock.adjusted", "stock.adjusted"]],
     )
     def test_bad_event_types_are_refused_naming_event_types(self, manager, event_types):
         response = manager.post("/api/webhooks/", {"url": "https://93.184.216.34/hook", "event_types": event_types})

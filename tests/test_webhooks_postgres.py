@@ -1,5 +1,6 @@
 """Webhook delivery under concurrency and crashes, on PostgreSQL with real worker processes
 (``manage.py run_worker``) and a real receiver on the loopback."""
+
 import os
 import random
 import signal
@@ -44,7 +45,11 @@ def worker(*args) -> subprocess.Popen:
     }
     return subprocess.Popen(
         [sys.executable, "manage.py", "run_worker", "--interval", "0.2", *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -100,9 +105,7 @@ def test_1000_adjustments_from_8_clients_are_1000_deliveries_none_lost_none_twic
     assert Delivery.objects.filter(status="delivered", attempts=1).count() == 1000
 
 
-def test_a_worker_killed_mid_delivery_delivers_after_restart_with_the_same_webhook_id(
-    manager, create_widget, receiver
-):
+def test_a_worker_killed_mid_delivery_delivers_after_restart_with_the_same_webhook_id(manager, create_widget, receiver):
     subscription = subscribe(manager, receiver.url, ["widget.created"])
     create_widget()
     receiver.hanging = True  # take the request, never answer

@@ -1,4 +1,5 @@
 """Widgets through the API: create, read, update, delete, and what each refuses."""
+
 import pytest
 
 from widgets.models import StockMovement, Widget
@@ -36,8 +37,21 @@ class TestCreate:
         ).json()
 
         assert set(body) == {
-            "id", "url", "sku", "name", "description", "category", "price", "stock", "reserved",
-            "available", "reorder_level", "low_stock", "is_active", "created_at", "updated_at",
+            "id",
+            "url",
+            "sku",
+            "name",
+            "description",
+            "category",
+            "price",
+            "stock",
+            "reserved",
+            "available",
+            "reorder_level",
+            "low_stock",
+            "is_active",
+            "created_at",
+            "updated_at",
         }
         assert body["sku"] == "NUT-1"
         assert body["category"] == category["id"]

@@ -1,5 +1,6 @@
 """A real HTTP receiver on the loopback for the webhook tests: it records every request and
 answers with the status codes it is told, in order (then 200)."""
+
 import contextlib
 import http.server
 import threading

@@ -12,6 +12,7 @@ checked, so a second look-up cannot swap in another one.
 ``settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS`` (development and tests) lifts both this and the
 https-only rule.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -2,6 +2,7 @@
 
 Writes go through ``webhooks.services``, as the API's do.
 """
+
 from django.contrib import admin, messages
 from django.db import models
 from django.urls import reverse
@@ -43,8 +44,15 @@ class WebhookSubscriptionAdmin(SuperuserOnly, admin.ModelAdmin):
     list_display = ["url", "event_types", "is_active", "failing_since", "disabled_reason"]
     list_filter = ["is_active"]
     fields = [
-        "url", "event_types", "is_active", "description",
-        "deliveries_link", "created_at", "failing_since", "disabled_at", "disabled_reason",
+        "url",
+        "event_types",
+        "is_active",
+        "description",
+        "deliveries_link",
+        "created_at",
+        "failing_since",
+        "disabled_at",
+        "disabled_reason",
     ]
     readonly_fields = ["deliveries_link", "created_at", "failing_since", "disabled_at", "disabled_reason"]
     actions = ["send_ping", "rotate_secret"]
@@ -95,15 +103,32 @@ class WebhookSubscriptionAdmin(SuperuserOnly, admin.ModelAdmin):
 @admin.register(Delivery)
 class DeliveryAdmin(SuperuserOnly, admin.ModelAdmin):
     list_display = [
-        "event_type", "subscription", "status", "attempts", "last_status_code", "last_duration_ms",
-        "next_attempt_at", "created_at",
+        "event_type",
+        "subscription",
+        "status",
+        "attempts",
+        "last_status_code",
+        "last_duration_ms",
+        "next_attempt_at",
+        "created_at",
     ]
     list_filter = ["status", "subscription"]
     list_select_related = ["event", "subscription"]
     fields = [
-        "subscription", "event_type", "event_id", "status", "attempts", "created_at", "last_attempt_at",
-        "last_status_code", "last_duration_ms", "last_error", "response_excerpt", "next_attempt_at",
-        "delivered_at", "payload",
+        "subscription",
+        "event_type",
+        "event_id",
+        "status",
+        "attempts",
+        "created_at",
+        "last_attempt_at",
+        "last_status_code",
+        "last_duration_ms",
+        "last_error",
+        "response_excerpt",
+        "next_attempt_at",
+        "delivered_at",
+        "payload",
     ]
     readonly_fields = fields
     actions = ["redeliver"]

@@ -4,6 +4,7 @@ For the ``manager`` role (Django permissions on ``WebhookSubscription`` and ``De
 Validation lives in the serializers (the URL rule is the model field's validator, shared with
 the admin); writes go through ``webhooks.services``.
 """
+
 import django_filters
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
@@ -51,8 +52,16 @@ class WebhookSubscriptionSerializer(serializers.ModelSerializer):
     class Meta:
         model = WebhookSubscription
         fields = [
-            "id", "url", "event_types", "is_active", "description",
-            "created_at", "updated_at", "failing_since", "disabled_at", "disabled_reason",
+            "id",
+            "url",
+            "event_types",
+            "is_active",
+            "description",
+            "created_at",
+            "updated_at",
+            "failing_since",
+            "disabled_at",
+            "disabled_reason",
         ]
         read_only_fields = ["created_at", "updated_at", "failing_since", "disabled_at", "disabled_reason"]
 
@@ -81,14 +90,26 @@ class DeliveryEventSerializer(serializers.ModelSerializer):
 
 class DeliverySerializer(serializers.ModelSerializer):
     event = DeliveryEventSerializer(read_only=True)
-    last_duration_ms = serializers.IntegerField(read_only=True, allow_null=True, help_text="Duration of the last attempt.")
+    last_duration_ms = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="Duration of the last attempt."
+    )
     response_excerpt = serializers.CharField(read_only=True, help_text="The first 1 KB of the last answer's body.")
 
     class Meta:
         model = Delivery
         fields = [
-            "id", "event", "status", "attempts", "last_status_code", "last_duration_ms", "last_error",
-            "response_excerpt", "created_at", "last_attempt_at", "next_attempt_at", "delivered_at",
+            "id",
+            "event",
+            "status",
+            "attempts",
+            "last_status_code",
+            "last_duration_ms",
+            "last_error",
+            "response_excerpt",
+            "created_at",
+            "last_attempt_at",
+            "next_attempt_at",
+            "delivered_at",
         ]
         read_only_fields = fields
 
@@ -167,7 +188,9 @@ class WebhookSubscriptionViewSet(viewsets.ModelViewSet):
         request=None,
         responses={
             202: ACCEPTED,
-            409: OpenApiResponse(ErrorSerializer, description="A worker is sending it right now (`delivery_in_flight`)."),
+            409: OpenApiResponse(
+                ErrorSerializer, description="A worker is sending it right now (`delivery_in_flight`)."
+            ),
         },
     )
     @action(
@@ -186,7 +209,10 @@ class WebhookSubscriptionViewSet(viewsets.ModelViewSet):
             delivery = services.redeliver(delivery=delivery)
         except services.DeliveryInFlight:
             return Response(
-                {"detail": "A worker is sending this delivery right now; try again shortly.", "code": "delivery_in_flight"},
+                {
+                    "detail": "A worker is sending this delivery right now; try again shortly.",
+                    "code": "delivery_in_flight",
+                },
                 status=status.HTTP_409_CONFLICT,
             )
         delivery = Delivery.objects.select_related("event").get(pk=delivery.pk)

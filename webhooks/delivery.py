@@ -15,6 +15,7 @@ A worker that dies between 1 and 3 leaves the delivery pending and held; once th
 out, ``manage.py deliver_pending`` (run when a worker starts) enqueues it again, and it is sent
 with the same ``webhook-id``: at least once.
 """
+
 from __future__ import annotations
 
 import base64
@@ -106,8 +107,14 @@ def send(subscription: WebhookSubscription, event: Event) -> Outcome:
         target = check_url(subscription.url)
         headers = {**signed_headers(subscription.secret, event, body), "host": target.host_header}
         response = _pool(target).urlopen(
-            "POST", target.path, body=body, headers=headers, redirect=False, retries=False,
-            preload_content=False, assert_same_host=False,
+            "POST",
+            target.path,
+            body=body,
+            headers=headers,
+            redirect=False,
+            retries=False,
+            preload_content=False,
+            assert_same_host=False,
         )
         raw = b""
         try:

@@ -6,6 +6,7 @@ transaction as the change that caused them, so a change that rolls back leaves n
 change that commits always has them; the delivery task is enqueued in that transaction too
 (django-tasks-db stores it in the same database). A worker then sends each delivery.
 """
+
 import base64
 import secrets
 
@@ -156,9 +157,7 @@ class DeliveryQuerySet(models.QuerySet):
         ).filter(Q(leased_until__isnull=True) | Q(leased_until__lte=now))
 
     def finished_before(self, when):
-        return self.filter(
-            status__in=[Delivery.Status.DELIVERED, Delivery.Status.FAILED], created_at__lt=when
-        )
+        return self.filter(status__in=[Delivery.Status.DELIVERED, Delivery.Status.FAILED], created_at__lt=when)
 
 
 RESPONSE_EXCERPT_BYTES = 1024

@@ -1,6 +1,7 @@
 """The events we POST to subscribers, described in the OpenAPI document (drf-spectacular's
 webhooks). Our document is OpenAPI 3.0, which has no ``webhooks`` section (3.1 added it), so
 ``x_webhooks`` files them under ``x-webhooks``, which ReDoc shows as it would 3.1's."""
+
 from drf_spectacular.utils import OpenApiResponse, OpenApiWebhook, extend_schema
 from rest_framework import serializers
 
@@ -90,8 +91,12 @@ class PingData(serializers.Serializer):
 
 
 WIDGET_TYPES = [
-    EventType.WIDGET_CREATED, EventType.WIDGET_UPDATED, EventType.WIDGET_DELETED,
-    EventType.WIDGET_LOW_STOCK, EventType.WIDGET_OUT_OF_STOCK, EventType.WIDGET_BACK_IN_STOCK,
+    EventType.WIDGET_CREATED,
+    EventType.WIDGET_UPDATED,
+    EventType.WIDGET_DELETED,
+    EventType.WIDGET_LOW_STOCK,
+    EventType.WIDGET_OUT_OF_STOCK,
+    EventType.WIDGET_BACK_IN_STOCK,
 ]
 CATEGORY_TYPES = [EventType.CATEGORY_CREATED, EventType.CATEGORY_UPDATED, EventType.CATEGORY_DELETED]
 
@@ -106,7 +111,9 @@ RECEIVED = {200: OpenApiResponse(description="Any 2xx: delivered. Anything else,
 def _webhook(name: str, summary: str, description: str, body) -> OpenApiWebhook:
     return OpenApiWebhook(
         name=name,
-        decorator=extend_schema(summary=summary, description=f"{description}\n\n{SIGNED}", request=body, responses=RECEIVED),
+        decorator=extend_schema(
+            summary=summary, description=f"{description}\n\n{SIGNED}", request=body, responses=RECEIVED
+        ),
     )
 
 

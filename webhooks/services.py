@@ -3,6 +3,7 @@
 ``Outbox`` is used by ``widgets.services`` inside each write's own transaction; the rest is
 called by the API, the admin and the commands alike.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -215,7 +216,9 @@ def purge(*, older_than: timedelta | None = None) -> dict[str, int]:
     with transaction.atomic():
         deliveries, _ = Delivery.objects.finished_before(before).delete()
         events, _ = Event.objects.filter(occurred_at__lt=before, deliveries__isnull=True).delete()
-        tasks, _ = DBTaskResult.objects.finished().filter(
-            task_path=f"{deliver.func.__module__}.{deliver.func.__name__}", finished_at__lt=before
-        ).delete()
+        tasks, _ = (
+            DBTaskResult.objects.finished()
+            .filter(task_path=f"{deliver.func.__module__}.{deliver.func.__name__}", finished_at__lt=before)
+            .delete()
+        )
     return {"deliveries": deliveries, "events": events, "tasks": tasks}

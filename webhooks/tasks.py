@@ -1,4 +1,5 @@
 """The delivery task, run by a worker (``manage.py db_worker``; ``make worker``)."""
+
 from django_tasks import task
 
 

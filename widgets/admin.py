@@ -3,6 +3,7 @@
 The input rules are the model fields' (``widgets.validators``), which the ModelForms run in
 ``full_clean()``; text is kept as typed (not stripped), as the API keeps it.
 """
+
 import base64
 import gzip
 import io
@@ -15,7 +16,6 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import models, transaction
-from django.db.models import F
 from django.forms.models import BaseInlineFormSet
 from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
@@ -29,7 +29,16 @@ from django.utils.text import Truncator
 
 from . import csv_io, services
 from .charts import line_chart
-from .models import ApiToken, Category, ChangeLogEntry, Reservation, ReservationItem, StockMovement, Widget, bounded_count
+from .models import (
+    ApiToken,
+    Category,
+    ChangeLogEntry,
+    Reservation,
+    ReservationItem,
+    StockMovement,
+    Widget,
+    bounded_count,
+)
 from .validators import one_line
 
 INLINE_MOVEMENTS = 20
@@ -128,12 +137,13 @@ PENDING_IMPORT = "widgets_pending_import"
 
 
 class ImportWidgetsForm(forms.Form):
-    file = forms.FileField(
-        required=False, help_text="UTF-8 CSV with a header row: " + ", ".join(csv_io.COLUMNS) + "."
-    )
+    file = forms.FileField(required=False, help_text="UTF-8 CSV with a header row: " + ", ".join(csv_io.COLUMNS) + ".")
     pending = forms.CharField(required=False, widget=forms.HiddenInput)
     dry_run = forms.BooleanField(
-        required=False, initial=True, label="Dry run", help_text="Check the file and show what would change; write nothing."
+        required=False,
+        initial=True,
+        label="Dry run",
+        help_text="Check the file and show what would change; write nothing.",
     )
     stock_corrections = forms.BooleanField(
         required=False,
@@ -205,15 +215,35 @@ class WidgetAdmin(VerbatimTextMixin, admin.ModelAdmin):
     # short headers, compact dates, SKUs kept on one line (staff.css). What is reserved is
     # on the widget's page; the list shows what is left to sell.
     list_display = [
-        "sku", "name", "category", "stock", "available", "reorder_at", "is_low_stock", "price", "active", "updated",
+        "sku",
+        "name",
+        "category",
+        "stock",
+        "available",
+        "reorder_at",
+        "is_low_stock",
+        "price",
+        "active",
+        "updated",
     ]
     list_filter = ["category", "is_active", LowStockFilter]
     list_select_related = ["category"]
     search_fields = ["sku", "name"]
     readonly_fields = ["stock", "reserved", "available", "created_at", "updated_at", "movement_history_link"]
     fields = [
-        "sku", "name", "description", "category", "price", "reorder_level", "is_active",
-        "stock", "reserved", "available", "movement_history_link", "created_at", "updated_at",
+        "sku",
+        "name",
+        "description",
+        "category",
+        "price",
+        "reorder_level",
+        "is_active",
+        "stock",
+        "reserved",
+        "available",
+        "movement_history_link",
+        "created_at",
+        "updated_at",
     ]
     inlines = [StockMovementInline]
     show_full_result_count = False
@@ -344,7 +374,9 @@ class WidgetAdmin(VerbatimTextMixin, admin.ModelAdmin):
                 if not errors:
                     try:
                         summary = services.import_widgets(
-                            rows=parsed.rows, user=request.user, dry_run=form.cleaned_data["dry_run"],
+                            rows=parsed.rows,
+                            user=request.user,
+                            dry_run=form.cleaned_data["dry_run"],
                             stock_corrections=form.cleaned_data["stock_corrections"],
                         )
                     except services.StaleImport as exc:

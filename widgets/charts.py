@@ -4,6 +4,7 @@ No JavaScript and no network: the template ``admin/widgets/line_chart.html`` tur
 ``LineChart`` into inline SVG (scales with the page; a data table beside it serves screen
 readers and anyone who wants exact numbers).
 """
+
 from __future__ import annotations
 
 import math

@@ -17,6 +17,7 @@ membership or permissions changed, a group or permission deleted. Django's own a
 makes most of these changes, so they are caught with its model signals (connected in
 ``WidgetsConfig.ready``): this is cache bookkeeping, not a business rule.
 """
+
 import logging
 import secrets
 

@@ -12,6 +12,7 @@ their model field (its validators: no control characters, not only whitespace, t
 The export carries each widget's ``version``, so that importing an old file is refused
 instead of reverting what changed since (``services.import_widgets``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -74,15 +75,32 @@ def export_rows(queryset) -> Iterator[list[Any]]:
     if "reserved" not in queryset.query.annotations:
         queryset = queryset.with_availability()
     rows = queryset.values_list(
-        "sku", "name", "description", "category__slug", "price", "reorder_level", "is_active", "stock", "version",
+        "sku",
+        "name",
+        "description",
+        "category__slug",
+        "price",
+        "reorder_level",
+        "is_active",
+        "stock",
+        "version",
         "reserved",
     )
     for sku, name, description, category, price, reorder_level, is_active, stock, version, reserved in rows.iterator(
         chunk_size=EXPORT_CHUNK
     ):
         yield [
-            sku, protect_cell(name), protect_cell(description), category or "", price, reorder_level,
-            "true" if is_active else "false", stock, version, reserved, stock - reserved,
+            sku,
+            protect_cell(name),
+            protect_cell(description),
+            category or "",
+            price,
+            reorder_level,
+            "true" if is_active else "false",
+            stock,
+            version,
+            reserved,
+            stock - reserved,
         ]
 
 
@@ -160,16 +178,17 @@ def read_widget_rows(lines: Iterable[str]) -> ParsedFile:
 
     # One query for every category the file names, by slug or by name (a category's
     # slug is its slugified name, so slugifying the cell matches either).
-    wanted = {slugify(cells[columns.index("category")]) for _, cells in raw_rows
-              if "category" in columns and len(cells) == len(columns)}
+    wanted = {
+        slugify(cells[columns.index("category")])
+        for _, cells in raw_rows
+        if "category" in columns and len(cells) == len(columns)
+    }
     categories = {c.slug: c for c in Category.objects.filter(slug__in=wanted - {""})} if wanted else {}
 
     first_row_of_sku: dict[str, int] = {}
     for number, cells in raw_rows:
         if len(cells) != len(columns):
-            result.errors.append(
-                RowError(number, "row", f"Expected {len(columns)} cells, found {len(cells)}.")
-            )
+            result.errors.append(RowError(number, "row", f"Expected {len(columns)} cells, found {len(cells)}."))
             continue
         values = {name: cell for i, (name, cell) in enumerate(zip(columns, cells)) if i not in ignored}
         row = _validate_row(number, values, categories, result.errors)

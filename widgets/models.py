@@ -4,6 +4,7 @@ Inventory data: categories, widgets and the append-only stock ledger.
 A widget's ``stock`` is a cached sum of its ``StockMovement`` deltas; only
 ``widgets.services`` writes either, so the two never drift apart.
 """
+
 import hashlib
 import hmac
 import json
@@ -143,9 +144,7 @@ class WidgetQuerySet(models.QuerySet):
         now = now or timezone.now()
         held = ReservationItem.objects.holding(now=now).values("widget_id")
         queryset = self.alias(_low_available=F("stock") - reserved_units(now))
-        condition = Q(stock__lte=F("reorder_level")) | (
-            Q(pk__in=held) & Q(_low_available__lte=F("reorder_level"))
-        )
+        condition = Q(stock__lte=F("reorder_level")) | (Q(pk__in=held) & Q(_low_available__lte=F("reorder_level")))
         return queryset, condition
 
     def low_stock(self, now=None):
@@ -177,9 +176,11 @@ class WidgetQuerySet(models.QuerySet):
             value=Coalesce(Sum(value), 0, output_field=DecimalField(max_digits=24, decimal_places=2)),
             low_stock=Count("id", filter=Q(is_active=True) & low),
         )
-        totals["reserved"] = ReservationItem.objects.holding(now=now).filter(widget__in=self.values("pk")).aggregate(
-            total=Coalesce(Sum("quantity"), 0)
-        )["total"]
+        totals["reserved"] = (
+            ReservationItem.objects.holding(now=now)
+            .filter(widget__in=self.values("pk"))
+            .aggregate(total=Coalesce(Sum("quantity"), 0))["total"]
+        )
         totals["available"] = totals["units"] - totals["reserved"]
         return totals
 
@@ -224,22 +225,15 @@ class WidgetQuerySet(models.QuerySet):
                 0,
             ),
             newest_stock_after=Subquery(newest.values("stock_after")[:1]),
-        ).filter(
-            ~Q(stock=F("ledger_sum"))
-            | (Q(newest_stock_after__isnull=False) & ~Q(newest_stock_after=F("stock")))
-        )
+        ).filter(~Q(stock=F("ledger_sum")) | (Q(newest_stock_after__isnull=False) & ~Q(newest_stock_after=F("stock"))))
 
 
 class Widget(models.Model):
     sku = SkuField(max_length=32, unique=True, validators=[sku_validator])
     name = models.CharField(max_length=100, validators=[one_line])
     description = models.TextField(blank=True, validators=[multi_line])
-    category = models.ForeignKey(
-        Category, null=True, blank=True, on_delete=models.PROTECT, related_name="widgets"
-    )
-    price = models.DecimalField(
-        max_digits=12, decimal_places=2, default=0, validators=[MinValueValidator(0)]
-    )
+    category = models.ForeignKey(Category, null=True, blank=True, on_delete=models.PROTECT, related_name="widgets")
+    price = models.DecimalField(max_digits=12, decimal_places=2, default=0, validators=[MinValueValidator(0)])
     stock = models.IntegerField(default=0, editable=False)
     reorder_level = models.IntegerField(default=0, validators=[MinValueValidator(0)])
     is_active = models.BooleanField(default=True)
@@ -255,9 +249,7 @@ class Widget(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(stock__gte=0), name="widget_stock_not_negative"),
             models.CheckConstraint(condition=Q(price__gte=0), name="widget_price_not_negative"),
-            models.CheckConstraint(
-                condition=Q(reorder_level__gte=0), name="widget_reorder_level_not_negative"
-            ),
+            models.CheckConstraint(condition=Q(reorder_level__gte=0), name="widget_reorder_level_not_negative"),
         ]
         indexes = [
             models.Index(fields=["name"]),
@@ -350,9 +342,7 @@ class StockMovement(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(condition=~Q(delta=0), name="movement_delta_not_zero"),
-            models.CheckConstraint(
-                condition=Q(stock_after__gte=0), name="movement_stock_after_not_negative"
-            ),
+            models.CheckConstraint(condition=Q(stock_after__gte=0), name="movement_stock_after_not_negative"),
         ]
         indexes = [models.Index(fields=["widget", "-id"], name="movement_widget_newest")]
 
@@ -421,10 +411,13 @@ class Reservation(models.Model):
                 condition=Q(status__in=["active", "committed", "released"]), name="reservation_status_valid"
             ),
             models.CheckConstraint(
-                condition=Q(status="active", closed_at__isnull=True) | (~Q(status="active") & Q(closed_at__isnull=False)),
+                condition=Q(status="active", closed_at__isnull=True)
+                | (~Q(status="active") & Q(closed_at__isnull=False)),
                 name="reservation_closed_at_iff_closed",
             ),
-            models.CheckConstraint(condition=Q(expires_at__gt=F("created_at")), name="reservation_expires_after_creation"),
+            models.CheckConstraint(
+                condition=Q(expires_at__gt=F("created_at")), name="reservation_expires_after_creation"
+            ),
         ]
         indexes = [
             models.Index(fields=["-created_at", "-id"], name="reservation_newest"),

@@ -16,6 +16,7 @@ decrease of stock may take only the *available* units (stock - reserved), so uni
 for someone can be neither sold nor written off, and at every commit
 0 <= reserved <= stock for every widget.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,7 +24,6 @@ import datetime
 import uuid
 from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
-from datetime import timezone as dt_timezone
 from decimal import Decimal
 from typing import Any
 
@@ -148,9 +148,7 @@ def check_movement(*, delta: int, reason: str, initial: bool = False) -> None:
 
 
 @transaction.atomic
-def adjust_stock(
-    *, widget_id: int, delta: int, reason: str, note: str = "", user=None
-) -> StockMovement:
+def adjust_stock(*, widget_id: int, delta: int, reason: str, note: str = "", user=None) -> StockMovement:
     """Add ``delta`` to a widget's stock and record it in the ledger.
 
     Raises ``InvalidMovement`` (see ``check_movement``), ``Widget.DoesNotExist``,
@@ -170,15 +168,11 @@ def adjust_stock(
             available=widget.available,
         )
     if new_stock > MAX_STOCK:
-        raise StockLimitExceeded(
-            f"Stock would exceed the maximum of {MAX_STOCK}.", available=widget.available
-        )
+        raise StockLimitExceeded(f"Stock would exceed the maximum of {MAX_STOCK}.", available=widget.available)
 
     now = timezone.now()
     level_before = (alert_level(widget), widget.reorder_level)
-    Widget.objects.filter(pk=widget.pk).update(
-        stock=new_stock, version=F("version") + 1, updated_at=now
-    )
+    Widget.objects.filter(pk=widget.pk).update(stock=new_stock, version=F("version") + 1, updated_at=now)
     widget.stock, widget.version, widget.updated_at = new_stock, widget.version + 1, now
     movement = StockMovement.objects.create(
         widget=widget,
@@ -243,27 +237,35 @@ def adjust_stock_batch(*, items: Sequence[Mapping[str, Any]], user=None) -> list
             raise BatchItemError(index, UnknownWidget(f"widget {item['widget']} does not exist"))
         new_stock = widget.stock + item["delta"]
         if item["delta"] < 0 and new_stock < widget.reserved:
-            raise BatchItemError(index, InsufficientStock(
-                f"Insufficient stock of widget {widget.pk}: {widget.available} available, "
-                f"{-item['delta']} requested.",
-                available=widget.available,
-            ))
+            raise BatchItemError(
+                index,
+                InsufficientStock(
+                    f"Insufficient stock of widget {widget.pk}: {widget.available} available, "
+                    f"{-item['delta']} requested.",
+                    available=widget.available,
+                ),
+            )
         if new_stock > MAX_STOCK:
-            raise BatchItemError(index, StockLimitExceeded(
-                f"Stock of widget {widget.pk} would exceed the maximum of {MAX_STOCK}.",
-                available=widget.available,
-            ))
+            raise BatchItemError(
+                index,
+                StockLimitExceeded(
+                    f"Stock of widget {widget.pk} would exceed the maximum of {MAX_STOCK}.",
+                    available=widget.available,
+                ),
+            )
         level_before = (alert_level(widget), widget.reorder_level)
         widget.stock = new_stock
         levels_before.append(level_before)
-        movements.append(StockMovement(
-            widget=widget,
-            delta=item["delta"],
-            reason=item["reason"],
-            note=item.get("note", ""),
-            stock_after=new_stock,
-            created_by=user,
-        ))
+        movements.append(
+            StockMovement(
+                widget=widget,
+                delta=item["delta"],
+                reason=item["reason"],
+                note=item.get("note", ""),
+                stock_after=new_stock,
+                created_by=user,
+            )
+        )
 
     # Every check passed: one UPDATE for the widgets, one INSERT for the ledger.
     _write_stock([widgets[pk] for pk in ids], now)
@@ -357,12 +359,15 @@ def create_reservation(
         if widget is None:
             raise BatchItemError(index, UnknownWidget(f"widget {item['widget']} does not exist"))
         if item["quantity"] > widget.available:
-            raise BatchItemError(index, InsufficientStock(
-                f"Insufficient stock of widget {widget.pk}: {widget.available} available, "
-                f"{item['quantity']} requested.",
-                widget=widget.pk,
-                available=widget.available,
-            ))
+            raise BatchItemError(
+                index,
+                InsufficientStock(
+                    f"Insufficient stock of widget {widget.pk}: {widget.available} available, "
+                    f"{item['quantity']} requested.",
+                    widget=widget.pk,
+                    available=widget.available,
+                ),
+            )
 
     reservation = Reservation.objects.create(
         reference=reference,
@@ -371,8 +376,7 @@ def create_reservation(
         expires_at=now + timedelta(seconds=ttl_seconds),
     )
     reservation_items = ReservationItem.objects.bulk_create(
-        ReservationItem(reservation=reservation, widget_id=item["widget"], quantity=item["quantity"])
-        for item in items
+        ReservationItem(reservation=reservation, widget_id=item["widget"], quantity=item["quantity"]) for item in items
     )
     levels_before = {pk: (alert_level(widget), widget.reorder_level) for pk, widget in widgets.items()}
     for item in reservation_items:
@@ -436,10 +440,16 @@ def commit_reservation(*, reservation_id: int, user=None) -> tuple[Reservation, 
         # Held units are in stock (0 <= reserved <= stock), so this cannot go below zero.
         widget.stock -= item.quantity
         widget.reserved -= item.quantity
-        movements.append(StockMovement(
-            widget=widget, delta=-item.quantity, reason=StockMovement.Reason.SOLD, note=note,
-            stock_after=widget.stock, created_by=user if user is not None and user.is_authenticated else None,
-        ))
+        movements.append(
+            StockMovement(
+                widget=widget,
+                delta=-item.quantity,
+                reason=StockMovement.Reason.SOLD,
+                note=note,
+                stock_after=widget.stock,
+                created_by=user if user is not None and user.is_authenticated else None,
+            )
+        )
     _write_stock(widgets.values(), now)
     movements = StockMovement.objects.bulk_create(movements)
     _prefetched(reservation, items)
@@ -612,23 +622,22 @@ def update_widget(
         _object_event(outbox, EventType.WIDGET_UPDATED, locked)
         # A new reorder level can put the widget at or below it without any stock moving.
         level = alert_level(locked)
-        for event_type in threshold_events(before=(level, before["reorder_level"]), after=(level, locked.reorder_level)):
+        for event_type in threshold_events(
+            before=(level, before["reorder_level"]), after=(level, locked.reorder_level)
+        ):
             _object_event(outbox, event_type, locked)
         outbox.flush()
     return locked
 
 
 @transaction.atomic
-def delete_widget(
-    *, widget: Widget, user=None, expected_version: int | Collection[int] | None = None
-) -> None:
+def delete_widget(*, widget: Widget, user=None, expected_version: int | Collection[int] | None = None) -> None:
     """Delete a widget that has no stock history; one with history is archived instead.
 
     Raises ``VersionMismatch`` if ``expected_version`` is given and no longer current.
     """
     history = WidgetHasHistory(
-        "This widget has stock history and cannot be deleted; "
-        "archive it with is_active=false instead."
+        "This widget has stock history and cannot be deleted; archive it with is_active=false instead."
     )
     locked = Widget.objects.select_for_update().get(pk=widget.pk)
     _check_version(locked, expected_version)
@@ -686,9 +695,7 @@ def update_category(
 
 
 @transaction.atomic
-def delete_category(
-    *, category: Category, user=None, expected_version: int | Collection[int] | None = None
-) -> None:
+def delete_category(*, category: Category, user=None, expected_version: int | Collection[int] | None = None) -> None:
     """Delete a category; one that still has widgets is refused.
 
     Raises ``VersionMismatch`` if ``expected_version`` is given and no longer current.
@@ -738,7 +745,7 @@ def _as_shown(field, value):
         # A default (price=0) is still the int it was declared as until the row is re-read.
         return f"{Decimal(value):.{field.decimal_places}f}"
     if isinstance(field, models.DateTimeField):
-        text = value.astimezone(dt_timezone.utc).isoformat()
+        text = value.astimezone(datetime.UTC).isoformat()
         return text[:-6] + "Z" if text.endswith("+00:00") else text
     return value
 
@@ -860,12 +867,17 @@ def _object_event(outbox: Outbox, event_type: str, instance, *, object_id: int |
     outbox.add(event_type, object_type=kind, object_id=object_id or instance.pk, sequence=instance.version, data=data)
 
 
-def _stock_events(outbox: Outbox, movement: StockMovement, widget: Widget, level_before: tuple[int, int] | None) -> None:
+def _stock_events(
+    outbox: Outbox, movement: StockMovement, widget: Widget, level_before: tuple[int, int] | None
+) -> None:
     """``stock.adjusted`` for one movement, and the alerts it crosses from ``level_before``
     (``(level, reorder_level)``; None for a new widget's initial stock, which crosses nothing)."""
     stock = movement.stock_after
     outbox.add(
-        EventType.STOCK_ADJUSTED, object_type="widget", object_id=widget.pk, sequence=widget.version,
+        EventType.STOCK_ADJUSTED,
+        object_type="widget",
+        object_id=widget.pk,
+        sequence=widget.version,
         data=lambda: {"movement": _movement_data(movement), "widget": _widget_data(widget, stock=stock)},
     )
     if level_before is None:
@@ -873,7 +885,10 @@ def _stock_events(outbox: Outbox, movement: StockMovement, widget: Widget, level
     after = (alert_level(widget, stock=stock), widget.reorder_level)
     for event_type in threshold_events(before=level_before, after=after):
         outbox.add(
-            event_type, object_type="widget", object_id=widget.pk, sequence=widget.version,
+            event_type,
+            object_type="widget",
+            object_id=widget.pk,
+            sequence=widget.version,
             data=lambda: _widget_data(widget, stock=stock),
         )
 
@@ -904,14 +919,19 @@ def _reservation_events(
     movements it wrote (a commit's sales), and the alerts the change of what is available
     crosses for each widget (``levels_before``: its ``(level, reorder_level)`` before)."""
     outbox = Outbox()
-    outbox.add(event_type, object_type="reservation", object_id=reservation.pk, data=lambda: _reservation_data(reservation))
+    outbox.add(
+        event_type, object_type="reservation", object_id=reservation.pk, data=lambda: _reservation_data(reservation)
+    )
     for movement in movements:
         _stock_events(outbox, movement, movement.widget, None)
     for pk, level_before in levels_before.items():
         widget = widgets[pk]
         for alert in threshold_events(before=level_before, after=(alert_level(widget), widget.reorder_level)):
             outbox.add(
-                alert, object_type="widget", object_id=pk, sequence=widget.version,
+                alert,
+                object_type="widget",
+                object_id=pk,
+                sequence=widget.version,
                 data=lambda widget=widget: _widget_data(widget),
             )
     outbox.flush()
@@ -994,7 +1014,9 @@ class StaleImport(ImportConflict):
     code = "stale_import"
 
     def __init__(self, problems: list[tuple[int, str, str]]):
-        super().__init__(f"{len(problems)} row(s) would undo changes made since the file was read; nothing was imported.")
+        super().__init__(
+            f"{len(problems)} row(s) would undo changes made since the file was read; nothing was imported."
+        )
         self.problems = problems
 
 
@@ -1054,13 +1076,21 @@ def import_widgets(
             changes = [name for name, value in values.items() if _differs(widget, name, value)]
             stock_changed = stock is not None and stock != widget.stock
             if row.version is not None and row.version != widget.version:
-                stale.append((row.row, "version", f"changed since the export: version {row.version}, now {widget.version}"))
+                stale.append(
+                    (row.row, "version", f"changed since the export: version {row.version}, now {widget.version}")
+                )
                 continue
             if stock_changed and row.version is None and not stock_corrections:
-                stale.append((row.row, "stock", (
-                    f"{widget.stock} in stock now, {stock} in the file, and no version shows the file is current: "
-                    "export again, or choose to apply stock corrections"
-                )))
+                stale.append(
+                    (
+                        row.row,
+                        "stock",
+                        (
+                            f"{widget.stock} in stock now, {stock} in the file, and no version shows the file is current: "
+                            "export again, or choose to apply stock corrections"
+                        ),
+                    )
+                )
                 continue
             if not changes and not stock_changed:
                 summary.unchanged += 1
@@ -1080,8 +1110,12 @@ def import_widgets(
                 summary.stock_changes[row.sku] = (widget.stock, stock)
                 corrections.append(
                     StockMovement(
-                        widget=widget, delta=stock - widget.stock, reason=StockMovement.Reason.CORRECTION,
-                        note=IMPORT_NOTE, stock_after=stock, created_by=user,
+                        widget=widget,
+                        delta=stock - widget.stock,
+                        reason=StockMovement.Reason.CORRECTION,
+                        note=IMPORT_NOTE,
+                        stock_after=stock,
+                        created_by=user,
                     )
                 )
                 widget.stock = stock
@@ -1099,8 +1133,12 @@ def import_widgets(
                     Widget.objects.bulk_create(batch)
                     initial_movements += StockMovement.objects.bulk_create(
                         StockMovement(
-                            widget=widget, delta=widget.stock, reason=StockMovement.Reason.INITIAL,
-                            note=IMPORT_NOTE, stock_after=widget.stock, created_by=user,
+                            widget=widget,
+                            delta=widget.stock,
+                            reason=StockMovement.Reason.INITIAL,
+                            note=IMPORT_NOTE,
+                            stock_after=widget.stock,
+                            created_by=user,
                         )
                         for widget in batch
                         if widget.stock
@@ -1113,7 +1151,9 @@ def import_widgets(
                         progress(len(batch))
         except IntegrityError as exc:
             # A SKU checked as new above was created meanwhile by someone else.
-            raise ImportConflict("A widget in the file was created while importing; nothing was imported. Try again.") from exc
+            raise ImportConflict(
+                "A widget in the file was created while importing; nothing was imported. Try again."
+            ) from exc
         for start in range(0, len(to_update), IMPORT_BATCH):
             batch = to_update[start : start + IMPORT_BATCH]
             _update_widgets_from_values(batch, sorted(changed_fields), now)

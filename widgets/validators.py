@@ -9,6 +9,7 @@ The rule about movement reasons and the sign of their delta is a rule about a wr
 it lives in ``widgets.services`` (``check_movement``), which every stock change goes
 through.
 """
+
 import re
 
 from django import forms

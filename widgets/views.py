@@ -3,6 +3,7 @@
 Errors under ``/api/`` are JSON for API clients (anything but a browser asking for
 HTML), so a client never has to parse an HTML error page.
 """
+
 from http import HTTPStatus
 
 from django.conf import settings

@@ -5,6 +5,7 @@ machine; CI sets BROWSER_TESTS_REQUIRED=1 (see .ci/run) and then a missing brows
 Playwright never downloads a browser here: `playwright install` is not used.
 Screenshots of every page visited go to test-artifacts/browser/.
 """
+
 import os
 from pathlib import Path
 

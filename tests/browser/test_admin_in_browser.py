@@ -1,4 +1,5 @@
 """Staff pages in a real browser: log in, filter, adjust stock, dashboard charts, CSV import."""
+
 import re
 from datetime import timedelta
 from unittest import mock
@@ -134,7 +135,9 @@ def test_importing_a_csv_through_the_admin_page(browser_page, admin_user):
     page.click("#import-apply-form input[type=submit]")
 
     page.wait_for_url("**/admin/widgets/widget/")
-    assert "Imported: 1 created, 1 updated, 1 stock corrections, 0 unchanged." in page.locator(".messagelist").inner_text()
+    assert (
+        "Imported: 1 created, 1 updated, 1 stock corrections, 0 unchanged." in page.locator(".messagelist").inner_text()
+    )
     assert set(page.locator("#result_list tbody th a").all_inner_texts()) == {"OLD-1", "NEW-1"}
     assert re.search(r"New name", page.locator("#result_list").inner_text())
     assert Widget.objects.get(sku="OLD-1").stock == 10

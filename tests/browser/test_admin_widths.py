@@ -1,5 +1,6 @@
 """The admin's widget list and ledger fit a 1366 px wide screen (the most common laptop
 width): no horizontal scrolling, every column header in view, SKUs on one line."""
+
 import pytest
 
 from tests.browser.conftest import log_in_to_admin, screenshot
@@ -32,17 +33,26 @@ MEASURE = """() => {
 def realistic_widgets(user):
     fasteners = Category.objects.create(name="Fasteners and fixings", slug="fasteners")
     widgets = []
-    for n, name in enumerate([
-        "Stainless steel hex bolt M8 x 40 mm, A2-70",
-        "Zinc-plated wing nut M10 (pack of 25)",
-        "Heavy-duty galvanised shelf bracket 300 mm",
-    ]):
+    for n, name in enumerate(
+        [
+            "Stainless steel hex bolt M8 x 40 mm, A2-70",
+            "Zinc-plated wing nut M10 (pack of 25)",
+            "Heavy-duty galvanised shelf bracket 300 mm",
+        ]
+    ):
         widget = services.create_widget(
-            sku=f"WGT-{100042 + n:06d}", name=name, category=fasteners, price="1234.50",
-            stock=1200, reorder_level=250,
+            sku=f"WGT-{100042 + n:06d}",
+            name=name,
+            category=fasteners,
+            price="1234.50",
+            stock=1200,
+            reorder_level=250,
         )
         services.adjust_stock(
-            widget_id=widget.pk, delta=-17, reason="sold", user=user,
+            widget_id=widget.pk,
+            delta=-17,
+            reason="sold",
+            user=user,
             note="Order 2026-11-1042 for Northwind Traders, collected at the counter",
         )
         widgets.append(widget)

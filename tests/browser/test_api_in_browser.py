@@ -1,4 +1,5 @@
 """The browsable API and the API docs in a real browser."""
+
 import json
 from urllib.parse import urlsplit
 

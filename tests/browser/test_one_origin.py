@@ -4,6 +4,7 @@ Each page is opened in Chromium with every network request recorded (documents, 
 stylesheets, images, fonts, XHR, the favicon); any host other than the live server's fails
 the test, as does any request that fails or any answer of 400 or more.
 """
+
 from urllib.parse import urlsplit
 
 import pytest
@@ -34,7 +35,9 @@ def test_every_page_loads_only_from_our_own_origin(browser_page, admin_user):
     requests, failures, errors = [], [], []
     page.on("request", lambda request: requests.append(request.url))
     page.on("requestfailed", lambda request: failures.append((request.url, request.failure)))
-    page.on("response", lambda response: errors.append((response.url, response.status)) if response.status >= 400 else None)
+    page.on(
+        "response", lambda response: errors.append((response.url, response.status)) if response.status >= 400 else None
+    )
     log_in_to_admin(page, admin_user)
 
     visited = {}

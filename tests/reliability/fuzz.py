@@ -10,6 +10,7 @@ examples per operation. Exits non-zero on any failure.
 Environment: ADMIN_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres),
 FUZZ_DATABASE (default widgets_fuzz), FUZZ_PORT (default 8401).
 """
+
 import argparse
 import os
 import subprocess
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import harness
 from harness import log
-
 
 SEED_RESERVATIONS = """
 from widgets import services
@@ -54,18 +54,30 @@ def main() -> int:
             started = time.monotonic()
             command = [
                 str(Path(sys.executable).parent / "schemathesis"),
-                "--config-file", str(Path(__file__).with_name("schemathesis.toml")),
-                "run", f"{server.url}/api/schema/",
-                "--checks", "all",
-                "--mode", "all",
-                "--max-examples", str(args.examples),
-                "--seed", str(args.seed),
-                "--workers", args.workers,
-                "--header", f"Authorization: Token {tokens['fuzz-manager']}",
-                "--header", "X-Forwarded-Proto: https",
-                "--request-timeout", "10",
-                "--report", "junit",
-                "--report-dir", args.report_dir,
+                "--config-file",
+                str(Path(__file__).with_name("schemathesis.toml")),
+                "run",
+                f"{server.url}/api/schema/",
+                "--checks",
+                "all",
+                "--mode",
+                "all",
+                "--max-examples",
+                str(args.examples),
+                "--seed",
+                str(args.seed),
+                "--workers",
+                args.workers,
+                "--header",
+                f"Authorization: Token {tokens['fuzz-manager']}",
+                "--header",
+                "X-Forwarded-Proto: https",
+                "--request-timeout",
+                "10",
+                "--report",
+                "junit",
+                "--report-dir",
+                args.report_dir,
                 *args.extra,
             ]
             log(f"schemathesis: {args.examples} examples per operation, seed {args.seed}")

@@ -4,6 +4,7 @@ Everything here drives the app the way production does: ``manage.py`` commands a
 gunicorn serving ``config.wsgi`` with DEBUG off. Nothing imports the app itself, so
 each run sees exactly what a deployment would.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,9 +47,7 @@ def base_env(database_url: str, **extra: str) -> dict[str, str]:
 
 
 def manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
-    )
+    result = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     return result.stdout.strip()
 
 
@@ -62,7 +61,8 @@ def recreate_database(admin_url: str, name: str) -> str:
 def drop_database(admin_url: str, name: str) -> None:
     subprocess.run(
         ["psql", admin_url, "-qc", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
-        check=False, capture_output=True,
+        check=False,
+        capture_output=True,
     )
 
 
@@ -82,8 +82,15 @@ def prepare(env: dict[str, str], *, widgets: int, roles: dict[str, str]) -> dict
     return {name: manage(env, "issue_token", name, "--name", "reliability") for name in roles}
 
 
-def request(method: str, url: str, *, token: str | None = None, body=None, timeout: float = 10,
-            headers: dict[str, str] | None = None):
+def request(
+    method: str,
+    url: str,
+    *,
+    token: str | None = None,
+    body=None,
+    timeout: float = 10,
+    headers: dict[str, str] | None = None,
+):
     """One HTTP request; returns ``(status, headers, parsed JSON or raw text)``."""
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method)
@@ -128,9 +135,16 @@ class Gunicorn:
         config = ["--config", "gunicorn.conf.py"] if (ROOT / "gunicorn.conf.py").exists() else []
         self.process = subprocess.Popen(
             [PYTHON, "-m", "gunicorn", *config, "config.wsgi:application"],
-            cwd=ROOT, stdout=self.log_file, stderr=subprocess.STDOUT,
-            env={**env, "GUNICORN_HOST": "127.0.0.1", "PORT": str(port), "GUNICORN_WORKERS": str(workers),
-                 "GUNICORN_GRACEFUL_TIMEOUT": "5"},
+            cwd=ROOT,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            env={
+                **env,
+                "GUNICORN_HOST": "127.0.0.1",
+                "PORT": str(port),
+                "GUNICORN_WORKERS": str(workers),
+                "GUNICORN_GRACEFUL_TIMEOUT": "5",
+            },
         )
         healthy = wait_until(lambda: request("GET", f"{self.url}/healthz", timeout=2)[0] == 200, timeout=30)
         if not healthy:
@@ -173,7 +187,7 @@ class PrivatePostgres:
     server: a ``pg_basebackup -R`` copy, read-only, replaying the primary's WAL as it comes.
     """
 
-    def __init__(self, port: int, *, standby_of: "PrivatePostgres | None" = None):
+    def __init__(self, port: int, *, standby_of: PrivatePostgres | None = None):
         self.port = port
         self.dir = tempfile.mkdtemp(prefix="reliability-pg-")
         self.data = Path(self.dir) / "data"
@@ -184,8 +198,20 @@ class PrivatePostgres:
         else:
             # initdb's default pg_hba.conf trusts replication connections from 127.0.0.1.
             command = [
-                PG_BIN / "pg_basebackup", "-h", "127.0.0.1", "-p", str(standby_of.port), "-U", "postgres",
-                "-D", self.data, "-R", "-X", "stream", "--checkpoint=fast", "--no-sync",
+                PG_BIN / "pg_basebackup",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(standby_of.port),
+                "-U",
+                "postgres",
+                "-D",
+                self.data,
+                "-R",
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "--no-sync",
             ]
         subprocess.run(command, check=True, capture_output=True, **self._as_postgres())
 
@@ -200,7 +226,9 @@ class PrivatePostgres:
         return {"user": entry.pw_uid, "group": entry.pw_gid}
 
     def _ctl(self, *args: str) -> None:
-        subprocess.run([PG_BIN / "pg_ctl", "-D", self.data, *args], check=True, capture_output=True, **self._as_postgres())
+        subprocess.run(
+            [PG_BIN / "pg_ctl", "-D", self.data, *args], check=True, capture_output=True, **self._as_postgres()
+        )
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
@@ -226,7 +254,9 @@ def stock_total(database_url: str) -> int:
     return int(sql(database_url, "SELECT COALESCE(SUM(stock), 0) FROM widgets_widget")[0])
 
 
-def verify_books(env: dict[str, str], database_url: str, *, initial_total: int, movements_seen: dict[int, int]) -> tuple[dict, list[str]]:
+def verify_books(
+    env: dict[str, str], database_url: str, *, initial_total: int, movements_seen: dict[int, int]
+) -> tuple[dict, list[str]]:
     """After a run: the ledger invariant for every widget, the stock total, and exactly-once.
 
     ``movements_seen`` maps the id of every movement a 201 reported to its delta. Returns
@@ -244,9 +274,10 @@ def verify_books(env: dict[str, str], database_url: str, *, initial_total: int, 
         problems.append(f"stock total {total} != initial {initial_total} + deltas of 201s {expected - initial_total}")
     stored = {
         int(pk): int(delta)
-        for pk, delta in (row.split("|") for row in sql(
-            database_url, "SELECT id, delta FROM widgets_stockmovement WHERE reason <> 'initial'"
-        ))
+        for pk, delta in (
+            row.split("|")
+            for row in sql(database_url, "SELECT id, delta FROM widgets_stockmovement WHERE reason <> 'initial'")
+        )
     }
     if stored != movements_seen:
         unseen = sorted(set(stored) - set(movements_seen))[:10]

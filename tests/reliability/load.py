@@ -12,6 +12,7 @@ reported: nothing lost, nothing invented, nothing applied twice).
 Environment: ADMIN_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres),
 LOAD_DATABASE (default widgets_load), LOAD_PORT (default 8402).
 """
+
 import argparse
 import os
 import sys
@@ -65,9 +66,13 @@ def main() -> int:
         if "Traceback" in server_log:
             problems.append("the server logged a traceback")
         report = {
-            "seconds": args.seconds, "threads": args.threads, "widgets": len(widget_ids),
+            "seconds": args.seconds,
+            "threads": args.threads,
+            "widgets": len(widget_ids),
             "requests_per_second": round(summary["requests"] / args.seconds, 1),
-            **summary, **figures, "problems": problems,
+            **summary,
+            **figures,
+            "problems": problems,
         }
         path = harness.write_report("load", report)
         log(f"report: {path}")

@@ -9,6 +9,7 @@ What it records is what the checks need: every status seen, anything that was no
 latencies, and the id and delta of every movement a 201 reported (a replayed 201 reports
 the same ids, so counting distinct ids counts each applied movement once).
 """
+
 from __future__ import annotations
 
 import http.client
@@ -79,9 +80,19 @@ class Stats:
 
 
 class LoadGenerator:
-    def __init__(self, port: int, tokens: list[str], widget_ids: list[int], *, threads: int = 6,
-                 seed: int = 8, timeout: float = 10.0, write_deadline: float = 60.0, batches: bool = True,
-                 resend_ratio: float = 0.05):
+    def __init__(
+        self,
+        port: int,
+        tokens: list[str],
+        widget_ids: list[int],
+        *,
+        threads: int = 6,
+        seed: int = 8,
+        timeout: float = 10.0,
+        write_deadline: float = 60.0,
+        batches: bool = True,
+        resend_ratio: float = 0.05,
+    ):
         self.port, self.tokens, self.widget_ids = port, tokens, widget_ids
         self.threads, self.seed, self.timeout, self.write_deadline = threads, seed, timeout, write_deadline
         self.batches, self.resend_ratio = batches, resend_ratio
@@ -179,19 +190,23 @@ class LoadGenerator:
         roll = rng.random()
         widget = rng.choice(self.widget_ids)
         if roll < 0.80:
-            path = rng.choice([
-                f"/api/widgets/{widget}/",
-                f"/api/widgets/?limit=20&offset={rng.randrange(0, max(1, len(self.widget_ids) - 20))}",
-                "/api/widgets/?low_stock=true&ordering=-stock&limit=10",
-                f"/api/widgets/{widget}/movements/?limit=5",
-                "/api/movements/?limit=10",
-            ])
+            path = rng.choice(
+                [
+                    f"/api/widgets/{widget}/",
+                    f"/api/widgets/?limit=20&offset={rng.randrange(0, max(1, len(self.widget_ids) - 20))}",
+                    "/api/widgets/?low_stock=true&ordering=-stock&limit=10",
+                    f"/api/widgets/{widget}/movements/?limit=5",
+                    "/api/movements/?limit=10",
+                ]
+            )
             self.send(READ, "GET", path, token)
         elif roll < 0.95 or not self.batches:
             # Mostly receipts, some sales: some sales are refused (409) when stock runs out.
             delta = rng.choice([1, 2, 3, 5, 10, -1, -2, -3])
             reason = "received" if delta > 0 else "sold"
-            self.write(ADJUST, f"/api/widgets/{widget}/adjust/", token, {"delta": delta, "reason": reason, "note": "load"})
+            self.write(
+                ADJUST, f"/api/widgets/{widget}/adjust/", token, {"delta": delta, "reason": reason, "note": "load"}
+            )
         else:
             items = [
                 {"widget": rng.choice(self.widget_ids), "delta": rng.choice([1, 2, 4, -1]), "reason": "correction"}

@@ -21,6 +21,7 @@ exactly once).
 Environment: OUTAGE_PG_PORT (default 5499), OUTAGE_PORT (gunicorn, default 8403),
 PG_BIN (default /usr/lib/postgresql/15/bin).
 """
+
 import argparse
 import os
 import signal
@@ -81,8 +82,9 @@ def main() -> int:
 
         with harness.gunicorn(env, port, workers=2) as server:
             master = server.process.pid
-            load = LoadGenerator(port, list(tokens.values()), widget_ids, threads=args.threads,
-                                 timeout=10, write_deadline=90)
+            load = LoadGenerator(
+                port, list(tokens.values()), widget_ids, threads=args.threads, timeout=10, write_deadline=90
+            )
             prober = Prober(server.url, load.elapsed)
             load.start()
             prober.thread.start()
@@ -137,7 +139,9 @@ def main() -> int:
             problems.append("while down, some answers were not JSON")
         if slowest_during > args.fast:
             problems.append(f"while down, the slowest answer took {slowest_during:.1f} s (> {args.fast} s)")
-        if not probes_down or any(s[1] != 503 or not s[3] or (s[4] or {}).get("database") != "unreachable" for s in probes_down):
+        if not probes_down or any(
+            s[1] != 503 or not s[3] or (s[4] or {}).get("database") != "unreachable" for s in probes_down
+        ):
             problems.append(f"/readyz did not report the outage as 503 JSON: {[s[:2] for s in probes_down][:5]}")
         # --- after it came back: recovered by itself -------------------------------------
         # Measured from the moment PostgreSQL accepts connections again (pg_ctl start -w returned).
@@ -145,15 +149,28 @@ def main() -> int:
         if recovery is None or recovery > args.recover:
             problems.append(f"/readyz not ready within {args.recover} s of the database's return (took {recovery})")
         # A 5xx is expected only of a request in flight between the stop and the recovery.
-        first_served = min((o.at + o.seconds for o in stats.outcomes
-                            if o.at >= started_at and o.status is not None and 200 <= o.status < 300), default=None)
+        first_served = min(
+            (
+                o.at + o.seconds
+                for o in stats.outcomes
+                if o.at >= started_at and o.status is not None and 200 <= o.status < 300
+            ),
+            default=None,
+        )
         api_recovery = None if first_served is None else first_served - started_at
         if api_recovery is None or api_recovery > args.recover:
             problems.append(f"the API did not serve within {args.recover} s of the database's return ({api_recovery})")
-        late_5xx = [o for o in stats.outcomes if o.status is not None and o.status >= 500
-                    and not (o.at + o.seconds >= stopping_at and o.at < (ready_at or up_at) + 1)]
+        late_5xx = [
+            o
+            for o in stats.outcomes
+            if o.status is not None
+            and o.status >= 500
+            and not (o.at + o.seconds >= stopping_at and o.at < (ready_at or up_at) + 1)
+        ]
         if late_5xx:
-            problems.append(f"{len(late_5xx)} 5xx answers outside the outage: {[(round(o.at, 1), o.status) for o in late_5xx[:5]]}")
+            problems.append(
+                f"{len(late_5xx)} 5xx answers outside the outage: {[(round(o.at, 1), o.status) for o in late_5xx[:5]]}"
+            )
         after = stats.statuses((ready_at or up_at) + 1, killed_at)
         if not any(200 <= (status or 0) < 300 for status in after):
             problems.append("no successful request between the recovery and the worker kill")
@@ -163,8 +180,11 @@ def main() -> int:
         if not master_survived:
             problems.append("the gunicorn master did not survive")
         dropped = [o for o in stats.outcomes if o.status is None]
-        stray_drops = [o for o in dropped if not (stopping_at <= o.at + o.seconds and o.at < up_at + 1
-                                                  or killed_at - 11 <= o.at < replaced_at + 1)]
+        stray_drops = [
+            o
+            for o in dropped
+            if not (stopping_at <= o.at + o.seconds and o.at < up_at + 1 or killed_at - 11 <= o.at < replaced_at + 1)
+        ]
         if stray_drops:
             problems.append(f"{len(stray_drops)} requests got no answer outside the two incidents")
         if stats.resend_mismatches:
@@ -182,18 +202,27 @@ def main() -> int:
         problems += book_problems
 
         report = {
-            "seconds": args.seconds, "threads": args.threads, "widgets": len(widget_ids),
-            "database_stopping_at_s": round(stopping_at, 2), "database_down_at_s": round(down_at, 2), "database_up_at_s": round(up_at, 2),
-            "database_accepting_again_at_s": round(started_at, 2), "down_for_s": round(started_at - down_at, 2),
-            "requests_while_down": len(during), "statuses_while_down": {str(k): v for k, v in during_statuses.items()},
+            "seconds": args.seconds,
+            "threads": args.threads,
+            "widgets": len(widget_ids),
+            "database_stopping_at_s": round(stopping_at, 2),
+            "database_down_at_s": round(down_at, 2),
+            "database_up_at_s": round(up_at, 2),
+            "database_accepting_again_at_s": round(started_at, 2),
+            "down_for_s": round(started_at - down_at, 2),
+            "requests_while_down": len(during),
+            "statuses_while_down": {str(k): v for k, v in during_statuses.items()},
             "slowest_answer_while_down_ms": round(1000 * slowest_during),
             "readyz_probes_while_down": len(probes_down),
             "readyz_ok_after_database_back_s": None if recovery is None else round(recovery, 2),
             "api_2xx_after_database_back_s": None if api_recovery is None else round(api_recovery, 2),
-            "worker_killed": victim, "worker_killed_at_s": round(killed_at, 2),
+            "worker_killed": victim,
+            "worker_killed_at_s": round(killed_at, 2),
             "worker_replaced_in_s": round(replaced_at - killed_at, 2) if replaced else None,
             "requests_without_answer_at_kill": sum(1 for o in dropped if killed_at - 11 <= o.at < replaced_at + 1),
-            **summary, **figures, "problems": problems,
+            **summary,
+            **figures,
+            "problems": problems,
         }
         path = harness.write_report("outage", report)
         log(f"report: {path}")

@@ -30,9 +30,10 @@ Environment: REPLICA_PG_PORTS (primary,replica; default 5510,5511), REPLICA_APP_
 PG_BIN (default /usr/lib/postgresql/15/bin). Exits 1 with the problems listed when a check fails;
 the figures go to test-artifacts/reliability/replicas.json.
 """
+
 import argparse
-import random
 import os
+import random
 import sys
 import threading
 import time
@@ -89,7 +90,9 @@ class Readers:
         rng = random.Random(seed)
         while not self.stop_event.is_set():
             widget = rng.choice(self.widget_ids)
-            path = rng.choice([f"/api/widgets/{widget}/", "/api/widgets/?limit=20", f"/api/widgets/{widget}/movements/"])
+            path = rng.choice(
+                [f"/api/widgets/{widget}/", "/api/widgets/?limit=20", f"/api/widgets/{widget}/movements/"]
+            )
             try:
                 status = harness.request("GET", f"{self.url}{path}", token=self.token)[0]
             except OSError:
@@ -113,7 +116,9 @@ class Readers:
 def writer(client: Client, rounds: int, created: list[int], movements: dict[int, int]) -> None:
     for round_ in range(rounds):
         sku = f"RYW-{uuid.uuid4().hex[:10]}"
-        widget = client.call("POST", "/api/widgets/", {"name": f"{client.name} {round_}", "sku": sku, "stock": 5}, expect=201)
+        widget = client.call(
+            "POST", "/api/widgets/", {"name": f"{client.name} {round_}", "sku": sku, "stock": 5}, expect=201
+        )
         if widget is None:
             continue
         created.append(widget["id"])
@@ -121,7 +126,9 @@ def writer(client: Client, rounds: int, created: list[int], movements: dict[int,
         renamed = f"{client.name} {round_} renamed"
         if client.call("PATCH", f"/api/widgets/{widget['id']}/", {"name": renamed}) is not None:
             client.read_back(widget["id"], name=renamed)
-        movement = client.call("POST", f"/api/widgets/{widget['id']}/adjust/", {"delta": 3, "reason": "received"}, expect=201)
+        movement = client.call(
+            "POST", f"/api/widgets/{widget['id']}/adjust/", {"delta": 3, "reason": "received"}, expect=201
+        )
         if movement is not None:
             movements[movement["id"]] = movement["delta"]
             client.read_back(widget["id"], stock=8)
@@ -182,10 +189,12 @@ def main() -> int:
             (old_name,) = harness.sql(replica_url, f"SELECT name FROM widgets_widget WHERE id = {marker_id}")
             harness.sql(primary_url, f"UPDATE widgets_widget SET name = 'only on the primary' WHERE id = {marker_id}")
             names = {reader.call("GET", f"/api/widgets/{marker_id}/")["name"] for _ in range(20)}
-            listed = reader.call("GET", f"/api/widgets/?ordering=id&limit=1")["results"][0]["name"]
+            listed = reader.call("GET", "/api/widgets/?ordering=id&limit=1")["results"][0]["name"]
             report["reads_while_replay_paused"] = {"retrieve": sorted(names), "list": listed}
             if names != {old_name} or listed != old_name:
-                problems.append(f"reads did not come from the replica: saw {names} and {listed!r}, replica has {old_name!r}")
+                problems.append(
+                    f"reads did not come from the replica: saw {names} and {listed!r}, replica has {old_name!r}"
+                )
             report["replica_pg_stat_activity"] = harness.sql(
                 replica_url,
                 f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{DATABASE}' AND backend_type = 'client backend' "
@@ -201,7 +210,9 @@ def main() -> int:
                 name = f"writer-{n}"
                 created[name] = []
                 client = Client(url, tokens[name], name, problems)
-                writers.append((client, threading.Thread(target=writer, args=(client, args.rounds, created[name], adjusted))))
+                writers.append(
+                    (client, threading.Thread(target=writer, args=(client, args.rounds, created[name], adjusted)))
+                )
             stale_reads, stop_reader = [], threading.Event()
 
             def keep_reading():
@@ -300,7 +311,9 @@ def main() -> int:
             summary = load.stats.summary()
             retried = [line for line in server.log().splitlines() if "unreachable" in line and " answered 5" in line]
             report["replica_connections_terminated_under_load"] = {
-                "connections_terminated": terminated, "requests_retried_on_the_primary": len(retried), "load": summary,
+                "connections_terminated": terminated,
+                "requests_retried_on_the_primary": len(retried),
+                "load": summary,
                 "reader_statuses": dict(readers.statuses),
             }
             if summary["5xx"] or summary["no_answer"] or summary["retried_writes"] or summary["unanswered_writes"]:

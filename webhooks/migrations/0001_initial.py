@@ -2,14 +2,14 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-import webhooks.addresses
-import webhooks.models
 from django.conf import settings
 from django.db import migrations, models
 
+import webhooks.addresses
+import webhooks.models
+
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -18,66 +18,133 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Event',
+            name="Event",
             fields=[
-                ('id', models.UUIDField(editable=False, primary_key=True, serialize=False)),
-                ('type', models.CharField(choices=[('widget.created', 'Widget Created'), ('widget.updated', 'Widget Updated'), ('widget.deleted', 'Widget Deleted'), ('category.created', 'Category Created'), ('category.updated', 'Category Updated'), ('category.deleted', 'Category Deleted'), ('stock.adjusted', 'Stock Adjusted'), ('widget.low_stock', 'Widget Low Stock'), ('widget.out_of_stock', 'Widget Out Of Stock'), ('widget.back_in_stock', 'Widget Back In Stock'), ('reservation.created', 'Reservation Created'), ('reservation.committed', 'Reservation Committed'), ('reservation.released', 'Reservation Released'), ('reservation.expired', 'Reservation Expired'), ('webhook.ping', 'Ping')], max_length=40)),
-                ('occurred_at', models.DateTimeField()),
-                ('request_id', models.CharField(blank=True, max_length=128, null=True)),
-                ('object_type', models.CharField(blank=True, max_length=20)),
-                ('object_id', models.BigIntegerField(null=True)),
-                ('sequence', models.BigIntegerField(null=True)),
-                ('data', models.JSONField(default=dict)),
+                ("id", models.UUIDField(editable=False, primary_key=True, serialize=False)),
+                (
+                    "type",
+                    models.CharField(
+                        choices=[
+                            ("widget.created", "Widget Created"),
+                            ("widget.updated", "Widget Updated"),
+                            ("widget.deleted", "Widget Deleted"),
+                            ("category.created", "Category Created"),
+                            ("category.updated", "Category Updated"),
+                            ("category.deleted", "Category Deleted"),
+                            ("stock.adjusted", "Stock Adjusted"),
+                            ("widget.low_stock", "Widget Low Stock"),
+                            ("widget.out_of_stock", "Widget Out Of Stock"),
+                            ("widget.back_in_stock", "Widget Back In Stock"),
+                            ("reservation.created", "Reservation Created"),
+                            ("reservation.committed", "Reservation Committed"),
+                            ("reservation.released", "Reservation Released"),
+                            ("reservation.expired", "Reservation Expired"),
+                            ("webhook.ping", "Ping"),
+                        ],
+                        max_length=40,
+                    ),
+                ),
+                ("occurred_at", models.DateTimeField()),
+                ("request_id", models.CharField(blank=True, max_length=128, null=True)),
+                ("object_type", models.CharField(blank=True, max_length=20)),
+                ("object_id", models.BigIntegerField(null=True)),
+                ("sequence", models.BigIntegerField(null=True)),
+                ("data", models.JSONField(default=dict)),
             ],
             options={
-                'ordering': ['-occurred_at'],
-                'indexes': [models.Index(fields=['occurred_at'], name='event_occurred')],
+                "ordering": ["-occurred_at"],
+                "indexes": [models.Index(fields=["occurred_at"], name="event_occurred")],
             },
         ),
         migrations.CreateModel(
-            name='WebhookSubscription',
+            name="WebhookSubscription",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('url', models.URLField(help_text='Where events are POSTed: https, on a public address.', max_length=2000, validators=[webhooks.addresses.validate_webhook_url])),
-                ('event_types', models.JSONField(default=list, help_text='The event types to send, or ["*"] for all of them.', validators=[webhooks.models.validate_event_types])),
-                ('is_active', models.BooleanField(default=True)),
-                ('description', models.TextField(blank=True)),
-                ('secret', models.CharField(default=webhooks.models.new_secret, editable=False, max_length=100)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('failing_since', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('disabled_at', models.DateTimeField(blank=True, editable=False, null=True)),
-                ('disabled_reason', models.CharField(blank=True, editable=False, max_length=500)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "url",
+                    models.URLField(
+                        help_text="Where events are POSTed: https, on a public address.",
+                        max_length=2000,
+                        validators=[webhooks.addresses.validate_webhook_url],
+                    ),
+                ),
+                (
+                    "event_types",
+                    models.JSONField(
+                        default=list,
+                        help_text='The event types to send, or ["*"] for all of them.',
+                        validators=[webhooks.models.validate_event_types],
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                ("description", models.TextField(blank=True)),
+                ("secret", models.CharField(default=webhooks.models.new_secret, editable=False, max_length=100)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("failing_since", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("disabled_at", models.DateTimeField(blank=True, editable=False, null=True)),
+                ("disabled_reason", models.CharField(blank=True, editable=False, max_length=500)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'webhook subscription',
-                'ordering': ['id'],
+                "verbose_name": "webhook subscription",
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Delivery',
+            name="Delivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('delivered', 'Delivered'), ('failed', 'Failed')], default='pending', max_length=10)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('next_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('retry_until', models.DateTimeField()),
-                ('leased_until', models.DateTimeField(blank=True, null=True)),
-                ('last_attempt_at', models.DateTimeField(blank=True, null=True)),
-                ('last_status_code', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('last_duration_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('last_error', models.CharField(blank=True, max_length=500)),
-                ('response_excerpt', models.TextField(blank=True)),
-                ('delivered_at', models.DateTimeField(blank=True, null=True)),
-                ('event', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='webhooks.event')),
-                ('subscription', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='webhooks.webhooksubscription')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("pending", "Pending"), ("delivered", "Delivered"), ("failed", "Failed")],
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("next_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("retry_until", models.DateTimeField()),
+                ("leased_until", models.DateTimeField(blank=True, null=True)),
+                ("last_attempt_at", models.DateTimeField(blank=True, null=True)),
+                ("last_status_code", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("last_duration_ms", models.PositiveIntegerField(blank=True, null=True)),
+                ("last_error", models.CharField(blank=True, max_length=500)),
+                ("response_excerpt", models.TextField(blank=True)),
+                ("delivered_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "event",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="deliveries", to="webhooks.event"
+                    ),
+                ),
+                (
+                    "subscription",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="deliveries",
+                        to="webhooks.webhooksubscription",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'deliveries',
-                'ordering': ['-created_at', '-id'],
-                'indexes': [models.Index(fields=['status', 'next_attempt_at'], name='delivery_due'), models.Index(fields=['subscription', '-created_at', '-id'], name='delivery_newest')],
+                "verbose_name_plural": "deliveries",
+                "ordering": ["-created_at", "-id"],
+                "indexes": [
+                    models.Index(fields=["status", "next_attempt_at"], name="delivery_due"),
+                    models.Index(fields=["subscription", "-created_at", "-id"], name="delivery_newest"),
+                ],
             },
         ),
     ]

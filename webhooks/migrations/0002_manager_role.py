@@ -1,10 +1,13 @@
 """The manager role (widgets migration 0002) also manages webhook subscriptions."""
+
 from django.contrib.auth.management import create_permissions
 from django.db import migrations
 
 MANAGER = [
-    "view_webhooksubscription", "add_webhooksubscription",
-    "change_webhooksubscription", "delete_webhooksubscription",
+    "view_webhooksubscription",
+    "add_webhooksubscription",
+    "change_webhooksubscription",
+    "delete_webhooksubscription",
     "view_delivery",
 ]
 

@@ -13,6 +13,7 @@ the Redis call that counts the request for the per-user throttle (which would co
 then uses that count: ``throttling.CountingRateThrottle``). A request the user throttle does
 not count (a view without it) reads the generation alone.
 """
+
 import re
 import time
 from datetime import timedelta

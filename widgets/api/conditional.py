@@ -10,6 +10,7 @@ the object just read (so a stale request is refused before validation), and deci
 the service under the row lock that guards the write (``expected_version=``), which a
 concurrent writer cannot slip past.
 """
+
 import re
 
 from django.conf import settings

@@ -2,12 +2,12 @@
 
 Validation errors keep DRF's ``{field: [messages]}`` shape, which names the field.
 """
+
 import logging
 
 from django.conf import settings
-from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig, TooManyFieldsSent
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import InterfaceError, OperationalError
 from django.db.models import ProtectedError
 from django.http import Http404
@@ -27,6 +27,7 @@ class ItemError(Exception):
         super().__init__(detail)
         self.index, self.detail, self.code, self.status, self.extra = index, detail, code, status, extra
 
+
 logger = logging.getLogger(__name__)
 
 
@@ -35,9 +36,7 @@ class RequestTooLarge(exceptions.APIException):
     default_code = "request_too_large"
 
     def __init__(self):
-        super().__init__(
-            f"The request body is larger than the limit of {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
-        )
+        super().__init__(f"The request body is larger than the limit of {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
 
 
 class DatabaseUnavailable(exceptions.APIException):
@@ -72,8 +71,10 @@ def exception_handler(exc, context):
         return Response(body, status=exc.status)
     if isinstance(exc, VersionMismatch):
         return Response(
-            {"detail": "The object has changed since you read it (If-Match failed); nothing was changed.",
-             "code": "precondition_failed"},
+            {
+                "detail": "The object has changed since you read it (If-Match failed); nothing was changed.",
+                "code": "precondition_failed",
+            },
             status=status.HTTP_412_PRECONDITION_FAILED,
             headers={"ETag": etag_for(exc.current_version)},
         )

@@ -5,6 +5,7 @@ django-filter raises a 400 for most bad values, but its BooleanFilter quietly ig
 Numbers and datetimes are kept within what every database can compare, so no value a
 client sends reaches the database as an error (a 500).
 """
+
 import datetime as dt
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
@@ -116,7 +117,7 @@ class UtcIsoDateTimeField(IsoDateTimeField):
         if value is None:
             return None
         try:
-            return value.astimezone(dt.timezone.utc)
+            return value.astimezone(dt.UTC)
         except OverflowError:
             raise forms.ValidationError("Date out of range.", code="invalid") from None
 
@@ -196,9 +197,7 @@ class WidgetFilter(FilterSet):
         fields = ["search", "category", "is_active", "low_stock"]
 
     def filter_search(self, queryset, name, value):
-        return queryset.filter(
-            Q(sku__icontains=value) | Q(name__icontains=value) | Q(description__icontains=value)
-        )
+        return queryset.filter(Q(sku__icontains=value) | Q(name__icontains=value) | Q(description__icontains=value))
 
     def filter_low_stock(self, queryset, name, value):
         # Available (stock - reserved) at or below the reorder level.

@@ -17,6 +17,7 @@ Keys are kept at least 24 hours. So that the table stays bounded without a sched
 new key in ``IDEMPOTENCY_PURGE_EVERY`` (at random) deletes a batch of expired keys once its
 own request has committed; ``manage.py purge_idempotency_keys`` does the same on demand.
 """
+
 import hashlib
 import json
 import random
@@ -88,7 +89,9 @@ def _purge_expired_keys_now_and_then() -> None:
 
 def _is_lock_timeout(exc: OperationalError) -> bool:
     cause = exc.__cause__
-    return getattr(cause, "pgcode", None) == LOCK_NOT_AVAILABLE or getattr(cause, "sqlstate", None) == LOCK_NOT_AVAILABLE
+    return (
+        getattr(cause, "pgcode", None) == LOCK_NOT_AVAILABLE or getattr(cause, "sqlstate", None) == LOCK_NOT_AVAILABLE
+    )
 
 
 def _fingerprint(request) -> str:
@@ -158,7 +161,10 @@ class IdempotentMixin:
             try:
                 with transaction.atomic(), _bounded_lock_wait():
                     self._idempotency_record = IdempotencyKey.objects.create(
-                        user=request.user, key=key, method=request.method, path=request.path,
+                        user=request.user,
+                        key=key,
+                        method=request.method,
+                        path=request.path,
                         fingerprint=fingerprint,
                     )
                 _purge_expired_keys_now_and_then()

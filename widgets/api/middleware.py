@@ -5,11 +5,11 @@ A few are raised after it has run: the COMMIT of a request-wide transaction (as 
 Idempotency-Key one), or re-entering autocommit after its rollback. Those reach Django as
 plain exceptions and would be a 500; under /api/ this answers them as the handler would.
 """
+
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 
 from .exceptions import DatabaseUnavailable, logger
-
 
 UNKNOWN_OUTCOME = (
     "The database became unavailable while the request was being finished, so it may or may not "
@@ -31,7 +31,8 @@ class DatabaseUnavailableMiddleware:
         # Idempotency-Key replays the answer if it did and applies the change if it did not.
         logger.warning("Database unavailable: %s", exception)
         response = JsonResponse(
-            {"detail": UNKNOWN_OUTCOME, "code": DatabaseUnavailable.default_code}, status=DatabaseUnavailable.status_code
+            {"detail": UNKNOWN_OUTCOME, "code": DatabaseUnavailable.default_code},
+            status=DatabaseUnavailable.status_code,
         )
         response["Retry-After"] = "2"
         return response

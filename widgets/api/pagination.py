@@ -10,6 +10,7 @@ result is not counted on every request: ``count`` is then the planner's estimate
 count, and a ``next`` link that starts after the last object. Its cost does not grow
 with the depth into the table, unlike a large ``offset``.
 """
+
 from django.conf import settings
 from rest_framework import pagination
 from rest_framework.exceptions import ValidationError

@@ -3,6 +3,7 @@
 Django enforces DATA_UPLOAD_MAX_MEMORY_SIZE only on ``request.body`` and form data; DRF's
 parsers read the raw stream, so the limit is applied here for JSON.
 """
+
 import io
 
 from django.conf import settings

@@ -3,6 +3,7 @@
 Every permission class here also refuses unsafe methods to a read-only token, so no
 endpoint can forget that rule.
 """
+
 from rest_framework import exceptions
 from rest_framework.permissions import SAFE_METHODS, BasePermission, DjangoModelPermissions
 

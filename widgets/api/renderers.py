@@ -8,6 +8,7 @@
   The renderer takes part in content negotiation like any other; the list action then
   streams the filtered, ordered queryset through ``render`` instead of paginating it.
 """
+
 import io
 import json
 
@@ -15,7 +16,6 @@ import orjson
 from django.core.exceptions import FieldDoesNotExist
 from rest_framework import renderers, serializers
 from rest_framework.fields import empty
-from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import override_method
@@ -70,7 +70,6 @@ class WidgetCSVRenderer(BaseRenderer):
         """``data`` is a widget queryset; returns an iterator of CSV lines for a
         ``StreamingHttpResponse`` (the list view never builds the file in memory)."""
         return csv_lines(export_rows(data))
-
 
 
 class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):

@@ -1,4 +1,5 @@
 """OpenAPI descriptions drf-spectacular cannot infer on its own."""
+
 from drf_spectacular import openapi
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -29,7 +30,10 @@ class TokenAuthenticationScheme(OpenApiAuthenticationExtension):
 HEADER = OpenApiParameter.HEADER
 
 IDEMPOTENCY_KEY = OpenApiParameter(
-    "Idempotency-Key", str, HEADER, pattern=r"^[\x20-\x7e]{1,255}$",
+    "Idempotency-Key",
+    str,
+    HEADER,
+    pattern=r"^[\x20-\x7e]{1,255}$",
     description=(
         "1-255 printable ASCII characters, unique per request you mean (a UUID is ideal). "
         "A retry with the same key and body gets the first answer back instead of applying "
@@ -37,7 +41,11 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     ),
 )
 IDEMPOTENT_REPLAYED = OpenApiParameter(
-    "Idempotent-Replayed", str, HEADER, enum=["true"], response=[201, 400, 404, 409],
+    "Idempotent-Replayed",
+    str,
+    HEADER,
+    enum=["true"],
+    response=[201, 400, 404, 409],
     description="Present when this is the stored answer to an earlier request with the same Idempotency-Key.",
 )
 IDEMPOTENT = [IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED]
@@ -55,16 +63,19 @@ IN_FLIGHT = OpenApiResponse(
 
 def etag_header(*codes: int) -> OpenApiParameter:
     return OpenApiParameter(
-        "ETag", str, HEADER, response=list(codes),
+        "ETag",
+        str,
+        HEADER,
+        response=list(codes),
         description="Strong entity tag of the object's current version; send it back in If-Match / If-None-Match.",
     )
 
 
-WIDGET_ETAG = OpenApiParameter(
-    "ETag", str, HEADER, response=[201], description="The adjusted widget's new entity tag."
-)
+WIDGET_ETAG = OpenApiParameter("ETag", str, HEADER, response=[201], description="The adjusted widget's new entity tag.")
 IF_MATCH = OpenApiParameter(
-    "If-Match", str, HEADER,
+    "If-Match",
+    str,
+    HEADER,
     description=(
         "Apply only if the object's current ETag is one of these (strong comparison), or `*`. "
         "Otherwise 412 and nothing changes. Required (428 without it) when the server sets "
@@ -75,7 +86,8 @@ IF_NONE_MATCH = OpenApiParameter(
     "If-None-Match", str, HEADER, description="304 Not Modified if the object's ETag is one of these, or `*`."
 )
 PRECONDITION_FAILED = OpenApiResponse(
-    ErrorSerializer, description="If-Match did not match: the object changed since you read it. Nothing changed; the ETag header carries the current tag."
+    ErrorSerializer,
+    description="If-Match did not match: the object changed since you read it. Nothing changed; the ETag header carries the current tag.",
 )
 PRECONDITION_REQUIRED = OpenApiResponse(
     ErrorSerializer, description="This server requires If-Match on writes (DJANGO_REQUIRE_IF_MATCH)."
@@ -141,8 +153,11 @@ def add_error_responses(result, generator, request, public):
     """
     result.setdefault("components", {}).setdefault("schemas", {}).setdefault(
         "Error",
-        {"type": "object", "properties": {"detail": {"type": "string"}, "code": {"type": "string"}},
-         "required": ["detail", "code"]},
+        {
+            "type": "object",
+            "properties": {"detail": {"type": "string"}, "code": {"type": "string"}},
+            "required": ["detail", "code"],
+        },
     )
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
@@ -154,8 +169,13 @@ def add_error_responses(result, generator, request, public):
                 responses.setdefault("401", _json("Not authenticated (see WWW-Authenticate).", ERROR))
                 responses.setdefault("403", _json("Authenticated, but the role does not allow this.", ERROR))
             # Every API view is throttled (widgets.api.throttling).
-            responses.setdefault("429", {**_json("Too many requests; retry after Retry-After seconds.", ERROR),
-                                         "headers": {"Retry-After": RETRY_AFTER}})
+            responses.setdefault(
+                "429",
+                {
+                    **_json("Too many requests; retry after Retry-After seconds.", ERROR),
+                    "headers": {"Retry-After": RETRY_AFTER},
+                },
+            )
             if "{" in path:
                 responses.setdefault("404", _json("No such object.", ERROR))
             elif any(p.get("name") == "format" for p in operation.get("parameters", [])):
@@ -177,14 +197,20 @@ def add_request_id_header(result, generator, request, public):
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             operation.setdefault("parameters", []).append(
-                {"in": "header", "name": "X-Request-ID", "required": False,
-                 # Any value is accepted (one that is not a usable id is replaced), so no maxLength.
-                 "schema": {"type": "string"}, "description": REQUEST_ID_DESCRIPTION}
+                {
+                    "in": "header",
+                    "name": "X-Request-ID",
+                    "required": False,
+                    # Any value is accepted (one that is not a usable id is replaced), so no maxLength.
+                    "schema": {"type": "string"},
+                    "description": REQUEST_ID_DESCRIPTION,
+                }
             )
             for response in operation["responses"].values():
                 if "$ref" not in response:
                     response.setdefault("headers", {})["X-Request-ID"] = {
-                        "schema": {"type": "string"}, "description": REQUEST_ID_DESCRIPTION,
+                        "schema": {"type": "string"},
+                        "description": REQUEST_ID_DESCRIPTION,
                     }
     return result
 
@@ -262,12 +288,18 @@ class AutoSchema(openapi.AutoSchema):
         responses = self._with_error_responses(direction)
         # Answered before any view (config.middleware.RequestSizeMiddleware, or gunicorn and
         # nginx in front, all as JSON), whatever the operation's parameters say.
-        responses.setdefault("414", self._get_response_for_code(
-            _error("The URL is longer than the server accepts (8,000 bytes)."), "414", direction=direction
-        ))
-        responses.setdefault("431", self._get_response_for_code(
-            _error("A header is longer than the server accepts (8,000 bytes)."), "431", direction=direction
-        ))
+        responses.setdefault(
+            "414",
+            self._get_response_for_code(
+                _error("The URL is longer than the server accepts (8,000 bytes)."), "414", direction=direction
+            ),
+        )
+        responses.setdefault(
+            "431",
+            self._get_response_for_code(
+                _error("A header is longer than the server accepts (8,000 bytes)."), "431", direction=direction
+            ),
+        )
         return responses
 
 

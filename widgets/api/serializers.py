@@ -8,6 +8,7 @@ HTML forms of the browsable API send only text and keep DRF's coercions.
 The speed-ups these serializers use (fields built once per class, a read plan, cheaper URL
 and date-time fields) live in fast_fields.py, with a test comparing their output to DRF's.
 """
+
 import re
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -38,6 +39,7 @@ STOCK_READ_ONLY = "Stock cannot be edited directly; use POST {adjust_url} to rec
 
 # The input rules (widgets.validators) are on the model fields, so the fields built from the
 # model carry them; the fields declared here take them from the same place.
+
 
 class StrictInputMixin:
     """Refuses JSON values of the wrong type; form input (always text) is parsed as usual."""
@@ -159,13 +161,13 @@ class CategorySerializer(SharedFieldsMixin, ReadPlanMixin, StrictFieldsMixin, se
     # The name's format (a letter or digit, so the slug is never empty) is the pattern above;
     # a taken name or slug is refused by the database's unique constraints, as a 400 (views).
 
+
 class WidgetSerializer(SharedFieldsMixin, ReadPlanMixin, StrictFieldsMixin, serializers.HyperlinkedModelSerializer):
     serializer_url_field = IdentityUrlField
     sku = SkuField(
         required=False,
         help_text=(
-            "Unique, case-insensitive, stored upper-case; a clash is 400 on sku. "
-            "Assigned (WGT-000042) when omitted."
+            "Unique, case-insensitive, stored upper-case; a clash is 400 on sku. Assigned (WGT-000042) when omitted."
         ),
     )
     price = PriceField(max_digits=12, decimal_places=2, min_value=0, required=False)
@@ -187,8 +189,21 @@ class WidgetSerializer(SharedFieldsMixin, ReadPlanMixin, StrictFieldsMixin, seri
     class Meta:
         model = Widget
         fields = [
-            "id", "url", "sku", "name", "description", "category", "price", "stock", "reserved",
-            "available", "reorder_level", "low_stock", "is_active", "created_at", "updated_at",
+            "id",
+            "url",
+            "sku",
+            "name",
+            "description",
+            "category",
+            "price",
+            "stock",
+            "reserved",
+            "available",
+            "reorder_level",
+            "low_stock",
+            "is_active",
+            "created_at",
+            "updated_at",
         ]
         read_only_fields = ["created_at", "updated_at"]
         # The browsable API's HTML form starts from the model's default: an unticked box
@@ -251,9 +266,7 @@ class AdjustmentSerializer(SharedFieldsMixin, serializers.Serializer):
 class BatchItemSerializer(AdjustmentSerializer):
     """One line of a batch: an adjustment of the named widget."""
 
-    widget = StrictIntegerField(
-        min_value=1, max_value=2**63 - 1, help_text="Widget id; may appear several times."
-    )
+    widget = StrictIntegerField(min_value=1, max_value=2**63 - 1, help_text="Widget id; may appear several times.")
 
 
 # DRF's own say "Ensure this field has at least 1 elements."
@@ -277,9 +290,7 @@ class FirstItemErrorMixin:
                 index = min(by_index)
                 field, messages = next(iter(by_index[index].items()))
                 message = messages[0] if isinstance(messages, list) else messages
-                raise ItemError(
-                    index=index, detail=f"{field}: {message}", code=message.code, field=field
-                ) from None
+                raise ItemError(index=index, detail=f"{field}: {message}", code=message.code, field=field) from None
             raise
 
 
@@ -343,8 +354,10 @@ class ReservationCreateSerializer(FirstItemErrorMixin, SharedFieldsMixin, serial
         for index, item in enumerate(items):
             if item["widget"] in seen:
                 raise ItemError(
-                    index=index, detail=f"widget: widget {item['widget']} appears more than once.",
-                    code="duplicate_widget", field="widget",
+                    index=index,
+                    detail=f"widget: widget {item['widget']} appears more than once.",
+                    code="duplicate_widget",
+                    field="widget",
                 )
             seen.add(item["widget"])
         return items

@@ -4,6 +4,7 @@ Counts live in the Django cache (Redis when REDIS_URL is set), so a limit holds 
 every process and instance. Rates are REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
 (`DJANGO_THROTTLE_ANON`, `_USER`, `_LOGIN`).
 """
+
 import hashlib
 import logging
 import math

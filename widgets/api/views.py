@@ -1,4 +1,5 @@
 """API viewsets: declarations plus thin hand-offs to ``widgets.services``."""
+
 from django.contrib.auth import authenticate
 from django.db import IntegrityError
 from django.http import StreamingHttpResponse
@@ -87,9 +88,7 @@ class CategoryViewSet(ConditionalMixin, viewsets.ModelViewSet):
 
 
 @extend_schema_view(
-    **conditional_schema(
-        WidgetSerializer, idempotent_create=True, update_request=WidgetUpdateSerializer
-    ),
+    **conditional_schema(WidgetSerializer, idempotent_create=True, update_request=WidgetUpdateSerializer),
     list=extend_schema(
         parameters=[
             OpenApiParameter(
@@ -275,9 +274,7 @@ class AdjustmentBatchViewSet(IdempotentMixin, viewsets.GenericViewSet):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         movements = services.adjust_stock_batch(items=serializer.validated_data["items"], user=request.user)
-        return Response(
-            BatchResultSerializer({"movements": movements}).data, status=status.HTTP_201_CREATED
-        )
+        return Response(BatchResultSerializer({"movements": movements}).data, status=status.HTTP_201_CREATED)
 
 
 RESERVATION_CONFLICT = OpenApiResponse(
@@ -453,7 +450,9 @@ class TokenIssueView(generics.GenericAPIView):
 
 
 @extend_schema_view(destroy=extend_schema(summary="Revoke one of your tokens", responses={204: None}))
-class ApiTokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet):
+class ApiTokenViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet
+):
     """The caller's own API tokens, newest first; revoked ones stay listed with ``revoked_at``."""
 
     queryset = ApiToken.objects.all()

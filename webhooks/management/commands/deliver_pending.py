@@ -4,6 +4,7 @@ Every committed delivery already has its task; this catches the ones whose worke
 sending (their task stays marked running). ``make worker`` and the Procfile run it when a
 worker starts; ``--every`` keeps it running beside the workers (or run it from a scheduler).
 """
+
 import time
 
 from django.core.management.base import BaseCommand
@@ -16,11 +17,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--grace", type=float, default=0,
+            "--grace",
+            type=float,
+            default=0,
             help="Only deliveries due for at least this many seconds (default 0: all that are due).",
         )
         parser.add_argument(
-            "--every", type=float, default=0,
+            "--every",
+            type=float,
+            default=0,
             help="Run again every this many seconds, until stopped (default 0: once).",
         )
 

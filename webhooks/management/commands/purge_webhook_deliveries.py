@@ -1,5 +1,6 @@
 """Delete finished webhook deliveries older than the retention (DJANGO_WEBHOOK_RETENTION_DAYS),
 the events they leave behind, and the finished delivery tasks as old. Run it daily."""
+
 from datetime import timedelta
 
 from django.conf import settings
@@ -13,7 +14,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument(
-            "--days", type=float, default=None,
+            "--days",
+            type=float,
+            default=None,
             help=f"Keep younger ones (default: the configured {settings.WEBHOOK_RETENTION / 86400:g} days).",
         )
 

@@ -5,6 +5,7 @@ claimed by one worker (SELECT ... FOR UPDATE SKIP LOCKED). Before the worker sta
 every ``--sweep-every`` seconds in the background, deliveries left behind by a worker that died
 while sending are enqueued again (``manage.py deliver_pending``).
 """
+
 import logging
 import threading
 
@@ -23,7 +24,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--sweep-every", type=float, default=60, help="Seconds between sweeps (0: only at start).")
         parser.add_argument(
-            "--sweep-grace", type=float, default=300,
+            "--sweep-grace",
+            type=float,
+            default=300,
             help="The periodic sweep takes deliveries overdue by this many seconds (the start-up sweep: all).",
         )
         parser.add_argument("--interval", type=float, default=1, help="db_worker's poll interval when idle.")
@@ -36,7 +39,11 @@ class Command(BaseCommand):
             stop = threading.Event()
             threading.Thread(target=self.sweep, args=(stop, sweep_every, sweep_grace), daemon=True).start()
         call_command(
-            "db_worker", interval=interval, batch=batch, reload=False, startup_delay=not batch,
+            "db_worker",
+            interval=interval,
+            batch=batch,
+            reload=False,
+            startup_delay=not batch,
             verbosity=options["verbosity"],
         )
 

@@ -11,9 +11,7 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
-        broken = list(
-            Widget.objects.ledger_mismatches().values_list("pk", "sku", "stock", "ledger_sum")[:50]
-        )
+        broken = list(Widget.objects.ledger_mismatches().values_list("pk", "sku", "stock", "ledger_sum")[:50])
         if broken:
             lines = [f"  widget {pk} ({sku}): stock {stock}, ledger {total}" for pk, sku, stock, total in broken]
             raise CommandError("Ledger invariant broken:\n" + "\n".join(lines))

@@ -18,7 +18,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("file", help="Path of a UTF-8 CSV file with a header row.")
-        parser.add_argument("--dry-run", action="store_true", help="Check the file and show what would change; write nothing.")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Check the file and show what would change; write nothing."
+        )
         parser.add_argument(
             "--stock-corrections",
             action="store_true",

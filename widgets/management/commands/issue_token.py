@@ -12,7 +12,9 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument("--name", default="", help="A label for the token, e.g. 'warehouse scanner'.")
         parser.add_argument(
-            "--expires-days", type=int, default=None,
+            "--expires-days",
+            type=int,
+            default=None,
             help="Days until the token expires (default: DJANGO_TOKEN_EXPIRY_DAYS; 0 = never).",
         )
         parser.add_argument("--read-only", action="store_true", help="Allow only GET/HEAD/OPTIONS.")
@@ -28,7 +30,5 @@ class Command(BaseCommand):
             user = get_user_model().objects.get(username=username)
         except get_user_model().DoesNotExist:
             raise CommandError(f"No user named {username!r}.") from None
-        _, raw_key = ApiToken.objects.issue(
-            user=user, name=name, expires_in_days=expires_days, read_only=read_only
-        )
+        _, raw_key = ApiToken.objects.issue(user=user, name=name, expires_in_days=expires_days, read_only=read_only)
         self.stdout.write(raw_key)

@@ -1,4 +1,5 @@
 """Delete stored Idempotency-Key responses older than the retention period (default 24 h)."""
+
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError

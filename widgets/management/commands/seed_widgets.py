@@ -25,6 +25,7 @@ DAILY_UNITS = (0.3, 0.8, 1.5, 3, 6, 12)  # a widget's typical sales per day, slo
 LOW_PERCENT = 7  # of the widgets end at or below their reorder level
 DEMO_USERS = ("warehouse", "shop")  # who received and who sold; they cannot log in
 
+
 class Command(BaseCommand):
     help = (
         "Add N deterministic demo widgets with --days days of history (received, sold, returned, "
@@ -107,16 +108,36 @@ class Command(BaseCommand):
     @staticmethod
     def _copy_widgets(widgets):
         columns = [
-            "sku", "name", "description", "category_id", "price", "stock", "reorder_level",
-            "is_active", "created_at", "updated_at", "version",
+            "sku",
+            "name",
+            "description",
+            "category_id",
+            "price",
+            "stock",
+            "reorder_level",
+            "is_active",
+            "created_at",
+            "updated_at",
+            "version",
         ]
         rows = io.StringIO()
         writer = csv.writer(rows)
         for w in widgets:
-            writer.writerow([
-                w.sku, w.name, w.description, w.category_id, w.price, w.stock, w.reorder_level,
-                "t" if w.is_active else "f", w.created_at.isoformat(), w.updated_at.isoformat(), w.version,
-            ])
+            writer.writerow(
+                [
+                    w.sku,
+                    w.name,
+                    w.description,
+                    w.category_id,
+                    w.price,
+                    w.stock,
+                    w.reorder_level,
+                    "t" if w.is_active else "f",
+                    w.created_at.isoformat(),
+                    w.updated_at.isoformat(),
+                    w.version,
+                ]
+            )
         rows.seek(0)
         with connection.cursor() as cursor:
             cursor.cursor.copy_expert(
@@ -156,15 +177,41 @@ class Command(BaseCommand):
             ledgers.append(ledger)
             progress.update(1)
         columns = [
-            "sku", "name", "description", "category_id", "price", "stock", "reorder_level",
-            "is_active", "created_at", "updated_at", "version",
+            "sku",
+            "name",
+            "description",
+            "category_id",
+            "price",
+            "stock",
+            "reorder_level",
+            "is_active",
+            "created_at",
+            "updated_at",
+            "version",
         ]
-        _insert(Widget, columns, [
-            [w["sku"], w["name"], "Demo widget", w["category_id"], w["price"], w["stock"], w["reorder_level"],
-             True, w["created_at"], w["updated_at"], 1]
-            for w in widgets
-        ])
-        ids = dict(Widget.objects.filter(sku__gte=widgets[0]["sku"], sku__lte=widgets[-1]["sku"]).values_list("sku", "id"))
+        _insert(
+            Widget,
+            columns,
+            [
+                [
+                    w["sku"],
+                    w["name"],
+                    "Demo widget",
+                    w["category_id"],
+                    w["price"],
+                    w["stock"],
+                    w["reorder_level"],
+                    True,
+                    w["created_at"],
+                    w["updated_at"],
+                    1,
+                ]
+                for w in widgets
+            ],
+        )
+        ids = dict(
+            Widget.objects.filter(sku__gte=widgets[0]["sku"], sku__lte=widgets[-1]["sku"]).values_list("sku", "id")
+        )
         movements = sorted(
             (
                 (at, ids[widget["sku"]], delta, reason, note, stock_after, users.get(by))
@@ -191,7 +238,9 @@ class Command(BaseCommand):
         price = Decimal(rng.randint(50, 50000)) / 100
 
         def at(day, hour, minute=None):
-            moment = datetime.combine(first_day + timedelta(days=day), time(hour, rng.randint(0, 59) if minute is None else minute))
+            moment = datetime.combine(
+                first_day + timedelta(days=day), time(hour, rng.randint(0, 59) if minute is None else minute)
+            )
             return timezone.make_aware(moment)
 
         created_at = at(0, 7, 0)
@@ -229,8 +278,11 @@ class Command(BaseCommand):
         elif not low and stock <= reorder_level:
             move(last, order_size, Reason.RECEIVED, f"PO {40000 + number * 7 + days}", "warehouse")
         widget = {
-            "price": price, "stock": stock, "reorder_level": reorder_level,
-            "created_at": created_at, "updated_at": ledger[-1][0],
+            "price": price,
+            "stock": stock,
+            "reorder_level": reorder_level,
+            "created_at": created_at,
+            "updated_at": ledger[-1][0],
         }
         return widget, ledger
 
@@ -261,10 +313,14 @@ def _insert(model, columns, rows):
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         for row in rows:
-            writer.writerow([
-                "" if v is None else ("t" if v is True else "f" if v is False else v.isoformat() if isinstance(v, datetime) else v)
-                for v in row
-            ])
+            writer.writerow(
+                [
+                    ""
+                    if v is None
+                    else ("t" if v is True else "f" if v is False else v.isoformat() if isinstance(v, datetime) else v)
+                    for v in row
+                ]
+            )
         buffer.seek(0)
         text = [c for c in columns if c in ("note", "description", "name")]
         with connection.cursor() as cursor:
@@ -277,5 +333,8 @@ def _insert(model, columns, rows):
     with connection.cursor() as cursor:
         cursor.executemany(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})",
-            [[adapt(v) if isinstance(v, datetime) else str(v) if isinstance(v, Decimal) else v for v in row] for row in rows],
+            [
+                [adapt(v) if isinstance(v, datetime) else str(v) if isinstance(v, Decimal) else v for v in row]
+                for row in rows
+            ],
         )
