@@ -236,7 +236,8 @@ def adjust(cursor, widget_id: int, user, body: bytes, start_response):
             [new_stock, now, widget_id],
         )
         cursor.execute(
-            "INSERT INTO widgets_stockmovement (widget_id, delta, reason, note, stock_after, created_by_id, created_at) "
+            "INSERT INTO widgets_stockmovement (widget_id, delta, reason, note, stock_after, "
+            "created_by_id, created_at) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
             [widget_id, delta, reason, note, new_stock, user[0], now],
         )
@@ -295,7 +296,8 @@ def adjust_batch(cursor, user, body: bytes, start_response):
         )
         values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(rows))
         cursor.execute(
-            "INSERT INTO widgets_stockmovement (widget_id, delta, reason, note, stock_after, created_by_id, created_at) "
+            "INSERT INTO widgets_stockmovement (widget_id, delta, reason, note, stock_after, "
+            "created_by_id, created_at) "
             f"VALUES {values} RETURNING id",
             [value for row in rows for value in (*row, user[0], now)],
         )
@@ -437,7 +439,8 @@ def commit(cursor, user, reservation_id: int, start_response):
             [now, ids, [stock[pk] for pk in ids]],
         )
         cursor.execute(
-            "INSERT INTO widgets_stockmovement (widget_id, delta, reason, note, stock_after, created_by_id, created_at) "
+            "INSERT INTO widgets_stockmovement (widget_id, delta, reason, note, stock_after, "
+            "created_by_id, created_at) "
             f"VALUES {', '.join(['(%s, %s, %s, %s, %s, %s, %s)'] * len(rows))} RETURNING id",
             [value for row in rows for value in (*row, user[0], now)],
         )

@@ -72,26 +72,20 @@ def main():
 def reserve_cycle(client, widget_id) -> list[int]:
     """The reserve scenario's queries: reserve 1 unit, commit it, receive 1 back (the stock
     ends as seeded). Run twice, the first to warm up; returns the second's three counts."""
+
+    def counted_post(url, body) -> tuple[int, dict]:
+        with CaptureQueriesContext(connection) as captured:
+            response = client.post(url, body, content_type="application/json")
+        assert response.status_code == 201, (response.status_code, response.content[:300])
+        return len(captured), response.json()
+
     for _ in range(2):
-        counted = []
-        for send in (
-            lambda: client.post(
-                "/api/reservations/",
-                {"reference": "bench", "items": [{"widget": widget_id, "quantity": 1}]},
-                content_type="application/json",
-            ),
-            lambda: client.post(f"/api/reservations/{reservation_id}/commit/", {}, content_type="application/json"),
-            lambda: client.post(
-                f"/api/widgets/{widget_id}/adjust/", {"delta": 1, "reason": "received"}, content_type="application/json"
-            ),
-        ):
-            with CaptureQueriesContext(connection) as captured:
-                response = send()
-            assert response.status_code == 201, (response.status_code, response.content[:300])
-            counted.append(len(captured))
-            if not counted[1:]:
-                reservation_id = response.json()["id"]
-    return counted
+        reserve, reservation = counted_post(
+            "/api/reservations/", {"reference": "bench", "items": [{"widget": widget_id, "quantity": 1}]}
+        )
+        commit, _ = counted_post(f"/api/reservations/{reservation['id']}/commit/", {})
+        receive, _ = counted_post(f"/api/widgets/{widget_id}/adjust/", {"delta": 1, "reason": "received"})
+    return [reserve, commit, receive]
 
 
 if __name__ == "__main__":

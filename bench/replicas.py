@@ -83,13 +83,11 @@ def main(options) -> None:
         replica = harness.PrivatePostgres(replica_port, standby_of=primary)
         replica.start()
         replica_url = f"postgres://postgres@127.0.0.1:{replica_port}/{DATABASE}"
-        caught_up = lambda: (
-            harness.sql(  # noqa: E731
-                replica_url,
-                f"SELECT pg_last_wal_replay_lsn() >= '{harness.sql(db_url, 'SELECT pg_current_wal_lsn()')[0]}'",
-            )
-            == ["t"]
-        )
+
+        def caught_up():
+            primary_lsn = harness.sql(db_url, "SELECT pg_current_wal_lsn()")[0]
+            return harness.sql(replica_url, f"SELECT pg_last_wal_replay_lsn() >= '{primary_lsn}'") == ["t"]
+
         if not harness.wait_until(caught_up, timeout=120):
             raise RuntimeError("the replica did not catch up")
 

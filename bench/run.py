@@ -340,7 +340,8 @@ def render(results, options, started, finished, command):
         f"- Machine: {os.cpu_count()} CPUs ({cpu}), {platform.platform()}; load average before "
         f"{' '.join(results['load']['before'])}, after {' '.join(results['load']['after'])} "
         "(the machine is shared with other engineers running tests)",
-        f"- Versions: Python {platform.python_version()}, Django {django.__version__}, DRF {rest_framework.__version__}, "
+        f"- Versions: Python {platform.python_version()}, Django {django.__version__}, DRF "
+        f"{rest_framework.__version__}, "
         f"{version(['psql', '--version'])}, {version(['wrk', '-v'])}",
         "",
         "| widgets | scenario | app req/s | floor req/s | ratio | app p50 ms | app p99 ms | p99/p50 | "

@@ -103,7 +103,8 @@ def main() -> int:
         seconds = time.perf_counter() - started
         delivered = Delivery.objects.filter(status="delivered", subscription=subscription).count()
         print(
-            f"\none worker: {delivered} of {total} deliveries in {seconds:.1f} s = {delivered / seconds:.0f} deliveries/s "
+            f"\none worker: {delivered} of {total} deliveries in {seconds:.1f} s = "
+            f"{delivered / seconds:.0f} deliveries/s "
             f"(receiver got {len(receiver.requests)} requests; includes the worker's start-up)"
         )
     from django.db import connections

@@ -660,7 +660,9 @@ class Rehearsal:
                 .strip()
                 .splitlines()[-1]
             )
-            line = next(l for l in (second / "Procfile").read_text().splitlines() if l.startswith("worker:"))
+            line = next(
+                entry for entry in (second / "Procfile").read_text().splitlines() if entry.startswith("worker:")
+            )
             log = self.tmp / "worker.log"
             process = subprocess.Popen(
                 ["bash", "-c", f"exec {line.split(':', 1)[1].strip()}"],

@@ -257,7 +257,7 @@ class TestHugeNumbers:
         ],
     )
     def test_integer_beyond_64_bits_in_body_is_refused(self, manager, widget, field, literal, status):
-        body = '{"name": "W", "%s": %s}' % (field, literal)
+        body = f'{{"name": "W", "{field}": {literal}}}'
         with nothing_changes():
             response = manager.generic("POST", "/api/widgets/", body, content_type="application/json")
         # A number too long for Python's int() fails the JSON parse itself (parse_error).
@@ -485,7 +485,7 @@ class TestUnicodeNames:
 
     @pytest.mark.parametrize("raw", ['"\\ud800"', '"a\\udfffb"', '"\\udbff\\udfff\\ud800"'])
     def test_lone_surrogates_are_400(self, manager, raw):
-        body = '{"name": %s}' % raw
+        body = f'{{"name": {raw}}}'
         with nothing_changes():
             response = manager.generic("POST", "/api/widgets/", body, content_type="application/json")
         assert_refused(response, naming="name")

@@ -76,7 +76,8 @@ def databases(tmp_path_factory):
         "shell",
         "-c",
         (
-            "import json\nfrom django.contrib.auth.models import Group, User\nfrom django.core.management import call_command\n"
+            "import json\nfrom django.contrib.auth.models import Group, User\nfrom "
+            "django.core.management import call_command\n"
             "from widgets.models import ApiToken\n"
             "call_command('seed_widgets', count=3, seed=1, verbosity=0)\n"
             "tokens = {}\n"
@@ -96,7 +97,8 @@ def databases(tmp_path_factory):
         "-c",
         (
             "from django.contrib.auth.models import User\nfrom widgets import services\n"
-            "w = services.create_widget(user=User.objects.get(username='writer'), name='Newer', sku='NEWER-1', stock=2)\n"
+            "w = services.create_widget(user=User.objects.get(username='writer'), name='Newer', "
+            "sku='NEWER-1', stock=2)\n"
             "print(w.pk)"
         ),
     )

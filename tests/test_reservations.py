@@ -614,7 +614,7 @@ class TestWidgetAvailability:
         assert (shown["stock"], shown["reserved"], shown["available"]) == (10, 4, 6)
 
     def test_min_and_max_available(self, clerk, viewer, create_widget):
-        a, b, c = (
+        a, _, _ = (
             create_widget(stock=10, sku="AV-A"),
             create_widget(stock=10, sku="AV-B"),
             create_widget(stock=3, sku="AV-C"),
@@ -629,7 +629,7 @@ class TestWidgetAvailability:
         assert skus(min_available=3, max_available=3) == ["AV-C"]
 
     def test_ordering_by_available(self, clerk, viewer, create_widget):
-        a, b, c = (
+        a, _, _ = (
             create_widget(stock=10, sku="OR-A"),
             create_widget(stock=5, sku="OR-B"),
             create_widget(stock=7, sku="OR-C"),

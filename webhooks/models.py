@@ -77,7 +77,8 @@ class Event(models.Model):
     id = models.UUIDField(primary_key=True, editable=False)
     type = models.CharField(max_length=40, choices=EventType.choices)
     occurred_at = models.DateTimeField()
-    request_id = models.CharField(max_length=128, null=True, blank=True)
+    # Null, not "": no request at all (a command, the worker), as opposed to one without an id.
+    request_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     # The widget or category it is about; a plain number, so the event outlives the object.
     object_type = models.CharField(max_length=20, blank=True)
     object_id = models.BigIntegerField(null=True)

@@ -58,16 +58,16 @@ class Category(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs):
+        # The slug is derived data, never typed by hand: keep it in step with the name.
+        self.slug = slugify(self.name)[:100]
+        super().save(*args, **kwargs)
+
     def clean(self):
         # Model forms (the admin) call this; the API serializer asks name_problem itself.
         problem = Category.objects.name_problem(self.name or "", exclude_pk=self.pk)
         if problem:
             raise ValidationError({"name": problem})
-
-    def save(self, *args, **kwargs):
-        # The slug is derived data, never typed by hand: keep it in step with the name.
-        self.slug = slugify(self.name)[:100]
-        super().save(*args, **kwargs)
 
 
 # The planner's row count of each table (pg_class.reltuples), remembered per process.

@@ -1086,7 +1086,8 @@ def import_widgets(
                         row.row,
                         "stock",
                         (
-                            f"{widget.stock} in stock now, {stock} in the file, and no version shows the file is current: "
+                            f"{widget.stock} in stock now, {stock} in the file, and no version shows the file is "
+                            "current: "
                             "export again, or choose to apply stock corrections"
                         ),
                     )

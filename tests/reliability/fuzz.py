@@ -25,7 +25,9 @@ SEED_RESERVATIONS = """
 from widgets import services
 from widgets.models import Widget
 for widget in Widget.objects.filter(stock__gte=2).order_by("id")[:20]:
-    services.create_reservation(reference=f"fuzz-{widget.pk}", items=[{"widget": widget.pk, "quantity": 1}], ttl_seconds=86400)
+    services.create_reservation(
+        reference=f"fuzz-{widget.pk}", items=[{"widget": widget.pk, "quantity": 1}], ttl_seconds=86400
+    )
 """
 
 

@@ -197,7 +197,8 @@ def main() -> int:
                 )
             report["replica_pg_stat_activity"] = harness.sql(
                 replica_url,
-                f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{DATABASE}' AND backend_type = 'client backend' "
+                f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{DATABASE}' AND backend_type = "
+                "'client backend' "
                 "AND pid <> pg_backend_pid()",
             )
 

@@ -87,7 +87,10 @@ IF_NONE_MATCH = OpenApiParameter(
 )
 PRECONDITION_FAILED = OpenApiResponse(
     ErrorSerializer,
-    description="If-Match did not match: the object changed since you read it. Nothing changed; the ETag header carries the current tag.",
+    description=(
+        "If-Match did not match: the object changed since you read it. Nothing changed; "
+        "the ETag header carries the current tag."
+    ),
 )
 PRECONDITION_REQUIRED = OpenApiResponse(
     ErrorSerializer, description="This server requires If-Match on writes (DJANGO_REQUIRE_IF_MATCH)."
