@@ -104,6 +104,20 @@ def gunicorn(port: int) -> list[str]:
     ]
 
 
+def procfile_gunicorn(port: int) -> list[str]:
+    """gunicorn as the Procfile runs it, with gunicorn.conf.py (its limits, its JSON errors)."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        "gunicorn.conf.py",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "config.wsgi:application",
+    ]
+
+
 def runserver(port: int) -> list[str]:
     """The local server of `make run`."""
     return [sys.executable, "manage.py", "runserver", f"127.0.0.1:{port}", "--noreload"]

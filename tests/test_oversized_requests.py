@@ -3,19 +3,12 @@ in front of it (its own 414 and 431). nginx's answers, with the .platform snippe
 rehearsed by `make deploy-check`."""
 
 import json
-import os
-import secrets
 import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-from tests.processes import free_ports
+from tests import processes
 
-BASE_DIR = Path(__file__).resolve().parent.parent
 QUERY_20_KB = "x=" + "a" * 20_000
 HEADER_16_KB = "b" * 16_000
 
@@ -66,38 +59,9 @@ def gunicorn_port(tmp_path_factory):
     """gunicorn as the Procfile runs it (gunicorn.conf.py), one worker; no database needed:
     every request here is answered before a view runs."""
     tmp = tmp_path_factory.mktemp("gunicorn")
-    [port] = free_ports(1)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL", "RDS_", "GUNICORN_"))},
-        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
-        "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
-        "PORT": str(port),
-        "GUNICORN_WORKERS": "1",
-    }
-    log = tmp / "gunicorn.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "config.wsgi:application"],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, log.read_text()
-            try:
-                if raw_request(port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "gunicorn did not start"
-            time.sleep(0.2)
-        yield port
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    env = processes.project_env(DATABASE_URL=f"sqlite:///{tmp / 'db.sqlite3'}", GUNICORN_WORKERS="1")
+    with processes.servers(1, env, tmp, command=processes.procfile_gunicorn) as [url]:
+        yield int(url.rsplit(":", 1)[1])
 
 
 class TestBehindGunicorn:

@@ -10,16 +10,13 @@ import json
 import os
 import secrets
 import subprocess
-import sys
-import time
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.processes import free_ports, http
+from tests import processes
+from tests.processes import http
 
-BASE_DIR = Path(__file__).resolve().parent.parent
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 REDIS_URL = os.environ.get("REDIS_URL", "")
 
@@ -54,8 +51,7 @@ def two_instances(tmp_path):
     name = f"{parts.path.lstrip('/') or 'widgets'}_procs_{secrets.token_hex(4)}"
     admin_url = urlunsplit(parts._replace(path="/postgres"))
     psql(admin_url, f'CREATE DATABASE "{name}"')
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL", "RDS_"))},
+    settings = {
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "DATABASE_URL": urlunsplit(parts._replace(path=f"/{name}")),
         "REDIS_URL": REDIS_URL,
@@ -64,56 +60,15 @@ def two_instances(tmp_path):
     }
 
     def manage(*args):
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=120
-        )
+        result = processes.manage(*args, **settings)
         assert result.returncode == 0, result.stderr
         return result.stdout
 
-    servers, urls, logs = [], [], []
     try:
         manage("migrate", "--noinput", "-v", "0")
-        for port in free_ports(2):
-            logs.append(tmp_path / f"server-{port}.log")
-            with open(logs[-1], "w") as log:
-                servers.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "gunicorn",
-                            "config.wsgi:application",
-                            "--bind",
-                            f"127.0.0.1:{port}",
-                            "--workers",
-                            "1",
-                            "--threads",
-                            "1",
-                        ],
-                        cwd=BASE_DIR,
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-            urls.append(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 60
-        for url, server, log in zip(urls, servers, logs):
-            while True:
-                assert server.poll() is None, f"server exited:\n{log.read_text()}"
-                try:
-                    if http("GET", f"{url}/healthz")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
-        yield urls, manage
+        with processes.servers(2, processes.project_env(**settings), tmp_path) as urls:
+            yield urls, manage
     finally:
-        for server in servers:
-            server.terminate()
-        for server in servers:
-            server.wait(timeout=30)
         psql(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
