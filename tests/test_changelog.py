@@ -226,6 +226,17 @@ class TestWrittenByTheCsvImport:
         assert create.changes["stock"] == [None, 3]
         assert not ChangeLogEntry.objects.filter(object_type="widget", object_id=same["id"], action="update").exists()
 
+    def test_a_change_by_no_user_is_listed_with_user_null_as_documented(self, tmp_path, viewer):
+        path = tmp_path / "widgets.csv"
+        path.write_text(f"{self.HEADER}\nCMD-1,By a command,,,1.00,0,true,2\n", encoding="utf-8")
+        call_command("import_widgets", str(path), stdout=StringIO())  # no user: the command line
+
+        listed = viewer.get("/api/changes/", {"object_type": "widget"}).json()["results"]
+        schema = viewer.get("/api/schema/", {"format": "json"}).json()
+
+        assert [(e["object_repr"], e["user"]) for e in listed] == [("CMD-1 By a command", None)]
+        assert schema["components"]["schemas"]["ChangeLogEntry"]["properties"]["user"]["nullable"] is True
+
     def test_dry_run_logs_nothing(self, tmp_path, create_widget):
         create_widget(sku="OLD-1", name="Old")
         before = ChangeLogEntry.objects.count()

@@ -473,7 +473,12 @@ class ChangesField(serializers.JSONField):
 
 
 class ChangeLogEntrySerializer(SharedFieldsMixin, serializers.ModelSerializer):
-    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    user = serializers.SlugRelatedField(
+        slug_field="username",
+        read_only=True,
+        allow_null=True,
+        help_text="Who made the change; null for a change made by no user (a command, the system).",
+    )
     changes = ChangesField(read_only=True)
 
     class Meta:
