@@ -113,18 +113,49 @@ def bounded_count(queryset, limit: int) -> tuple[int, bool]:
     return max(estimate, exact), True
 
 
-def reserved_units(now=None):
-    """The units of the outer widget (``OuterRef("pk")``) held at ``now`` (default: the
-    current time): the sum of its items in reservations that are active and not yet
-    expired. One correlated subquery, answered from ``reservation_item_widget``."""
-    held = (
-        ReservationItem.objects.holding(now=now)
-        .filter(widget=OuterRef("pk"))
-        .values("widget")
-        .annotate(total=Sum("quantity"))
-        .values("total")
-    )
-    return Coalesce(Subquery(held, output_field=models.IntegerField()), 0)
+class ReservedUnits(models.Expression):
+    """The units of the outer widget held at ``now`` (default: when the query runs): the sum
+    of its items in reservations that are active and not yet expired, as one correlated
+    subquery answered from ``reservation_item_widget``.
+
+    Written as SQL rather than built from querysets: the list and retrieve of every widget
+    carry it, and resolving an ORM ``Subquery`` (joins, lookups, aggregation) cost more Python
+    per request than the rest of a retrieve. The SQL is the same.
+    """
+
+    output_field = models.IntegerField()
+
+    def __init__(self, now=None):
+        super().__init__()
+        self.now = now
+        self.widget_alias = None
+
+    def resolve_expression(self, query=None, allow_joins=True, reuse=None, summarize=False, for_save=False):
+        resolved = self.copy()
+        resolved.widget_alias = query.get_initial_alias()  # the widget table of the outer query
+        return resolved
+
+    def as_sql(self, compiler, connection):
+        qn = compiler.quote_name_unless_alias
+        item, reservation = ReservationItem._meta, Reservation._meta
+
+        def column(meta, name):
+            return qn(meta.get_field(name).column)
+
+        sql = (
+            f"COALESCE((SELECT SUM(i.{column(item, 'quantity')}) FROM {qn(item.db_table)} i"
+            f" INNER JOIN {qn(reservation.db_table)} r"
+            f" ON r.{column(reservation, 'id')} = i.{column(item, 'reservation')}"
+            f" WHERE i.{column(item, 'widget')} = {qn(self.widget_alias)}.{column(Widget._meta, 'id')}"
+            f" AND r.{column(reservation, 'status')} = %s AND r.{column(reservation, 'expires_at')} > %s), 0)"
+        )
+        now = self.now or timezone.now()
+        return sql, [Reservation.Status.ACTIVE, connection.ops.adapt_datetimefield_value(now)]
+
+
+def reserved_units(now=None) -> ReservedUnits:
+    """See ``ReservedUnits``."""
+    return ReservedUnits(now)
 
 
 class WidgetQuerySet(models.QuerySet):
