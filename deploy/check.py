@@ -578,20 +578,24 @@ class Rehearsal:
             f"login throttle {THROTTLE_LOGIN}/min, attempts alternating A/B: {statuses} (counted together in Redis)"
         )
 
-    def check_idempotency_across_instances(self, a, b):
-        """A retry that lands on the other instance replays the first answer and changes nothing."""
-        auth = {"Content-Type": "application/json"}
+    def create_widget(self, port, name: str, *, stock: int) -> int:
+        """A new widget made through the API of the instance on ``port``; returns its id."""
         status, _, body = request(
-            a,
+            port,
             "POST",
             "/api/widgets/",
             https=True,
             token=self.token,
-            body=json.dumps({"name": f"Rehearsal {secrets.token_hex(3)}", "stock": 10}).encode(),
-            extra=auth,
+            body=json.dumps({"name": f"{name} {secrets.token_hex(3)}", "stock": stock}).encode(),
+            extra={"Content-Type": "application/json"},
         )
-        check(status == 201, f"create widget on A: {status} {body[:200]!r}")
-        widget = json.loads(body)["id"]
+        check(status == 201, f"create widget on port {port}: {status} {body[:200]!r}")
+        return json.loads(body)["id"]
+
+    def check_idempotency_across_instances(self, a, b):
+        """A retry that lands on the other instance replays the first answer and changes nothing."""
+        auth = {"Content-Type": "application/json"}
+        widget = self.create_widget(a, "Rehearsal", stock=10)
         key = f"deploy-check-{secrets.token_hex(8)}"
         adjust = json.dumps({"delta": -3, "reason": "sold"}).encode()
         first = request(
@@ -674,17 +678,7 @@ class Rehearsal:
             )
             self.servers["worker"] = (process, log)
             auth = {"Content-Type": "application/json"}
-            status, _, body = request(
-                a,
-                "POST",
-                "/api/widgets/",
-                https=True,
-                token=self.token,
-                body=json.dumps({"name": f"Hooked {secrets.token_hex(3)}", "stock": 5}).encode(),
-                extra=auth,
-            )
-            check(status == 201, f"create widget on A: {status} {body[:200]!r}")
-            widget = json.loads(body)["id"]
+            widget = self.create_widget(a, "Hooked", stock=5)
             status, _, body = request(
                 a,
                 "POST",
