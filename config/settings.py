@@ -304,6 +304,7 @@ SPECTACULAR_SETTINGS = {
         "webhooks.schema.widget_events",
         "webhooks.schema.category_events",
         "webhooks.schema.stock_events",
+        "webhooks.schema.reservation_events",
         "webhooks.schema.ping_event",
     ],
 }

@@ -51,6 +51,8 @@ class WidgetEventData(serializers.Serializer):
     category = serializers.IntegerField(allow_null=True)
     price = serializers.DecimalField(max_digits=12, decimal_places=2)
     stock = serializers.IntegerField()
+    reserved = serializers.IntegerField(help_text="Units held by active reservations.")
+    available = serializers.IntegerField(help_text="stock - reserved.")
     reorder_level = serializers.IntegerField()
     low_stock = serializers.BooleanField()
     is_active = serializers.BooleanField()
@@ -85,6 +87,24 @@ class StockAdjustedData(serializers.Serializer):
     widget = WidgetEventData()
 
 
+class ReservationItemEventData(serializers.Serializer):
+    widget = serializers.IntegerField()
+    quantity = serializers.IntegerField()
+
+
+class ReservationEventData(serializers.Serializer):
+    """The reservation as the API shows it, after the change."""
+
+    id = serializers.IntegerField()
+    reference = serializers.CharField()
+    status = serializers.ChoiceField(choices=["active", "committed", "released", "expired"])
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    closed_at = serializers.DateTimeField(allow_null=True)
+    items = ReservationItemEventData(many=True)
+    created_by = serializers.CharField(allow_null=True)
+
+
 class PingData(serializers.Serializer):
     subscription = serializers.IntegerField()
     url = serializers.URLField()
@@ -99,10 +119,17 @@ WIDGET_TYPES = [
     EventType.WIDGET_BACK_IN_STOCK,
 ]
 CATEGORY_TYPES = [EventType.CATEGORY_CREATED, EventType.CATEGORY_UPDATED, EventType.CATEGORY_DELETED]
+RESERVATION_TYPES = [
+    EventType.RESERVATION_CREATED,
+    EventType.RESERVATION_COMMITTED,
+    EventType.RESERVATION_RELEASED,
+    EventType.RESERVATION_EXPIRED,
+]
 
 WidgetEvent = envelope("WidgetEvent", WIDGET_TYPES, WidgetEventData())
 CategoryEvent = envelope("CategoryEvent", CATEGORY_TYPES, CategoryEventData())
 StockAdjustedEvent = envelope("StockAdjustedEvent", [EventType.STOCK_ADJUSTED], StockAdjustedData())
+ReservationEvent = envelope("ReservationEvent", RESERVATION_TYPES, ReservationEventData())
 PingEvent = envelope("PingEvent", [EventType.PING], PingData())
 
 RECEIVED = {200: OpenApiResponse(description="Any 2xx: delivered. Anything else, or no answer in 10 s: retried.")}
@@ -135,6 +162,16 @@ stock_events = _webhook(
     "One per movement of the stock ledger (every adjustment, each item of a batch, a widget's "
     "initial stock, a CSV import's corrections).",
     StockAdjustedEvent,
+)
+reservation_events = _webhook(
+    "reservation",
+    "reservation.created, .committed, .released, .expired",
+    "A reservation was made, committed (its sales are `stock.adjusted` events), released, or "
+    "its expiry was recorded. `reservation.expired` is sent by the worker's sweep within "
+    "`--sweep-every` seconds (default 60) of `expires_at`; the API shows the reservation as "
+    "`expired`, holding nothing, from `expires_at` itself. The alerts an expiry or a release "
+    "crosses (`widget.back_in_stock`, ...) are sent with it.",
+    ReservationEvent,
 )
 ping_event = _webhook(
     "webhook.ping", "webhook.ping", "Sent by `POST /api/webhooks/{id}/ping/` to test a receiver.", PingEvent

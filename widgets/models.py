@@ -398,10 +398,19 @@ class ReservationQuerySet(models.QuerySet):
         """Reservations whose computed ``state`` (see ``Reservation.state``) is ``state``."""
         now = now or timezone.now()
         if state == Reservation.EXPIRED:
-            return self.filter(status=Reservation.Status.ACTIVE, expires_at__lte=now)
+            # Recorded by the sweep, or not yet: the API shows both as expired.
+            return self.filter(
+                Q(status=Reservation.Status.EXPIRED) | Q(status=Reservation.Status.ACTIVE, expires_at__lte=now)
+            )
         if state == Reservation.Status.ACTIVE:
             return self.holding(now=now)
         return self.filter(status=state)
+
+    def expired_unrecorded(self, now=None):
+        """Active reservations past ``expires_at`` that the sweep has not recorded yet
+        (``services.record_expired_reservations``); the ``reservation_status_expiry``
+        index answers it, oldest expiry first."""
+        return self.filter(status=Reservation.Status.ACTIVE, expires_at__lte=now or timezone.now())
 
 
 class Reservation(models.Model):
@@ -410,18 +419,23 @@ class Reservation(models.Model):
 
     ``status`` stores what was decided (active, committed, released); whether an active
     reservation has expired is read from the clock (``state``), so expiry needs no job
-    and an expired reservation stops holding stock at that very moment. Written only by
-    ``widgets.services``.
+    and an expired reservation stops holding stock at that very moment. Later the
+    worker's sweep *records* the expiry (``services.record_expired_reservations``): it
+    stores ``expired`` and sends ``reservation.expired``. Stored or not, the API shows
+    ``expired`` from the first moment. Written only by ``widgets.services``.
     """
 
     class Status(models.TextChoices):
         ACTIVE = "active"
         COMMITTED = "committed"
         RELEASED = "released"
+        # Stored by the sweep only, some time after expires_at; before that an expired
+        # reservation is stored as active and ``state`` reads the clock.
+        EXPIRED = "expired"
 
-    # Never stored: an active reservation past its expires_at.
-    EXPIRED = "expired"
-    STATES = [*Status.values, EXPIRED]
+    EXPIRED = Status.EXPIRED
+    # Every status the API shows.
+    STATES = Status.values
 
     reference = models.CharField(max_length=100)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE, editable=False)
@@ -430,7 +444,7 @@ class Reservation(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField()
-    # When it was committed or released; null while active (expired included).
+    # When it was committed or released; null while active or expired (recorded or not).
     closed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     objects = ReservationQuerySet.as_manager()
@@ -439,11 +453,12 @@ class Reservation(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(status__in=["active", "committed", "released"]), name="reservation_status_valid"
+                condition=Q(status__in=["active", "committed", "released", "expired"]),
+                name="reservation_status_valid",
             ),
             models.CheckConstraint(
-                condition=Q(status="active", closed_at__isnull=True)
-                | (~Q(status="active") & Q(closed_at__isnull=False)),
+                condition=Q(status__in=["active", "expired"], closed_at__isnull=True)
+                | (~Q(status__in=["active", "expired"]) & Q(closed_at__isnull=False)),
                 name="reservation_closed_at_iff_closed",
             ),
             models.CheckConstraint(
@@ -453,6 +468,7 @@ class Reservation(models.Model):
         indexes = [
             models.Index(fields=["-created_at", "-id"], name="reservation_newest"),
             models.Index(fields=["reference"], name="reservation_reference"),
+            # Also the sweep's query: status = 'active' AND expires_at <= now, oldest first.
             models.Index(fields=["status", "expires_at"], name="reservation_status_expiry"),
         ]
 

@@ -402,6 +402,12 @@ def _lock_reservation(reservation_id: int) -> tuple[Reservation, list[Reservatio
 
 
 def _must_be_active(reservation: Reservation, now, doing: str) -> None:
+    if reservation.status == Reservation.Status.EXPIRED:  # its expiry recorded by the sweep
+        raise ReservationExpired(
+            f"Reservation {reservation.pk} expired at {reservation.expires_at.isoformat()}; "
+            f"it holds nothing and cannot be {doing}.",
+            status=Reservation.EXPIRED,
+        )
     if reservation.status != Reservation.Status.ACTIVE:
         raise ReservationNotActive(
             f"Reservation {reservation.pk} is {reservation.status}; only an active one can be {doing}.",
@@ -509,6 +515,95 @@ def extend_reservation(*, reservation_id: int, ttl_seconds: int, user=None) -> R
     # Complete: held until the new expires_at.
     _log_reservation(user, ChangeLogEntry.Action.UPDATE, reservation, before=before)
     return reservation
+
+
+EXPIRY_BATCH = 100
+
+
+def record_expired_reservations(*, now=None, limit: int | None = None, batch_size: int = EXPIRY_BATCH) -> int:
+    """Record the expiry of active reservations past ``expires_at`` (at ``now``, default the
+    clock; never later than the clock): store ``expired``, write a change-log entry (no user)
+    and send ``reservation.expired`` and the stock alerts the expiry crosses (an expiry makes
+    units available again: ``widget.back_in_stock`` from 0, and above the reorder level the
+    ``widget.low_stock`` alert is armed again). At most ``limit`` (default: all of them), in
+    transactions of ``batch_size``. Returns how many were recorded.
+
+    The API shows such a reservation as ``expired`` from its ``expires_at`` on, and it holds
+    nothing from then: this changes no number anyone reads, it is the bookkeeping (and the
+    event) that follows. Run by the worker's sweep (``manage.py run_worker``, every
+    ``--sweep-every`` seconds) and by ``manage.py expire_reservations``.
+
+    Exactly once per reservation, with any number of sweeps at once: each batch locks its
+    reservations with ``SELECT ... FOR UPDATE SKIP LOCKED`` (a row another sweep, or a commit,
+    release or extend, holds is left to it), then their widgets in id order, reservation
+    rows before widget rows like every reservation service, and checks each again under
+    the locks. One that was extended, committed or released first is not expired.
+    """
+    recorded = 0
+    while limit is None or recorded < limit:
+        size = batch_size if limit is None else min(batch_size, limit - recorded)
+        done = _record_expired_batch(now, size)
+        if not done:
+            break
+        recorded += done
+    return recorded
+
+
+@transaction.atomic
+def _record_expired_batch(now, size: int) -> int:
+    """One transaction of ``record_expired_reservations``: up to ``size`` of them."""
+    cutoff = min(now, timezone.now()) if now is not None else timezone.now()
+    # ``of=("self",)``: the creator is read along (the event shows it), not locked.
+    reservations = list(
+        Reservation.objects.expired_unrecorded(now=cutoff)
+        .select_for_update(skip_locked=True, of=("self",))
+        .select_related("created_by")
+        .order_by("expires_at", "id")[:size]
+    )
+    if not reservations:
+        return 0
+    items_of: dict[int, list[ReservationItem]] = {r.pk: [] for r in reservations}
+    for item in ReservationItem.objects.filter(reservation__in=reservations).order_by("id"):
+        items_of[item.reservation_id].append(item)
+    widgets = _lock_widgets({item.widget_id for items in items_of.values() for item in items})
+    now = timezone.now()  # after the locks, like every reservation service
+    # Under the locks, again: still active and past its time (not extended meanwhile).
+    expired = [r for r in reservations if r.status == Reservation.Status.ACTIVE and r.expires_at <= min(cutoff, now)]
+    if not expired:
+        return 0
+
+    # ``reserved`` (read under the locks, from the clock) no longer counts these: the alerts
+    # compare what was available while they held their units with what is available now.
+    released: dict[int, int] = {}
+    entries = []
+    for reservation in expired:
+        items = items_of[reservation.pk]
+        before = _reservation_values(reservation, items)
+        # The one place where an expiry gives its items' units back to their widgets, under
+        # the widgets' row locks (a maintained Widget.held would be decremented here).
+        for item in items:
+            released[item.widget_id] = released.get(item.widget_id, 0) + item.quantity
+        reservation.status = Reservation.Status.EXPIRED
+        _prefetched(reservation, items)
+        entries.append(_reservation_log_entry(None, ChangeLogEntry.Action.UPDATE, reservation, before=before))
+    Reservation.objects.filter(pk__in=[r.pk for r in expired]).update(status=Reservation.Status.EXPIRED)
+    ChangeLogEntry.objects.bulk_create(entries)
+
+    outbox = Outbox()
+    for reservation in expired:
+        outbox.add(
+            EventType.RESERVATION_EXPIRED,
+            object_type="reservation",
+            object_id=reservation.pk,
+            data=lambda reservation=reservation: _reservation_data(reservation),
+        )
+    for pk, units in sorted(released.items()):
+        widget = widgets[pk]
+        level_before = (alert_level(widget) - units, widget.reorder_level)
+        for alert in threshold_events(before=level_before, after=(alert_level(widget), widget.reorder_level)):
+            _object_event(outbox, alert, widget)
+    outbox.flush()
+    return len(expired)
 
 
 def _write_stock(widgets: Collection[Widget], now) -> None:
@@ -949,8 +1044,13 @@ def _reservation_values(reservation: Reservation, items: Sequence[ReservationIte
 def _log_reservation(user, action: str, reservation: Reservation, *, before: dict) -> None:
     """Who reserved (create) or committed, released or extended (update) a reservation.
     ``items`` are ``[widget, quantity]`` pairs."""
+    _reservation_log_entry(user, action, reservation, before=before).save()
+
+
+def _reservation_log_entry(user, action: str, reservation: Reservation, *, before: dict) -> ChangeLogEntry:
+    """The (unsaved) entry of ``_log_reservation``; ``user`` None for the expiry sweep."""
     after = _reservation_values(reservation, reservation.items.all())
-    ChangeLogEntry.objects.create(
+    return ChangeLogEntry(
         user=user if user is not None and user.is_authenticated else None,
         action=action,
         object_type=ChangeLogEntry.ObjectType.RESERVATION,

@@ -2,8 +2,13 @@
 
 ``make worker`` and the Procfile's ``worker:`` line run this on every instance; each task is
 claimed by one worker (SELECT ... FOR UPDATE SKIP LOCKED). Before the worker starts, and then
-every ``--sweep-every`` seconds in the background, deliveries left behind by a worker that died
-while sending are enqueued again (``manage.py deliver_pending``).
+every ``--sweep-every`` seconds in the background, the sweep
+
+- records the reservations that have expired (``manage.py expire_reservations``): their
+  ``reservation.expired`` events and the stock alerts the expiry crosses are sent from then on
+  (each reservation once, however many workers sweep at the same time);
+- enqueues again the deliveries left behind by a worker that died while sending
+  (``manage.py deliver_pending``).
 """
 
 import logging
@@ -14,6 +19,7 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections, connection
 
 from webhooks import services
+from widgets.services import record_expired_reservations
 
 logger = logging.getLogger("webhooks.worker")
 
@@ -33,8 +39,13 @@ class Command(BaseCommand):
         parser.add_argument("--batch", action="store_true", help="Run the tasks that are ready, then stop.")
 
     def handle(self, *args, sweep_every, sweep_grace, interval, batch, **options):
+        expired = record_expired_reservations()
         count = services.enqueue_due()
-        logger.info("worker starting; enqueued %s pending delivery(ies) left behind", count)
+        logger.info(
+            "worker starting; recorded %s expired reservation(s), enqueued %s pending delivery(ies) left behind",
+            expired,
+            count,
+        )
         if sweep_every > 0 and not batch:
             stop = threading.Event()
             threading.Thread(target=self.sweep, args=(stop, sweep_every, sweep_grace), daemon=True).start()
@@ -50,6 +61,13 @@ class Command(BaseCommand):
     @staticmethod
     def sweep(stop, every, grace):
         while not stop.wait(every):
+            try:
+                close_old_connections()
+                expired = record_expired_reservations()
+                if expired:
+                    logger.info("sweep recorded %s expired reservation(s)", expired)
+            except Exception:  # the deliveries below are swept all the same
+                logger.exception("reservation expiry sweep failed")
             try:
                 close_old_connections()
                 count = services.enqueue_due(grace_seconds=grace)
