@@ -1,10 +1,12 @@
 """Reservations in the admin: the list (status, search, release action), and reserved and
 available units on the widget pages and the stock dashboard."""
 
+import io
 import re
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
@@ -62,6 +64,34 @@ class TestReservationList:
 
         assert response.status_code == 200
         assert listed(response.content.decode()) == expected
+
+    def test_expired_reservations_recorded_or_not_are_listed_as_expired(self, held, clerk, create_widget, time_machine):
+        widget, kept, _ = held
+        # Two days back, so that no reservation expired here is held again at the real time.
+        time_machine.move_to(timezone.now() - timedelta(days=2), tick=False)
+        old = clerk.post(
+            "/api/reservations/",
+            {"reference": "order-old", "ttl_seconds": 60, "items": [{"widget": widget["id"], "quantity": 1}]},
+            format="json",
+        ).json()
+        time_machine.move_to(timezone.now() + timedelta(seconds=61), tick=False)
+        call_command("expire_reservations", stdout=io.StringIO())  # order-old recorded as expired
+        recent = clerk.post(
+            "/api/reservations/",
+            {"reference": "order-new", "ttl_seconds": 60, "items": [{"widget": widget["id"], "quantity": 1}]},
+            format="json",
+        ).json()
+        time_machine.move_to(timezone.now() + timedelta(seconds=61), tick=False)  # order-new expired, not recorded
+        assert Reservation.objects.get(pk=old["id"]).status == "expired"
+        assert Reservation.objects.get(pk=recent["id"]).status == "active"
+        client = staff("clerk")
+
+        assert sorted(listed(client.get(LIST, {"status": "expired"}).content.decode())) == ["order-new", "order-old"]
+        assert listed(client.get(LIST, {"status": "active"}).content.decode()) == ["order-held"]
+        assert re.search(r"order-old</a></th><td[^>]*>expired<", client.get(LIST).content.decode())
+        response = client.post(LIST, {"action": "release", "_selected_action": [old["id"]]}, follow=True)
+        assert any("expired" in str(m) for m in response.context["messages"])
+        assert Reservation.objects.get(pk=old["id"]).status == "expired"
 
     def test_search_by_reference(self, held):
         html = staff("viewer").get(LIST, {"q": "held"}).content.decode()
