@@ -174,6 +174,20 @@ class TestRecording:
         listed = clerk.get(URL, {"status": "expired", "limit": 200}).json()["results"]
         assert {r["id"] for r in listed} == ids
 
+    @pytest.mark.parametrize("count", [3, 30])
+    def test_a_batch_costs_a_fixed_number_of_queries(
+        self, clerk, create_widget, clock, subscription, django_assert_max_num_queries, count
+    ):
+        widgets = [create_widget(stock=100)["id"] for _ in range(3)]
+        for n in range(count):
+            reserve(clerk, (widgets[n % 3], 1), (widgets[(n + 1) % 3], 1), ttl_seconds=60)
+        clock.shift(60)
+        # A batch: read, lock the reservations; their items; lock the widgets, sum what they
+        # hold; store, log; the subscriptions; events, deliveries, their task. Then an
+        # empty batch ends it. Not one query per reservation.
+        with django_assert_max_num_queries(15):
+            assert expire_reservations() == count
+
 
 class TestAlerts:
     """An expiry makes its units available again: the alerts it crosses are sent with it."""

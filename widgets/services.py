@@ -586,7 +586,9 @@ def _record_expired_batch(now, size: int) -> int:
         reservation.status = Reservation.Status.EXPIRED
         _prefetched(reservation, items)
         entries.append(_reservation_log_entry(None, ChangeLogEntry.Action.UPDATE, reservation, before=before))
-    Reservation.objects.filter(pk__in=[r.pk for r in expired]).update(status=Reservation.Status.EXPIRED)
+    Reservation.objects.filter(pk__in=[r.pk for r in expired], status=Reservation.Status.ACTIVE).update(
+        status=Reservation.Status.EXPIRED
+    )
     ChangeLogEntry.objects.bulk_create(entries)
 
     outbox = Outbox()
