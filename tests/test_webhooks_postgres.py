@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,35 @@ def test_a_worker_killed_mid_delivery_delivers_after_restart_with_the_same_webho
     assert Webhook(subscription["secret"]).verify(second["body"], second["headers"])["type"] == "widget.created"
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 2, 200)
+
+
+def test_a_running_workers_sweep_records_expiries_and_sends_reservation_expired(
+    manager, clerk, create_widget, receiver, time_machine
+):
+    """The worker's periodic sweep (not only its start-up one) records an expiry: the
+    reservation expires while the worker runs, and is sent within ``--sweep-every``."""
+    subscription = subscribe(manager, receiver.url, ["widget.created", "reservation.expired"])
+    running = worker("--sweep-every", "0.5")
+    try:
+        create_widget(name="started")
+        receiver.wait_for(1, timeout=60)  # the worker is up, its start-up sweep behind it
+        widget = create_widget(stock=3)
+        # Made two days ago with a 60 s limit: expired by the real clock the worker reads.
+        time_machine.move_to(timezone.now() - timedelta(days=2), tick=False)
+        response = clerk.post(
+            "/api/reservations/",
+            {"reference": "order-late", "ttl_seconds": 60, "items": [{"widget": widget["id"], "quantity": 3}]},
+            format="json",
+        )
+        assert response.status_code == 201, response.content
+        time_machine.move_to(timezone.now() + timedelta(days=2), tick=True)
+        requests = receiver.wait_for(3, timeout=60)
+        time.sleep(1.5)  # three more sweeps while the worker runs: nothing more is sent
+        assert len(receiver.requests) == 3
+    finally:
+        running.send_signal(signal.SIGTERM)
+        running.communicate(timeout=60)
+    payloads = [Webhook(subscription["secret"]).verify(r["body"], r["headers"]) for r in requests]
+    assert [p["type"] for p in payloads] == ["widget.created", "widget.created", "reservation.expired"]
+    assert payloads[2]["data"]["id"] == response.json()["id"]
+    assert payloads[2]["data"]["status"] == "expired"
