@@ -157,7 +157,7 @@ RESERVED = func.coalesce(
     .where(ACTIVE, item.c.widget_id == widget.c.id)
     .group_by(item.c.widget_id)
     .scalar_subquery(),
-    0,
+    literal_column("0"),
 ).label("reserved")
 LOW_STOCK = or_(
     widget.c.stock <= widget.c.reorder_level,
@@ -202,13 +202,14 @@ CAPPED_COUNT = {
     )
     for key in PAGES
 }
-WHERE_SQL = {
-    (False, False): "",
-    **{
-        key: " WHERE " + " AND ".join(str(c.compile(compile_kwargs={})) for c in filters(*key))
-        for key in PAGES
-        if any(key)
-    },
+# The planner's estimate of a filter's rows. SQLAlchemy has no EXPLAIN construct: the statement
+# is compiled whole (its parentheses and correlation as in the page's SELECT) into a text() whose
+# named parameters (:now, :like) are bound like the others.
+EXPLAIN = {
+    key: text(
+        f"EXPLAIN (FORMAT JSON) {select(literal_column('1')).select_from(widget).where(*filters(*key)).compile()}"
+    )
+    for key in PAGES
 }
 DETAIL = select(*ROW).where(widget.c.id == bindparam("id"))
 TOKEN = (
@@ -526,7 +527,7 @@ async def count(conn: AsyncConnection, key: tuple[bool, bool], params: dict) -> 
         )
         _table_size[:] = [time.monotonic() + 60, reltuples]
     estimate = None
-    explain = text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM widgets_widget{WHERE_SQL[key]}")
+    explain = EXPLAIN[key]
     if _table_size[1] > EXACT_COUNT_LIMIT:
         estimate = int(orjson_plan(await conn.scalar(explain, params)))
         if estimate > EXACT_COUNT_LIMIT:
