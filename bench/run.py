@@ -6,12 +6,15 @@
 
 Recreates the benchmark database (BENCH_DATABASE_URL, default widgets_bench), seeds
 it incrementally with seed_widgets, serves the app (gunicorn, production settings,
-2 workers) and the floor (bench/floor.py, same gunicorn settings), drives both with
-wrk and writes the results into bench/RESULTS.md between the results markers.
+2 workers), the floor (bench/floor.py, same gunicorn settings) and the FastAPI reference
+(bench/fastapi_ref, uvicorn, 2 workers, in its own venv bench/.venv-fastapi; --no-fastapi
+skips it), checks that the three answer the same JSON, drives each with wrk and writes
+the results into bench/RESULTS.md between the results markers.
 """
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -26,6 +29,7 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -35,6 +39,12 @@ SCENARIOS = ["list", "filtered", "retrieve", "adjust", "batch", "keyset", "reser
 # BENCH_APP_PORT / BENCH_FLOOR_PORT: another pair, e.g. for a smoke run on a shared machine.
 APP_PORT = int(os.environ.get("BENCH_APP_PORT", "8601"))
 FLOOR_PORT = int(os.environ.get("BENCH_FLOOR_PORT", "8602"))
+FASTAPI_PORT = int(os.environ.get("BENCH_FASTAPI_PORT", "8603"))
+# The FastAPI reference's own virtualenv (git-ignored), so the app's requirements stay its own.
+FASTAPI_VENV = BENCH / ".venv-fastapi"
+FASTAPI_REQUIREMENTS = BENCH / "requirements-fastapi.txt"
+# As many worker processes as the app's gunicorn (bench/README.md, "FastAPI reference").
+FASTAPI_WORKERS = os.environ.get("BENCH_FASTAPI_WORKERS", "2")
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -62,6 +72,103 @@ def gunicorn_args(port, target):
     return [PYTHON, "-m", "gunicorn", *conf, "--workers", "2", "--bind", f"127.0.0.1:{port}", target]
 
 
+def fastapi_python():
+    """bench/.venv-fastapi's python, the venv made and bench/requirements-fastapi.txt installed
+    into it on first use (and again whenever that file changes)."""
+    python = FASTAPI_VENV / "bin" / "python"
+    stamp = FASTAPI_VENV / "requirements.sha256"
+    wanted = hashlib.sha256(FASTAPI_REQUIREMENTS.read_bytes()).hexdigest()
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return str(python)
+    log(f"installing {FASTAPI_REQUIREMENTS.relative_to(ROOT)} into {FASTAPI_VENV.relative_to(ROOT)}")
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(FASTAPI_VENV)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(FASTAPI_REQUIREMENTS)],
+        check=True,
+    )
+    stamp.write_text(wanted)
+    return str(python)
+
+
+def uvicorn_args(python, port):
+    # Tuned as bench/README.md ("FastAPI reference") says: uvloop, httptools, no access log.
+    return [
+        python,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(BENCH / "fastapi_ref"),
+        "app:app",
+        "--workers",
+        FASTAPI_WORKERS,
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
+def normalised(body, port):
+    """A JSON answer with what may differ between the servers taken out of its links: the
+    server's own address (each is reached on its own port), and the order of the query
+    parameters (DRF sorts them, the floor keeps the request's order: the same link)."""
+
+    def link(value):
+        if isinstance(value, dict):
+            return {key: link(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [link(item) for item in value]
+        if isinstance(value, str) and value.startswith(server):
+            parts = urlsplit(value)
+            return urlunsplit(parts._replace(netloc="SERVER", query=urlencode(sorted(parse_qsl(parts.query)))))
+        return value
+
+    server = f"https://127.0.0.1:{port}/"
+    return link(json.loads(body))
+
+
+# The answers compared before measuring: whole bodies, parsed, so only the order of an
+# object's keys and the port in the links may differ between the servers.
+SAME_ANSWERS = [
+    "/api/widgets/?limit=50&offset=100",
+    "/api/widgets/?search=brass&low_stock=true&limit=50",
+    "/api/widgets/?limit=50&start={min_id}",
+    "/api/widgets/{min_id}/",
+    "/api/widgets/{max_id}/",
+]
+
+
+def check_same_answers(ports, env):
+    """Abort unless every server answers the same JSON to the same read requests (writes
+    change the data; their JSON is built by the same code paths as these: bench/README.md)."""
+    for path in SAME_ANSWERS:
+        path = path.format(min_id=env["MIN_ID"], max_id=env["MAX_ID"])
+        answers = {}
+        for name, port in ports.items():
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}{path}",
+                headers={"X-Forwarded-Proto": "https", "Authorization": f"Token {env['TOKEN']}"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as response:
+                answers[name] = normalised(response.read(), port)
+        reference = answers["floor"]
+        for name, answer in answers.items():
+            if answer != reference:
+                (OUT / f"differs-{name}.json").write_text(json.dumps(answer, indent=1, sort_keys=True))
+                (OUT / "differs-floor.json").write_text(json.dumps(reference, indent=1, sort_keys=True))
+                raise SystemExit(
+                    f"{name} and the floor answer GET {path} differently: see {OUT}/differs-{name}.json "
+                    f"and {OUT}/differs-floor.json"
+                )
+    log(f"same JSON from {', '.join(ports)} for {len(SAME_ANSWERS)} requests")
+
+
 def port_is_free(port):
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) != 0
@@ -85,7 +192,8 @@ def wait_until_up(port, server):
 
 def workers_of(master):
     children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    return [int(pid) for pid in children]
+    # uvicorn's workers are spawned by multiprocessing, whose resource tracker is a child too.
+    return [int(pid) for pid in children if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
 def peak_memory_mb(pid):
@@ -158,6 +266,7 @@ def main():
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    parser.add_argument("--no-fastapi", action="store_true", help="do not serve and measure the FastAPI reference")
     parser.add_argument("--label", default="", help="a note for the results, e.g. the change measured")
     parser.add_argument(
         "--replica",
@@ -177,6 +286,7 @@ def main():
             options.sizes = "10000"
         return replicas.main(options)
     sizes = [int(s) for s in options.sizes.split(",")]
+    fastapi = None if options.no_fastapi else fastapi_python()
     scenarios = options.scenarios.split(",")
     OUT.mkdir(exist_ok=True)
 
@@ -247,36 +357,41 @@ def main():
         env["ADJUST_IDS"] = str(adjust_ids)
         queries = json.loads(run([PYTHON, "bench/queries.py", token], env, capture_output=True).stdout.splitlines()[-1])
 
-        for port in (APP_PORT, FLOOR_PORT):
-            if not port_is_free(port):
-                raise SystemExit(f"port {port} is in use: stop whatever listens there first")
-        server_log = {port: open(OUT / f"server-{port}.log", "w") for port in (APP_PORT, FLOOR_PORT)}
-        servers = {
-            name: subprocess.Popen(
-                gunicorn_args(port, target), env=env, cwd=ROOT, stdout=server_log[port], stderr=subprocess.STDOUT
-            )
-            for name, port, target in (("app", APP_PORT, "config.wsgi"), ("floor", FLOOR_PORT, "bench.floor:app"))
+        commands = {
+            "app": gunicorn_args(APP_PORT, "config.wsgi"),
+            "floor": gunicorn_args(FLOOR_PORT, "bench.floor:app"),
         }
         ports = {"app": APP_PORT, "floor": FLOOR_PORT}
+        if fastapi:
+            commands["fastapi"], ports["fastapi"] = uvicorn_args(fastapi, FASTAPI_PORT), FASTAPI_PORT
+        for port in ports.values():
+            if not port_is_free(port):
+                raise SystemExit(f"port {port} is in use: stop whatever listens there first")
+        server_log = {port: open(OUT / f"server-{port}.log", "w") for port in ports.values()}
+        servers = {
+            name: subprocess.Popen(commands[name], env=env, cwd=ROOT, stdout=server_log[port], stderr=subprocess.STDOUT)
+            for name, port in ports.items()
+        }
         try:
             for name, port in ports.items():
                 wait_until_up(port, servers[name])
+            check_same_answers(ports, env)
             sampler = PeakMemory(servers)
             sampler.start()
             log(f"{size}: warming up")
             for scenario in scenarios:
                 for name in ports:
                     wrk(ports[name], scenario, 2, options.connections, env)
-            runs = {s: {"app": [], "floor": []} for s in scenarios}
+            runs = {s: {name: [] for name in ports} for s in scenarios}
             for rep in range(options.reps):
                 for scenario in scenarios:
                     # Alternate who goes first, so neither always meets a warmer machine.
-                    order = ["app", "floor"] if rep % 2 == 0 else ["floor", "app"]
+                    order = list(ports) if rep % 2 == 0 else list(reversed(ports))
                     for name in order:
                         result = wrk(ports[name], scenario, options.seconds, options.connections, env)
                         runs[scenario][name].append(result)
                         log(
-                            f"{size} rep {rep + 1} {scenario:9} {name:5} {result['rps']:8.0f} req/s "
+                            f"{size} rep {rep + 1} {scenario:9} {name:7} {result['rps']:8.0f} req/s "
                             f"p50 {result['p50_us'] / 1000:.1f} ms p99 {result['p99_us'] / 1000:.1f} ms "
                             f"errors {result['errors'] + result['non2xx']}"
                         )
@@ -344,26 +459,34 @@ def render(results, options, started, finished, command):
         f"{rest_framework.__version__}, "
         f"{version(['psql', '--version'])}, {version(['wrk', '-v'])}",
         "",
-        "| widgets | scenario | app req/s | floor req/s | ratio | app p50 ms | app p99 ms | p99/p50 | "
-        "floor p50 ms | errors app/floor | SQL/request |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| widgets | scenario | app req/s | floor req/s | app / floor | FastAPI req/s | app / FastAPI | "
+        "app p50 ms | app p99 ms | p99/p50 | floor p50 ms | FastAPI p50 ms | errors app/floor/FastAPI | SQL/request |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for size, data in results["sizes"].items():
         for scenario, runs in data["runs"].items():
-            app, floor = runs["app"], runs["floor"]
+            app, floor, fastapi = runs["app"], runs["floor"], runs.get("fastapi", [])
             app_rps, floor_rps = median([r["rps"] for r in app]), median([r["rps"] for r in floor])
             p50, p99 = median([r["p50_us"] for r in app]) / 1000, median([r["p99_us"] for r in app]) / 1000
-            errors = (sum(r["errors"] + r["non2xx"] for r in app), sum(r["errors"] + r["non2xx"] for r in floor))
+            errors = "/".join(str(sum(r["errors"] + r["non2xx"] for r in rs)) for rs in (app, floor, fastapi) if rs)
+            fastapi_rps, fastapi_ratio, fastapi_p50 = "—", "—", "—"  # not measured: --no-fastapi
+            if fastapi:
+                rps = median([r["rps"] for r in fastapi])
+                fastapi_rps, fastapi_ratio = f"{rps:.0f}", f"{app_rps / rps:.2f}x"
+                fastapi_p50 = f"{median([r['p50_us'] for r in fastapi]) / 1000:.1f}"
             lines.append(
                 f"| {int(size):,} | {scenario} | {app_rps:.0f} | {floor_rps:.0f} | {app_rps / floor_rps:.2f}x | "
-                f"{p50:.1f} | {p99:.1f} | {p99 / p50:.1f} | {median([r['p50_us'] for r in floor]) / 1000:.1f} | "
-                f"{errors[0]}/{errors[1]} | {data['queries'].get(scenario, '?')} |"
+                f"{fastapi_rps} | {fastapi_ratio} | {p50:.1f} | {p99:.1f} | {p99 / p50:.1f} | "
+                f"{median([r['p50_us'] for r in floor]) / 1000:.1f} | {fastapi_p50} | {errors} | "
+                f"{data['queries'].get(scenario, '?')} |"
             )
     lines += ["", "Peak memory per worker (VmHWM, MB) and seeding time:", ""]
     for size, data in results["sizes"].items():
+        memory = data["memory_mb"]
         lines.append(
-            f"- {int(size):,} widgets: app {data['memory_mb']['app']}, floor {data['memory_mb']['floor']}; "
-            f"seeding to this size took {data['seed_seconds']} s"
+            f"- {int(size):,} widgets: app {memory['app']}, floor {memory['floor']}"
+            + (f", FastAPI {memory['fastapi']}" if "fastapi" in memory else "")
+            + f"; seeding to this size took {data['seed_seconds']} s"
         )
     sizes = list(results["sizes"])
     if len(sizes) > 1:
