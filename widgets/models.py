@@ -130,27 +130,42 @@ class ReservedUnits(models.Expression):
         self.now = now
         self.widget_alias = None
 
+    @property
+    def convert_value(self):
+        # COALESCE(SUM(integer), 0) arrives as a Python int on every backend: no converter,
+        # so a page of widgets is read without a conversion call per row.
+        return self._convert_value_noop
+
     def resolve_expression(self, query=None, allow_joins=True, reuse=None, summarize=False, for_save=False):
         resolved = self.copy()
         resolved.widget_alias = query.get_initial_alias()  # the widget table of the outer query
         return resolved
 
+    # The SQL for one (database vendor, widget table alias): only those vary between queries.
+    _sql: dict[tuple[str, str], str] = {}
+
     def as_sql(self, compiler, connection):
+        key = (connection.vendor, self.widget_alias)
+        sql = self._sql.get(key)
+        if sql is None:
+            sql = self._sql[key] = self._build_sql(compiler)
+        now = self.now or timezone.now()
+        return sql, [Reservation.Status.ACTIVE, connection.ops.adapt_datetimefield_value(now)]
+
+    def _build_sql(self, compiler):
         qn = compiler.quote_name_unless_alias
         item, reservation = ReservationItem._meta, Reservation._meta
 
         def column(meta, name):
             return qn(meta.get_field(name).column)
 
-        sql = (
+        return (
             f"COALESCE((SELECT SUM(i.{column(item, 'quantity')}) FROM {qn(item.db_table)} i"
             f" INNER JOIN {qn(reservation.db_table)} r"
             f" ON r.{column(reservation, 'id')} = i.{column(item, 'reservation')}"
             f" WHERE i.{column(item, 'widget')} = {qn(self.widget_alias)}.{column(Widget._meta, 'id')}"
             f" AND r.{column(reservation, 'status')} = %s AND r.{column(reservation, 'expires_at')} > %s), 0)"
         )
-        now = self.now or timezone.now()
-        return sql, [Reservation.Status.ACTIVE, connection.ops.adapt_datetimefield_value(now)]
 
 
 def reserved_units(now=None) -> ReservedUnits:

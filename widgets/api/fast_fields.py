@@ -140,6 +140,13 @@ def _copy_field(field):
     return clone
 
 
+_MISSING = object()
+
+
+class _Annotation(str):
+    """The name of a query annotation in a read plan (read from the instance's __dict__)."""
+
+
 # Fields whose output is a plain conversion of the model attribute: their own
 # to_representation is exactly this (subclasses that keep it, the strict input fields
 # above among them, are recognised by the method, not the class).
@@ -177,11 +184,23 @@ class ReadPlanMixin:
         if plan is None:
             plan = self._read_plan = self._make_read_plan(model)
         ret = {}
+        instance_dict = instance.__dict__
         for name, attname, convert, field in plan:
             if attname is not None:
-                value = getattr(instance, attname)
-                ret[name] = None if value is None else convert(value)
-                continue
+                if attname.__class__ is _Annotation:
+                    # An annotation is set on the instance by the query, or is not there at
+                    # all (DRF's way then decides: a default, SkipField or an error).
+                    value = instance_dict.get(attname, _MISSING)
+                    if callable(value):
+                        value = _MISSING
+                else:
+                    try:
+                        value = getattr(instance, attname)
+                    except AttributeError:  # a property that cannot be read: DRF's way decides
+                        value = _MISSING
+                if value is not _MISSING:
+                    ret[name] = None if value is None else convert(value)
+                    continue
             try:
                 attribute = field.get_attribute(instance)
             except SkipField:
@@ -233,6 +252,10 @@ class ReadPlanMixin:
         if model_field is None:
             if isinstance(getattr(model, source, None), property):
                 return (field.field_name, source, None)
+            if field.read_only and not hasattr(model, source) and source.isidentifier():
+                # Not on the class: an annotation of the query (``reserved``), read from the
+                # instance when it is there.
+                return (field.field_name, _Annotation(source), PLAIN_OUTPUT.get(_own(field, "to_representation")))
             return slow
         if model_field.is_relation or not model_field.concrete:
             return slow

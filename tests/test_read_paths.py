@@ -1,0 +1,81 @@
+"""The read paths' shortcuts give the plain path's answers (widgets/api/views.py,
+widgets/models.py ReservedUnits, widgets/api/fast_fields.py annotations).
+
+The widget list and retrieve use one ``Widget.objects.with_availability()`` built once per
+process and cloned per request; ``reserved`` must still be counted at each request's time,
+and the answers must be what a queryset built for the request, serialized by plain DRF, gives.
+"""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from rest_framework.request import Request
+from rest_framework.test import APIRequestFactory
+
+from widgets import services
+from widgets.api.fast_fields import plain_drf
+from widgets.api.serializers import WidgetSerializer
+from widgets.models import Widget
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/widgets/"
+
+
+@pytest.fixture
+def clock(time_machine):
+    time_machine.move_to(timezone.now(), tick=False)
+    return time_machine
+
+
+def plain_answers():
+    """Each widget as a queryset made now and plain DRF serialize it."""
+    request = Request(APIRequestFactory().get(URL))
+    with plain_drf():
+        widgets = Widget.objects.with_availability().order_by("id")
+        return {w["id"]: w for w in WidgetSerializer(widgets, many=True, context={"request": request}).data}
+
+
+def served(client):
+    listed = client.get(f"{URL}?limit=100&ordering=id").json()["results"]
+    retrieved = [client.get(f"{URL}{w['id']}/").json() for w in listed]
+    assert listed == retrieved
+    return {w["id"]: w for w in listed}
+
+
+def test_list_and_retrieve_answer_as_a_queryset_built_for_the_request(viewer, create_widget, clock):
+    held, free = create_widget(stock=10), create_widget(stock=3)
+    services.create_reservation(reference="order-1", items=[{"widget": held["id"], "quantity": 4}], ttl_seconds=60)
+    services.create_reservation(reference="order-2", items=[{"widget": held["id"], "quantity": 1}], ttl_seconds=120)
+
+    first = served(viewer)
+    assert (first[held["id"]]["reserved"], first[held["id"]]["available"]) == (5, 5)
+    assert first[free["id"]]["reserved"] == 0
+    assert first == plain_answers()
+
+    clock.shift(timedelta(seconds=60))  # order-1 expires: the same process counts it no more
+    second = served(viewer)
+    assert (second[held["id"]]["reserved"], second[held["id"]]["available"]) == (1, 9)
+    assert second == plain_answers()
+
+    clock.shift(timedelta(seconds=60))
+    assert served(viewer)[held["id"]]["reserved"] == 0
+    assert served(viewer) == plain_answers()
+
+
+def test_a_widget_without_the_annotation_is_serialized_as_plain_drf_does(create_widget):
+    # The fast reads of an annotation and of a property fall back to DRF's own way when the
+    # value is absent (DRF then leaves out the read-only fields reserved and available).
+    widget = Widget.objects.get(pk=create_widget(stock=2)["id"])
+    request = Request(APIRequestFactory().get(URL))
+    fast = WidgetSerializer(widget, context={"request": request}).data
+    with plain_drf():
+        assert WidgetSerializer(widget, context={"request": request}).data == fast
+    assert "reserved" not in fast and "available" not in fast and fast["stock"] == 2
+
+    widget.reserved = 1  # set on the instance, as the annotation is
+    fast = WidgetSerializer(widget, context={"request": request}).data
+    with plain_drf():
+        assert WidgetSerializer(widget, context={"request": request}).data == fast
+    assert (fast["reserved"], fast["available"]) == (1, 1)
