@@ -79,3 +79,41 @@ def test_a_widget_without_the_annotation_is_serialized_as_plain_drf_does(create_
     with plain_drf():
         assert WidgetSerializer(widget, context={"request": request}).data == fast
     assert (fast["reserved"], fast["available"]) == (1, 1)
+
+
+def test_low_stock_sql_selects_what_the_orm_condition_selects(create_widget, clock):
+    # LowStock (one SQL expression) against _low_stock_condition (the ORM's Q): the same
+    # widgets on each side, with reservations active, expired, committed and released.
+    widgets = [
+        create_widget(stock=stock, reorder_level=level)["id"]
+        for stock, level in [(0, 0), (5, 5), (6, 5), (10, 5), (10, 5), (10, 5), (3, 0), (8, 2)]
+    ]
+
+    def held(index, quantity, ttl=120):
+        items = [{"widget": widgets[index], "quantity": quantity}]
+        return services.create_reservation(reference=f"r{index}-{quantity}", items=items, ttl_seconds=ttl)
+
+    held(2, 1)  # 6 - 1 = 5: low
+    held(3, 4)  # 10 - 4 = 6: not low
+    held(4, 3, ttl=60)
+    held(4, 2)  # 10 - 5 = 5: low until the first expires
+    services.commit_reservation(reservation_id=held(5, 6).pk)  # sold: stock 4, low
+    services.release_reservation(reservation_id=held(6, 3).pk)
+    held(7, 8)  # 8 - 8 = 0 <= 2
+
+    def compare(expected_low):
+        now = timezone.now()
+        queryset, condition = Widget.objects.all()._low_stock_condition(now)
+        orm_low = set(queryset.filter(condition).values_list("id", flat=True))
+        orm_not_low = set(queryset.filter(~condition).values_list("id", flat=True))
+        sql_low = set(Widget.objects.low_stock().values_list("id", flat=True))
+        assert sql_low == set(Widget.objects.low_stock(now).values_list("id", flat=True))
+        assert sql_low == orm_low == {widgets[i] for i in expected_low}
+        assert set(Widget.objects.not_low_stock().values_list("id", flat=True)) == orm_not_low
+        assert orm_low.isdisjoint(orm_not_low) and len(orm_low | orm_not_low) == len(widgets)
+
+    compare({0, 1, 2, 4, 5, 7})
+    clock.shift(timedelta(seconds=60))  # the 3 held of widget 4 expire: 10 - 2 = 8
+    compare({0, 1, 2, 5, 7})
+    clock.shift(timedelta(seconds=60))  # every other hold expires
+    compare({0, 1, 5})
