@@ -9,10 +9,15 @@ and the answers must be what a queryset built for the request, serialized by pla
 from datetime import timedelta
 
 import pytest
+from django.contrib import messages
+from django.http import HttpResponse
+from django.test import RequestFactory
 from django.utils import timezone
+from django.utils.functional import empty
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
+from config.middleware import LazyMessageMiddleware
 from widgets import services
 from widgets.api.fast_fields import plain_drf
 from widgets.api.serializers import WidgetSerializer
@@ -117,3 +122,30 @@ def test_low_stock_sql_selects_what_the_orm_condition_selects(create_widget, clo
     compare({0, 1, 2, 5, 7})
     clock.shift(timedelta(seconds=60))  # every other hold expires
     compare({0, 1, 5})
+
+
+def test_messages_are_stored_only_for_requests_that_use_them(viewer):
+    # LazyMessageMiddleware: an API request makes no message storage (and sets no cookie);
+    # a message added in one request is read in the next, as with the plain middleware.
+    response = viewer.get(URL)
+    assert response.status_code == 200
+    assert response.wsgi_request._messages._wrapped is empty
+    assert "messages" not in response.cookies
+
+    def add(request):
+        messages.info(request, "Hello from the admin.")
+        return HttpResponse("added")
+
+    def read(request):
+        return HttpResponse("|".join(str(m) for m in messages.get_messages(request)))
+
+    factory = RequestFactory()
+    first = factory.get("/")
+    first.session = {}
+    added = LazyMessageMiddleware(add)(first)
+    assert "messages" in added.cookies
+    second = factory.get("/")
+    second.session, second.COOKIES["messages"] = {}, added.cookies["messages"].value
+    shown = LazyMessageMiddleware(read)(second)
+    assert shown.content == b"Hello from the admin."
+    assert shown.cookies["messages"].value == ""  # read, so cleared
