@@ -149,3 +149,22 @@ def test_messages_are_stored_only_for_requests_that_use_them(viewer):
     shown = LazyMessageMiddleware(read)(second)
     assert shown.content == b"Hello from the admin."
     assert shown.cookies["messages"].value == ""  # read, so cleared
+
+
+def test_fresh_generations_are_never_repeated_in_a_process_or_its_forks():
+    # credentials._fresh_generation: what the Lua script sets when no generation is stored.
+    import os
+
+    from widgets import credentials
+
+    mine = {credentials._fresh_generation() for _ in range(1000)}
+    assert len(mine) == 1000
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(write, credentials._fresh_generation().encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    forked = os.read(read, 100).decode()
+    os.close(read), os.close(write)
+    assert forked not in mine and forked.split("-")[0] != next(iter(mine)).split("-")[0]

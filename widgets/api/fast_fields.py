@@ -251,7 +251,7 @@ class ReadPlanMixin:
             return slow
         if model_field is None:
             if isinstance(getattr(model, source, None), property):
-                return (field.field_name, source, None)
+                return (field.field_name, source, PLAIN_OUTPUT.get(_own(field, "to_representation")))
             if field.read_only and not hasattr(model, source) and source.isidentifier():
                 # Not on the class: an annotation of the query (``reserved``), read from the
                 # instance when it is there.
