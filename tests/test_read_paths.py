@@ -6,6 +6,7 @@ process and cloned per request; ``reserved`` must still be counted at each reque
 and the answers must be what a queryset built for the request, serialized by plain DRF, gives.
 """
 
+import contextlib
 from datetime import timedelta
 
 import pytest
@@ -168,3 +169,26 @@ def test_fresh_generations_are_never_repeated_in_a_process_or_its_forks():
     forked = os.read(read, 100).decode()
     os.close(read), os.close(write)
     assert forked not in mine and forked.split("-")[0] != next(iter(mine)).split("-")[0]
+
+
+@pytest.mark.parametrize("format", ["json", None])
+def test_the_url_of_each_row_is_what_drf_writes(create_widget, format):
+    # ReadPlanMixin reads the request and format once per serializer for the url field.
+    create_widget(stock=1), create_widget(stock=2)
+    widgets = list(Widget.objects.with_availability().order_by("id"))
+    context = {"format": format, "request": Request(APIRequestFactory().get(URL))}
+    fast = WidgetSerializer(widgets, many=True, context=context).data
+    with plain_drf():
+        plain = WidgetSerializer(widgets, many=True, context=context).data
+    assert fast == plain
+    assert [type(w["url"]) for w in fast] == [type(w["url"]) for w in plain]
+
+
+def test_without_a_request_the_url_field_fails_as_in_drf(create_widget):
+    widget = Widget.objects.with_availability().get(pk=create_widget(stock=1)["id"])
+    errors = []
+    for plain in (False, True):
+        with plain_drf() if plain else contextlib.nullcontext(), pytest.raises(AssertionError) as raised:
+            _ = WidgetSerializer(widget).data
+        errors.append(str(raised.value))
+    assert errors[0] == errors[1] and "requires the request" in errors[0]
