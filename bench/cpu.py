@@ -14,6 +14,9 @@ same from run to run whatever else the machine does: each scenario is served 10 
 Uses the benchmark database that ``bench/run.py`` leaves behind (run it once, e.g.
 ``make bench-quick``) and the production settings the benchmark serves:
     python bench/cpu.py [--requests 300] [--profile retrieve] [--scenarios list,retrieve]
+
+``--app-only`` measures the app without the floor: to compare two trees, run each tree's
+code with this file against the same database (copy it into the other tree's bench/).
 """
 
 import argparse
