@@ -14,6 +14,9 @@ same from run to run whatever else the machine does: each scenario is served 10 
 Uses the benchmark database that ``bench/run.py`` leaves behind (run it once, e.g.
 ``make bench-quick``) and the production settings the benchmark serves:
     python bench/cpu.py [--requests 300] [--profile retrieve] [--scenarios list,retrieve]
+
+``--app-only`` measures the app without the floor: to compare two trees, run each tree's
+code with this file against the same database (copy it into the other tree's bench/).
 """
 
 import argparse
@@ -138,7 +141,7 @@ def cpu_per_request(app, make_env, requests):
     return min(samples)  # the least disturbed of five runs
 
 
-def count_instructions(names):
+def count_instructions(names, servers=("app", "floor")):
     def instructions(name, server, count):
         command = [
             "valgrind",
@@ -166,10 +169,13 @@ def count_instructions(names):
     print(f"{'scenario':10} {'app instr':>11} {'floor instr':>12} {'ratio':>6}", file=results, flush=True)
     for name in names:
         per_request = {}
-        for server in ("app", "floor"):
+        for server in servers:
             few, many = instructions(name, server, 10), instructions(name, server, 110)
             per_request[server] = (collected(many) - collected(few)) / 100
-        app_n, floor_n = per_request["app"], per_request["floor"]
+        app_n, floor_n = per_request["app"], per_request.get("floor")
+        if floor_n is None:  # --app-only
+            print(f"{name:10} {app_n:11,.0f}", file=results, flush=True)
+            continue
         print(f"{name:10} {app_n:11,.0f} {floor_n:12,.0f} {floor_n / app_n:5.2f}x", file=results, flush=True)
 
 
@@ -181,10 +187,14 @@ def main():
     parser.add_argument("--sort", default="cumulative")
     parser.add_argument("--limit", type=int, default=60)
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind")
+    parser.add_argument(
+        "--app-only", action="store_true", help="measure the app alone, not the floor (to compare two trees)"
+    )
     parser.add_argument("--serve", nargs=3, metavar=("SCENARIO", "SERVER", "N"), help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.instructions:
-        return count_instructions(options.scenarios.split(","))
+        servers = ("app",) if options.app_only else ("app", "floor")
+        return count_instructions(options.scenarios.split(","), servers)
 
     user, _ = User.objects.get_or_create(username="bench-profile")
     user.groups.add(*Group.objects.filter(name="clerk"))
@@ -217,6 +227,9 @@ def main():
     print(f"{'scenario':10} {'app us':>8} {'floor us':>9} {'ratio':>6}", file=results)
     for name in options.scenarios.split(","):
         app_us = cpu_per_request(app, made[name], options.requests)
+        if options.app_only:
+            print(f"{name:10} {app_us:8.0f}", file=results, flush=True)
+            continue
         floor_us = cpu_per_request(floor.app, made[name], options.requests)
         print(f"{name:10} {app_us:8.0f} {floor_us:9.0f} {floor_us / app_us:5.2f}x", file=results, flush=True)
 

@@ -93,7 +93,7 @@ class RedisCache(redis.RedisCache):
         count, left_ms, value = client.eval(
             COUNT_IN_WINDOW_AND_GET,
             2,
-            self.make_and_validate_key(key),
+            self.make_key(key),  # not make_and_validate_key: see count_in_window
             self.make_key(other),
             int(window_seconds * 1000),
             default,

@@ -7,8 +7,10 @@ import time
 import uuid
 
 from django.conf import settings
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.messages.storage import default_storage
 from django.http import JsonResponse
-from django.utils.functional import empty
+from django.utils.functional import SimpleLazyObject, empty
 
 from config.logs import current_request_id
 from widgets.views import healthz, json_error, wants_json
@@ -147,3 +149,22 @@ def size_error(status: int, detail: str, code: str) -> JsonResponse:
     # Answered before CommonMiddleware would set it: without it gunicorn sends the body chunked.
     response["Content-Length"] = str(len(response.content))
     return response
+
+
+class LazyMessageMiddleware(MessageMiddleware):
+    """``django.contrib.messages``' middleware, making a request's message storage only when
+    something adds or reads a message (the admin), not for every request.
+
+    Making it costs a storage per backend (cookie and session) and a cookie signer; an API
+    request never uses it. A storage nobody used has nothing to store in the response: the
+    plain middleware's ``update()`` would return without touching it.
+    """
+
+    def process_request(self, request):
+        request._messages = SimpleLazyObject(lambda: default_storage(request))
+
+    def process_response(self, request, response):
+        messages = getattr(request, "_messages", None)
+        if isinstance(messages, SimpleLazyObject) and messages._wrapped is empty:
+            return response
+        return super().process_response(request, response)

@@ -60,7 +60,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "config.middleware.LazyMessageMiddleware",  # contrib.messages, its storage made when used
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "widgets.api.middleware.DatabaseUnavailableMiddleware",  # innermost: sees the view's own errors
 ]

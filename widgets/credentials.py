@@ -18,7 +18,9 @@ makes most of these changes, so they are caught with its model signals (connecte
 ``WidgetsConfig.ready``): this is cache bookkeeping, not a business rule.
 """
 
+import itertools
 import logging
+import os
 import secrets
 
 from django.core.cache import caches
@@ -62,6 +64,24 @@ def current() -> str | None:
     return value.decode() if value is not None else None
 
 
+# A fresh generation to start with when none is set, offered with every count (the Lua
+# script uses it only then): unique without drawing random bytes for every request, from a
+# random prefix per process (drawn again in a forked child) and a counter.
+_fresh = {}
+
+
+def _reseed_fresh_generations() -> None:
+    _fresh.update(prefix=secrets.token_hex(8), count=itertools.count())
+
+
+_reseed_fresh_generations()
+os.register_at_fork(after_in_child=_reseed_fresh_generations)
+
+
+def _fresh_generation() -> str:
+    return f"{_fresh['prefix']}-{next(_fresh['count'])}"
+
+
 def current_counting(counter: str, window_seconds: float) -> tuple[str | None, tuple[int, float] | None]:
     """``current()`` and, in the same Redis round trip, one more count on the throttle
     counter ``counter`` (``config.cache.RedisCache.count_in_window``): ``(generation,
@@ -71,7 +91,7 @@ def current_counting(counter: str, window_seconds: float) -> tuple[str | None, t
         return current(), None
     try:
         count, left, value = cache.count_in_window_and_get(
-            counter, window_seconds, KEY, secrets.token_hex(8), GENERATION_SECONDS
+            counter, window_seconds, KEY, _fresh_generation(), GENERATION_SECONDS
         )
     except RedisError:
         return None, None

@@ -130,27 +130,99 @@ class ReservedUnits(models.Expression):
         self.now = now
         self.widget_alias = None
 
+    @property
+    def convert_value(self):
+        # COALESCE(SUM(integer), 0) arrives as a Python int on every backend: no converter,
+        # so a page of widgets is read without a conversion call per row.
+        return self._convert_value_noop
+
     def resolve_expression(self, query=None, allow_joins=True, reuse=None, summarize=False, for_save=False):
         resolved = self.copy()
         resolved.widget_alias = query.get_initial_alias()  # the widget table of the outer query
         return resolved
 
+    # The SQL for one (database vendor, widget table alias): only those vary between queries.
+    _sql: dict[tuple[str, str], str] = {}
+
     def as_sql(self, compiler, connection):
+        key = (connection.vendor, self.widget_alias)
+        sql = self._sql.get(key)
+        if sql is None:
+            sql = self._sql[key] = self._build_sql_for(compiler, self.widget_alias)
+        now = self.now or timezone.now()
+        return sql, [Reservation.Status.ACTIVE, connection.ops.adapt_datetimefield_value(now)]
+
+    @staticmethod
+    def _build_sql_for(compiler, widget_alias):
+        """The SQL, with two parameters: the active status and now."""
         qn = compiler.quote_name_unless_alias
         item, reservation = ReservationItem._meta, Reservation._meta
 
         def column(meta, name):
             return qn(meta.get_field(name).column)
 
-        sql = (
+        return (
             f"COALESCE((SELECT SUM(i.{column(item, 'quantity')}) FROM {qn(item.db_table)} i"
             f" INNER JOIN {qn(reservation.db_table)} r"
             f" ON r.{column(reservation, 'id')} = i.{column(item, 'reservation')}"
-            f" WHERE i.{column(item, 'widget')} = {qn(self.widget_alias)}.{column(Widget._meta, 'id')}"
+            f" WHERE i.{column(item, 'widget')} = {qn(widget_alias)}.{column(Widget._meta, 'id')}"
             f" AND r.{column(reservation, 'status')} = %s AND r.{column(reservation, 'expires_at')} > %s), 0)"
         )
-        now = self.now or timezone.now()
-        return sql, [Reservation.Status.ACTIVE, connection.ops.adapt_datetimefield_value(now)]
+
+
+class LowStock(models.Expression):
+    """The condition "available <= reorder_level" for the outer widget, as SQL: true for a
+    widget at or below its reorder level by stock alone, whatever is reserved; otherwise
+    only a widget that reservations hold units of at ``now`` (a hashed ``IN``, tested
+    first) has its reserved units summed (``ReservedUnits``). ``~LowStock()`` is its negation.
+
+    The same SQL ``Q(stock__lte=F("reorder_level")) | (Q(pk__in=held) & Q(...))`` compiles
+    to, written once: building and resolving those lookups and the subquery cost more
+    Python than the rest of a filtered list. ``now`` defaults to when the query runs.
+    """
+
+    output_field = models.BooleanField()
+    conditional = True
+    # The SQL for one (database vendor, widget table alias).
+    _sql: dict[tuple[str, str], str] = {}
+
+    def __init__(self, now=None):
+        super().__init__()
+        self.now = now
+        self.widget_alias = None
+
+    def resolve_expression(self, query=None, allow_joins=True, reuse=None, summarize=False, for_save=False):
+        resolved = self.copy()
+        resolved.widget_alias = query.get_initial_alias()  # the widget table of the outer query
+        return resolved
+
+    def as_sql(self, compiler, connection):
+        key = (connection.vendor, self.widget_alias)
+        sql = self._sql.get(key)
+        if sql is None:
+            sql = self._sql[key] = self._build_sql(compiler)
+        now = connection.ops.adapt_datetimefield_value(self.now or timezone.now())
+        active = Reservation.Status.ACTIVE
+        return sql, [now, active, active, now]
+
+    def _build_sql(self, compiler):
+        qn = compiler.quote_name_unless_alias
+        item, reservation, widget = ReservationItem._meta, Reservation._meta, Widget._meta
+
+        def column(meta, name):
+            return qn(meta.get_field(name).column)
+
+        outer = qn(self.widget_alias)
+        stock, level = f"{outer}.{column(widget, 'stock')}", f"{outer}.{column(widget, 'reorder_level')}"
+        reserved = ReservedUnits._build_sql_for(compiler, self.widget_alias)
+        return (
+            f"({stock} <= {level} OR ({outer}.{column(widget, 'id')} IN"
+            f" (SELECT i.{column(item, 'widget')} FROM {qn(item.db_table)} i"
+            f" INNER JOIN {qn(reservation.db_table)} r"
+            f" ON r.{column(reservation, 'id')} = i.{column(item, 'reservation')}"
+            f" WHERE r.{column(reservation, 'expires_at')} > %s AND r.{column(reservation, 'status')} = %s)"
+            f" AND ({stock} - {reserved}) <= {level}))"
+        )
 
 
 def reserved_units(now=None) -> ReservedUnits:
@@ -180,13 +252,12 @@ class WidgetQuerySet(models.QuerySet):
 
     def low_stock(self, now=None):
         """Widgets whose *available* units (stock - reserved) are at or below their
-        reorder level: units promised to someone are not there to sell."""
-        queryset, condition = self._low_stock_condition(now)
-        return queryset.filter(condition)
+        reorder level: units promised to someone are not there to sell (``LowStock``,
+        the SQL of ``_low_stock_condition``)."""
+        return self.filter(LowStock(now))
 
     def not_low_stock(self, now=None):
-        queryset, condition = self._low_stock_condition(now)
-        return queryset.filter(~condition)
+        return self.filter(~LowStock(now))
 
     def active(self):
         return self.filter(is_active=True)

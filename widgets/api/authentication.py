@@ -95,7 +95,12 @@ class TokenAuthentication(authentication.BaseAuthentication):
         """The credentials generation, read in the round trip that counts this request for
         the view's per-user throttle when it has one (the throttle then uses that count)."""
         view = (getattr(request, "parser_context", None) or {}).get("view")
-        throttle = next((t for t in view.get_throttles() if isinstance(t, UserRateThrottle)), None) if view else None
+        # Only the per-user throttle is made (the view makes all of its own afterwards);
+        # throttle_classes is what DRF's get_throttles() instantiates.
+        throttle_class = (
+            next((c for c in view.throttle_classes if issubclass(c, UserRateThrottle)), None) if view else None
+        )
+        throttle = throttle_class() if throttle_class is not None else None
         if throttle is None or throttle.rate is None:
             return credentials.current()
         key = throttle.cache_format % {"scope": throttle.scope, "ident": user.pk}  # as get_cache_key names it

@@ -23,9 +23,10 @@ from collections.abc import Mapping
 from django.core.exceptions import FieldDoesNotExist
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.urls import NoReverseMatch
 from rest_framework import ISO_8601, serializers
 from rest_framework.fields import SkipField
-from rest_framework.relations import PKOnlyObject
+from rest_framework.relations import Hyperlink, PKOnlyObject
 from rest_framework.settings import api_settings
 
 # Off only inside plain_drf(), which the comparison test uses.
@@ -140,6 +141,14 @@ def _copy_field(field):
     return clone
 
 
+_MISSING = object()
+_URL = object()  # in a read recipe: the object's url, IdentityUrlField
+
+
+class _Annotation(str):
+    """The name of a query annotation in a read plan (read from the instance's __dict__)."""
+
+
 # Fields whose output is a plain conversion of the model attribute: their own
 # to_representation is exactly this (subclasses that keep it, the strict input fields
 # above among them, are recognised by the method, not the class).
@@ -177,11 +186,29 @@ class ReadPlanMixin:
         if plan is None:
             plan = self._read_plan = self._make_read_plan(model)
         ret = {}
+        instance_dict = instance.__dict__
         for name, attname, convert, field in plan:
             if attname is not None:
-                value = getattr(instance, attname)
-                ret[name] = None if value is None else convert(value)
-                continue
+                if attname.__class__ is _Annotation:
+                    # An annotation is set on the instance by the query, or is not there at
+                    # all (DRF's way then decides: a default, SkipField or an error).
+                    value = instance_dict.get(attname, _MISSING)
+                    if callable(value):
+                        value = _MISSING
+                else:
+                    try:
+                        value = getattr(instance, attname)
+                    except AttributeError:  # a property that cannot be read: DRF's way decides
+                        value = _MISSING
+                if value is not _MISSING:
+                    ret[name] = None if value is None else convert(value)
+                    continue
+            elif convert is not None:  # the object's url (IdentityUrlField)
+                try:
+                    ret[name] = convert(instance)
+                    continue
+                except NoReverseMatch:  # DRF's way explains it
+                    pass
             try:
                 attribute = field.get_attribute(instance)
             except SkipField:
@@ -197,16 +224,48 @@ class ReadPlanMixin:
         if recipe is None:
             recipe = _read_recipes[type(self)] = [self._read_step(field, model) for field in self._readable_fields]
         fields = self.fields
-        return [
-            (name, attname, convert or fields[name].to_representation, fields[name])
-            for name, attname, convert in recipe
-        ]
+        plan = []
+        for name, attname, convert in recipe:
+            field = fields[name]
+            if attname is _URL:
+                attname, convert = None, self._url_reader(field)
+            elif attname is not None:
+                convert = convert or field.to_representation
+            plan.append((name, attname, convert, field))
+        return plan
+
+    def _url_reader(self, field):
+        """What DRF's ``HyperlinkedRelatedField.to_representation`` does for the object's
+        url, with the request and format looked up in the context once per serializer
+        instead of for every row; None (DRF's way) without a request in the context."""
+        context = self.context
+        if "request" not in context:
+            return None
+        request, format = context["request"], context.get("format")
+        if format and field.format and field.format != format:
+            format = field.format
+        get_url, view_name = field.get_url, field.view_name
+
+        def url_of(instance):
+            url = get_url(instance, view_name, request, format)
+            return None if url is None else Hyperlink(url, instance)
+
+        return url_of
 
     @staticmethod
     def _read_step(field, model):
         """(name, attribute to read or None for DRF's way, conversion or None for the
         field's own to_representation)."""
         slow = (field.field_name, None, None)
+        if (
+            isinstance(field, IdentityUrlField)
+            and field.source == "*"
+            and _own(field, "get_attribute") is serializers.RelatedField.get_attribute
+            and _own(field, "to_representation") is serializers.HyperlinkedRelatedField.to_representation
+            and not field.use_pk_only_optimization()
+        ):
+            # The object itself is the attribute (source "*"), never None.
+            return (field.field_name, _URL, None)
         if len(field.source_attrs) != 1:
             return slow
         source = field.source_attrs[0]
@@ -232,7 +291,11 @@ class ReadPlanMixin:
             return slow
         if model_field is None:
             if isinstance(getattr(model, source, None), property):
-                return (field.field_name, source, None)
+                return (field.field_name, source, PLAIN_OUTPUT.get(_own(field, "to_representation")))
+            if field.read_only and not hasattr(model, source) and source.isidentifier():
+                # Not on the class: an annotation of the query (``reserved``), read from the
+                # instance when it is there.
+                return (field.field_name, _Annotation(source), PLAIN_OUTPUT.get(_own(field, "to_representation")))
             return slow
         if model_field.is_relation or not model_field.concrete:
             return slow

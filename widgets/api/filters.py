@@ -6,13 +6,16 @@ Numbers and datetimes are kept within what every database can compare, so no val
 client sends reaches the database as an error (a 500).
 """
 
+import copy
 import datetime as dt
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from django import forms
 from django.db.models import Q
+from django.http import QueryDict
 from django_filters import filters as base_filters
 from django_filters import rest_framework as filters
+from django_filters import utils
 from django_filters.fields import IsoDateTimeField
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema_field
@@ -46,29 +49,70 @@ class StrictBooleanFilter(base_filters.BooleanFilter):
 class FilterBackend(DjangoFilterBackend):
     """django-filter's backend, without building a FilterSet (a form and a copy of
     every filter) for a request that names none of its filters: the queryset would
-    come back unchanged. Most requests, every detail request included, name none."""
+    come back unchanged. Most requests, every detail request included, name none.
+
+    A request that names some gets a FilterSet of those filters only (``FilterSet(only=)``):
+    a filter the request does not name leaves the queryset as it is and cannot fail, so
+    copying it, its form field and cleaning its empty value changed nothing."""
 
     def filter_queryset(self, request, queryset, view):
         filterset_class = self.get_filterset_class(view, queryset)
-        if filterset_class is not None:
-            names = tuple(filterset_class.base_filters)
-            if not any(key.startswith(names) for key in request.query_params):
-                return queryset
-        return super().filter_queryset(request, queryset, view)
+        if filterset_class is None:
+            return queryset
+        names = tuple(filterset_class.base_filters)
+        named = [key for key in request.query_params if key.startswith(names)]
+        if not named:
+            return queryset
+        if not issubclass(filterset_class, FilterSet):
+            return super().filter_queryset(request, queryset, view)
+        only = {
+            name
+            for name, filter_ in filterset_class.base_filters.items()
+            if filter_.extra.get("required") or any(key.startswith(name) for key in named)
+        }
+        filterset = filterset_class(**self.get_filterset_kwargs(request, queryset, view), only=only)
+        if not filterset.is_valid() and self.raise_exception:
+            raise utils.translate_validation(filterset.errors)
+        return filterset.qs
 
 
 class FilterSet(filters.FilterSet):
-    """django-filter's FilterSet, building its form class once per FilterSet class instead
-    of once per request (a new class with a form field per filter). The class holds form
-    fields only, which every form deep-copies for itself, and no filter here has choices
-    that depend on the request."""
+    """django-filter's FilterSet, building its form class once per FilterSet class (and set
+    of filters) instead of once per request (a new class with a form field per filter). The
+    class holds form fields only, which every form deep-copies for itself, and no filter
+    here has choices that depend on the request.
 
-    _form_classes: dict[type, type] = {}
+    ``only``: the names of the filters to use (FilterBackend passes those the request
+    names); the others are not copied, so they are neither in the form nor applied."""
+
+    _form_classes: dict[tuple, type] = {}
+
+    def __init__(self, data=None, queryset=None, *, request=None, prefix=None, only=None):
+        if only is None:
+            super().__init__(data, queryset, request=request, prefix=prefix)
+            return
+        # django-filter's own __init__, deep-copying the named filters only (one memo, as
+        # its deepcopy of the whole dict shares one).
+        if queryset is None:
+            queryset = self._meta.model._default_manager.all()
+        self.is_bound = data is not None
+        self.data = data or QueryDict()
+        self.queryset = queryset
+        self.request = request
+        self.form_prefix = prefix
+        memo = {}
+        self.filters = {name: copy.deepcopy(f, memo) for name, f in self.base_filters.items() if name in only}
+        for filter_ in self.filters.values():
+            filter_.model = queryset.model
+            filter_.parent = self
 
     def get_form_class(self):
-        form_class = self._form_classes.get(type(self))
+        key = (type(self), tuple(self.filters))
+        form_class = self._form_classes.get(key)
         if form_class is None:
-            form_class = self._form_classes[type(self)] = super().get_form_class()
+            if len(self._form_classes) >= 1000:  # a bound on the combinations remembered
+                self._form_classes.clear()
+            form_class = self._form_classes[key] = super().get_form_class()
         return form_class
 
 

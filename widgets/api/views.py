@@ -87,6 +87,16 @@ class CategoryViewSet(ConditionalMixin, viewsets.ModelViewSet):
         services.delete_category(category=instance, user=self.request.user, expected_version=self.expected_version())
 
 
+_WIDGETS_WITH_AVAILABILITY = []
+
+
+def _widgets_with_availability():
+    """``Widget.objects.with_availability()``, resolved once (see WidgetViewSet.get_queryset)."""
+    if not _WIDGETS_WITH_AVAILABILITY:
+        _WIDGETS_WITH_AVAILABILITY.append(Widget.objects.with_availability())
+    return _WIDGETS_WITH_AVAILABILITY[0]
+
+
 @extend_schema_view(
     **conditional_schema(WidgetSerializer, idempotent_create=True, update_request=WidgetUpdateSerializer),
     list=extend_schema(
@@ -121,8 +131,10 @@ class WidgetViewSet(IdempotentMixin, ConditionalMixin, viewsets.ModelViewSet):
         if self.action == "movements":
             # The nested list is /api/movements/ narrowed to this widget.
             return super().get_queryset().filter(widget_id=self.kwargs.get("pk"))
-        # Built for each request: ``reserved`` is counted at this request's time.
-        return Widget.objects.with_availability()
+        # The annotated queryset is built (its expressions resolved) once per process and
+        # cloned for each request: ``reserved`` is still counted at the time each query
+        # runs, as ReservedUnits without ``now`` reads the clock when compiled.
+        return _widgets_with_availability().all()
 
     def etag(self, instance) -> str:
         # The representation shows the units reserved: they are part of the tag.

@@ -1,0 +1,226 @@
+"""The read paths' shortcuts give the plain path's answers (widgets/api/views.py,
+widgets/models.py ReservedUnits, widgets/api/fast_fields.py annotations).
+
+The widget list and retrieve use one ``Widget.objects.with_availability()`` built once per
+process and cloned per request; ``reserved`` must still be counted at each request's time,
+and the answers must be what a queryset built for the request, serialized by plain DRF, gives.
+"""
+
+import contextlib
+from datetime import timedelta
+
+import pytest
+from django.contrib import messages
+from django.http import HttpResponse
+from django.test import RequestFactory
+from django.utils import timezone
+from django.utils.functional import empty
+from rest_framework.request import Request
+from rest_framework.test import APIRequestFactory
+
+from config.middleware import LazyMessageMiddleware
+from widgets import services
+from widgets.api.fast_fields import plain_drf
+from widgets.api.serializers import WidgetSerializer
+from widgets.models import Widget
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/widgets/"
+
+
+@pytest.fixture
+def clock(time_machine):
+    time_machine.move_to(timezone.now(), tick=False)
+    return time_machine
+
+
+def plain_answers():
+    """Each widget as a queryset made now and plain DRF serialize it."""
+    request = Request(APIRequestFactory().get(URL))
+    with plain_drf():
+        widgets = Widget.objects.with_availability().order_by("id")
+        return {w["id"]: w for w in WidgetSerializer(widgets, many=True, context={"request": request}).data}
+
+
+def served(client):
+    listed = client.get(f"{URL}?limit=100&ordering=id").json()["results"]
+    retrieved = [client.get(f"{URL}{w['id']}/").json() for w in listed]
+    assert listed == retrieved
+    return {w["id"]: w for w in listed}
+
+
+def test_list_and_retrieve_answer_as_a_queryset_built_for_the_request(viewer, create_widget, clock):
+    held, free = create_widget(stock=10), create_widget(stock=3)
+    services.create_reservation(reference="order-1", items=[{"widget": held["id"], "quantity": 4}], ttl_seconds=60)
+    services.create_reservation(reference="order-2", items=[{"widget": held["id"], "quantity": 1}], ttl_seconds=120)
+
+    first = served(viewer)
+    assert (first[held["id"]]["reserved"], first[held["id"]]["available"]) == (5, 5)
+    assert first[free["id"]]["reserved"] == 0
+    assert first == plain_answers()
+
+    clock.shift(timedelta(seconds=60))  # order-1 expires: the same process counts it no more
+    second = served(viewer)
+    assert (second[held["id"]]["reserved"], second[held["id"]]["available"]) == (1, 9)
+    assert second == plain_answers()
+
+    clock.shift(timedelta(seconds=60))
+    assert served(viewer)[held["id"]]["reserved"] == 0
+    assert served(viewer) == plain_answers()
+
+
+def test_a_widget_without_the_annotation_is_serialized_as_plain_drf_does(create_widget):
+    # The fast reads of an annotation and of a property fall back to DRF's own way when the
+    # value is absent (DRF then leaves out the read-only fields reserved and available).
+    widget = Widget.objects.get(pk=create_widget(stock=2)["id"])
+    request = Request(APIRequestFactory().get(URL))
+    fast = WidgetSerializer(widget, context={"request": request}).data
+    with plain_drf():
+        assert WidgetSerializer(widget, context={"request": request}).data == fast
+    assert "reserved" not in fast and "available" not in fast and fast["stock"] == 2
+
+    widget.reserved = 1  # set on the instance, as the annotation is
+    fast = WidgetSerializer(widget, context={"request": request}).data
+    with plain_drf():
+        assert WidgetSerializer(widget, context={"request": request}).data == fast
+    assert (fast["reserved"], fast["available"]) == (1, 1)
+
+
+def test_low_stock_sql_selects_what_the_orm_condition_selects(create_widget, clock):
+    # LowStock (one SQL expression) against _low_stock_condition (the ORM's Q): the same
+    # widgets on each side, with reservations active, expired, committed and released.
+    widgets = [
+        create_widget(stock=stock, reorder_level=level)["id"]
+        for stock, level in [(0, 0), (5, 5), (6, 5), (10, 5), (10, 5), (10, 5), (3, 0), (8, 2)]
+    ]
+
+    def held(index, quantity, ttl=120):
+        items = [{"widget": widgets[index], "quantity": quantity}]
+        return services.create_reservation(reference=f"r{index}-{quantity}", items=items, ttl_seconds=ttl)
+
+    held(2, 1)  # 6 - 1 = 5: low
+    held(3, 4)  # 10 - 4 = 6: not low
+    held(4, 3, ttl=60)
+    held(4, 2)  # 10 - 5 = 5: low until the first expires
+    services.commit_reservation(reservation_id=held(5, 6).pk)  # sold: stock 4, low
+    services.release_reservation(reservation_id=held(6, 3).pk)
+    held(7, 8)  # 8 - 8 = 0 <= 2
+
+    def compare(expected_low):
+        now = timezone.now()
+        queryset, condition = Widget.objects.all()._low_stock_condition(now)
+        orm_low = set(queryset.filter(condition).values_list("id", flat=True))
+        orm_not_low = set(queryset.filter(~condition).values_list("id", flat=True))
+        sql_low = set(Widget.objects.low_stock().values_list("id", flat=True))
+        assert sql_low == set(Widget.objects.low_stock(now).values_list("id", flat=True))
+        assert sql_low == orm_low == {widgets[i] for i in expected_low}
+        assert set(Widget.objects.not_low_stock().values_list("id", flat=True)) == orm_not_low
+        assert orm_low.isdisjoint(orm_not_low) and len(orm_low | orm_not_low) == len(widgets)
+
+    compare({0, 1, 2, 4, 5, 7})
+    clock.shift(timedelta(seconds=60))  # the 3 held of widget 4 expire: 10 - 2 = 8
+    compare({0, 1, 2, 5, 7})
+    clock.shift(timedelta(seconds=60))  # every other hold expires
+    compare({0, 1, 5})
+
+
+def test_messages_are_stored_only_for_requests_that_use_them(viewer):
+    # LazyMessageMiddleware: an API request makes no message storage (and sets no cookie);
+    # a message added in one request is read in the next, as with the plain middleware.
+    response = viewer.get(URL)
+    assert response.status_code == 200
+    assert response.wsgi_request._messages._wrapped is empty
+    assert "messages" not in response.cookies
+
+    def add(request):
+        messages.info(request, "Hello from the admin.")
+        return HttpResponse("added")
+
+    def read(request):
+        return HttpResponse("|".join(str(m) for m in messages.get_messages(request)))
+
+    factory = RequestFactory()
+    first = factory.get("/")
+    first.session = {}
+    added = LazyMessageMiddleware(add)(first)
+    assert "messages" in added.cookies
+    second = factory.get("/")
+    second.session, second.COOKIES["messages"] = {}, added.cookies["messages"].value
+    shown = LazyMessageMiddleware(read)(second)
+    assert shown.content == b"Hello from the admin."
+    assert shown.cookies["messages"].value == ""  # read, so cleared
+
+
+def test_fresh_generations_are_never_repeated_in_a_process_or_its_forks():
+    # credentials._fresh_generation: what the Lua script sets when no generation is stored.
+    import os
+
+    from widgets import credentials
+
+    mine = {credentials._fresh_generation() for _ in range(1000)}
+    assert len(mine) == 1000
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(write, credentials._fresh_generation().encode())
+        os._exit(0)
+    os.waitpid(child, 0)
+    forked = os.read(read, 100).decode()
+    os.close(read), os.close(write)
+    assert forked not in mine and forked.split("-")[0] != next(iter(mine)).split("-")[0]
+
+
+@pytest.mark.parametrize("format", ["json", None])
+def test_the_url_of_each_row_is_what_drf_writes(create_widget, format):
+    # ReadPlanMixin reads the request and format once per serializer for the url field.
+    create_widget(stock=1), create_widget(stock=2)
+    widgets = list(Widget.objects.with_availability().order_by("id"))
+    context = {"format": format, "request": Request(APIRequestFactory().get(URL))}
+    fast = WidgetSerializer(widgets, many=True, context=context).data
+    with plain_drf():
+        plain = WidgetSerializer(widgets, many=True, context=context).data
+    assert fast == plain
+    assert [type(w["url"]) for w in fast] == [type(w["url"]) for w in plain]
+
+
+def test_without_a_request_the_url_field_fails_as_in_drf(create_widget):
+    widget = Widget.objects.with_availability().get(pk=create_widget(stock=1)["id"])
+    errors = []
+    for plain in (False, True):
+        with plain_drf() if plain else contextlib.nullcontext(), pytest.raises(AssertionError) as raised:
+            _ = WidgetSerializer(widget).data
+        errors.append(str(raised.value))
+    assert errors[0] == errors[1] and "requires the request" in errors[0]
+
+
+FILTER_QUERIES = [
+    "search=brass&low_stock=true",
+    "low_stock=false&ordering=-available",
+    "min_available=3&max_available=40&ordering=name",
+    "category=no-such-category",
+    "min_price=abc&is_active=maybe",
+    "max_stock=5&min_stock=x&low_stock=yes",
+    "ordering=bogus",
+    "updated_after=2020-01-01T00:00:00Z&search=",
+    "search=a&is_active=false&min_price=0.001",
+    "limit=5&offset=2&search=e",
+]
+
+
+@pytest.mark.parametrize("query", FILTER_QUERIES)
+def test_a_filterset_of_the_named_filters_answers_as_the_whole_one(viewer, query, monkeypatch):
+    # FilterBackend builds a FilterSet of the filters a request names; django-filter's own
+    # backend builds all of them. The answers (results or 400s) must be the same.
+    from django.core.management import call_command
+    from django_filters.rest_framework import DjangoFilterBackend
+
+    from widgets.api.filters import FilterBackend
+
+    call_command("seed_widgets", count=40, days=0, verbosity=0)
+    url = f"{URL}?{query}"
+    fast = viewer.get(url)
+    with monkeypatch.context() as plain:
+        plain.setattr(FilterBackend, "filter_queryset", DjangoFilterBackend.filter_queryset)
+        whole = viewer.get(url)
+    assert (fast.status_code, fast.json()) == (whole.status_code, whole.json())
