@@ -272,6 +272,11 @@ class Widget(models.Model):
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     # Bumped on every write (stock adjustments included); the API's ETag is built from it.
     version = models.PositiveIntegerField(default=1, editable=False)
+    # Units of reservations whose stored status is ``active`` (an expired one still counts
+    # until its expiry is recorded), kept by ``widgets.services`` under the row lock. It is
+    # never less than ``reserved``, so ``stock - held >= n`` lets a decrease of n be checked
+    # by the UPDATE itself (the one-statement adjust, docs/performance.md).
+    held = models.PositiveIntegerField(default=0, editable=False)
 
     objects = WidgetQuerySet.as_manager()
 

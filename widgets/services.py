@@ -381,6 +381,8 @@ def create_reservation(
     levels_before = {pk: (alert_level(widget), widget.reorder_level) for pk, widget in widgets.items()}
     for item in reservation_items:
         widgets[item.widget_id].reserved += item.quantity
+        widgets[item.widget_id].held += item.quantity
+    _write_held(widgets.values())
     _prefetched(reservation, reservation_items)
     # Complete: the units are held (and in the change log) once this transaction commits.
     _log_reservation(user, ChangeLogEntry.Action.CREATE, reservation, before={})
@@ -440,6 +442,7 @@ def commit_reservation(*, reservation_id: int, user=None) -> tuple[Reservation, 
         # Held units are in stock (0 <= reserved <= stock), so this cannot go below zero.
         widget.stock -= item.quantity
         widget.reserved -= item.quantity
+        widget.held -= item.quantity
         movements.append(
             StockMovement(
                 widget=widget,
@@ -450,7 +453,7 @@ def commit_reservation(*, reservation_id: int, user=None) -> tuple[Reservation, 
                 created_by=user if user is not None and user.is_authenticated else None,
             )
         )
-    _write_stock(widgets.values(), now)
+    _write_stock(widgets.values(), now, held=True)
     movements = StockMovement.objects.bulk_create(movements)
     _prefetched(reservation, items)
     # Complete: sold and committed.
@@ -473,6 +476,7 @@ def release_reservation(*, reservation_id: int, user=None) -> Reservation:
     levels_before = {pk: (alert_level(widget), widget.reorder_level) for pk, widget in widgets.items()}
     for item in items:
         widgets[item.widget_id].reserved -= item.quantity
+    _release_held(widgets, items)
 
     before = _reservation_values(reservation, items)
     reservation.status, reservation.closed_at = Reservation.Status.RELEASED, now
@@ -511,21 +515,46 @@ def extend_reservation(*, reservation_id: int, ttl_seconds: int, user=None) -> R
     return reservation
 
 
-def _write_stock(widgets: Collection[Widget], now) -> None:
-    """Write each widget's ``stock`` (already computed) in one UPDATE, bumping version.
-    Only the stock differs between the widgets, so only it needs a CASE (bulk_update
-    would build one per field: three times the expressions, most of a batch's time)."""
+def _write_stock(widgets: Collection[Widget], now, *, held: bool = False) -> None:
+    """Write each widget's ``stock`` (and ``held`` if asked; both already computed, the
+    widgets locked) in one UPDATE, bumping version. Only the stock differs between the
+    widgets, so only it needs a CASE (bulk_update would build one per field: three times
+    the expressions, most of a batch's time)."""
     widgets = list(widgets)
     if not widgets:
         return
+    extra = {"held": _per_widget(widgets, "held")} if held else {}
     Widget.objects.filter(pk__in=[w.pk for w in widgets]).update(
-        stock=Case(*(When(pk=w.pk, then=Value(w.stock)) for w in widgets), output_field=IntegerField()),
+        stock=_per_widget(widgets, "stock"),
         version=F("version") + 1,
         updated_at=now,
+        **extra,
     )
     for widget in widgets:
         widget.version += 1
         widget.updated_at = now
+
+
+def _per_widget(widgets: Collection[Widget], attname: str) -> Case:
+    return Case(*(When(pk=w.pk, then=Value(getattr(w, attname))) for w in widgets), output_field=IntegerField())
+
+
+def _write_held(widgets: Collection[Widget]) -> None:
+    """Write each widget's ``held`` (already computed; the caller holds the row locks) in
+    one UPDATE. The version is not bumped: ``reserved`` is in the ETag by itself."""
+    widgets = list(widgets)
+    if widgets:
+        Widget.objects.filter(pk__in=[w.pk for w in widgets]).update(held=_per_widget(widgets, "held"))
+
+
+def _release_held(widgets_by_id: Mapping[int, Widget], items: Collection[ReservationItem]) -> None:
+    """A reservation stops being stored as ``active`` (released, or its expiry recorded):
+    take its ``items`` off the ``held`` of their widgets, which the caller has locked
+    (``_lock_widgets``, ascending ids) and passes by id. One UPDATE; ``reserved`` is
+    untouched (an expired reservation already reserves nothing by the clock)."""
+    for item in items:
+        widgets_by_id[item.widget_id].held -= item.quantity
+    _write_held([widgets_by_id[pk] for pk in {item.widget_id for item in items}])
 
 
 def _prefetched(reservation: Reservation, items: list[ReservationItem]) -> None:
