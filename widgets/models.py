@@ -276,7 +276,7 @@ class Widget(models.Model):
     # until its expiry is recorded), kept by ``widgets.services`` under the row lock. It is
     # never less than ``reserved``, so ``stock - held >= n`` lets a decrease of n be checked
     # by the UPDATE itself (the one-statement adjust, docs/performance.md).
-    held = models.PositiveIntegerField(default=0, editable=False)
+    held = models.PositiveIntegerField(default=0, db_default=0, editable=False)
 
     objects = WidgetQuerySet.as_manager()
 
