@@ -3,7 +3,8 @@
 After every test that touched the database, ``manage.py check_ledger`` must pass: the
 ledger invariant is asserted everywhere, not only in the tests written for it. So must the
 reservation invariant: each widget's ``reserved`` (as the API computes it) is the sum of
-its items in active, unexpired reservations, and 0 <= reserved <= stock.
+its items in active, unexpired reservations, and 0 <= reserved <= stock; and its ``held``
+column is the sum of its items in reservations stored as active (expired or not).
 """
 
 import itertools
@@ -76,18 +77,25 @@ def assert_reservation_invariant():
     """reserved (the SQL annotation the API serves) == the items of active, unexpired
     reservations summed here in Python, and 0 <= reserved <= stock, for every widget."""
     now = timezone.now()
-    expected = Counter()
+    expected, expected_held = Counter(), Counter()
     for widget_id, quantity, status, expires_at in ReservationItem.objects.values_list(
         "widget_id", "quantity", "reservation__status", "reservation__expires_at"
     ):
-        if status == Reservation.Status.ACTIVE and expires_at > now:
-            expected[widget_id] += quantity
+        if status == Reservation.Status.ACTIVE:
+            expected_held[widget_id] += quantity
+            if expires_at > now:
+                expected[widget_id] += quantity
     broken = [
         (pk, stock, reserved, expected[pk])
         for pk, stock, reserved in Widget.objects.with_availability(now).values_list("pk", "stock", "reserved")
         if reserved != expected[pk] or not 0 <= reserved <= stock
     ]
     assert not broken, f"reservation invariant broken (widget, stock, reserved, expected): {broken}"
+    # held (the column the one-statement writes check) == the items of reservations stored as
+    # active, expired or not.
+    broken = [(pk, held, expected_held[pk]) for pk, held in Widget.objects.values_list("pk", "held")]
+    broken = [row for row in broken if row[1] != row[2]]
+    assert not broken, f"held invariant broken (widget, held, expected): {broken}"
 
 
 def make_user(role=None, **extra):

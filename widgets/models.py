@@ -161,24 +161,28 @@ class ReservedUnits(models.Expression):
         def column(meta, name):
             return qn(meta.get_field(name).column)
 
+        outer = qn(widget_alias)
+        # ``held`` (units of reservations stored as active, expired ones included) is an upper
+        # bound kept under the row lock: a widget holding nothing, most of them, skips the sum.
         return (
-            f"COALESCE((SELECT SUM(i.{column(item, 'quantity')}) FROM {qn(item.db_table)} i"
+            f"CASE WHEN {outer}.{column(Widget._meta, 'held')} = 0 THEN 0 ELSE"
+            f" COALESCE((SELECT SUM(i.{column(item, 'quantity')}) FROM {qn(item.db_table)} i"
             f" INNER JOIN {qn(reservation.db_table)} r"
             f" ON r.{column(reservation, 'id')} = i.{column(item, 'reservation')}"
-            f" WHERE i.{column(item, 'widget')} = {qn(widget_alias)}.{column(Widget._meta, 'id')}"
-            f" AND r.{column(reservation, 'status')} = %s AND r.{column(reservation, 'expires_at')} > %s), 0)"
+            f" WHERE i.{column(item, 'widget')} = {outer}.{column(Widget._meta, 'id')}"
+            f" AND r.{column(reservation, 'status')} = %s AND r.{column(reservation, 'expires_at')} > %s), 0) END"
         )
 
 
 class LowStock(models.Expression):
     """The condition "available <= reorder_level" for the outer widget, as SQL: true for a
     widget at or below its reorder level by stock alone, whatever is reserved; otherwise
-    only a widget that reservations hold units of at ``now`` (a hashed ``IN``, tested
-    first) has its reserved units summed (``ReservedUnits``). ``~LowStock()`` is its negation.
+    only a widget with units ``held`` (the column kept under the row lock, tested first) has
+    its reserved units at ``now`` summed (``ReservedUnits``). ``~LowStock()`` is its negation.
 
-    The same SQL ``Q(stock__lte=F("reorder_level")) | (Q(pk__in=held) & Q(...))`` compiles
-    to, written once: building and resolving those lookups and the subquery cost more
-    Python than the rest of a filtered list. ``now`` defaults to when the query runs.
+    Written as SQL once: building and resolving the same condition from ORM lookups and a
+    subquery cost more Python than the rest of a filtered list. ``now`` defaults to when the
+    query runs.
     """
 
     output_field = models.BooleanField()
@@ -202,8 +206,7 @@ class LowStock(models.Expression):
         if sql is None:
             sql = self._sql[key] = self._build_sql(compiler)
         now = connection.ops.adapt_datetimefield_value(self.now or timezone.now())
-        active = Reservation.Status.ACTIVE
-        return sql, [now, active, active, now]
+        return sql, [Reservation.Status.ACTIVE, now]
 
     def _build_sql(self, compiler):
         qn = compiler.quote_name_unless_alias
@@ -215,14 +218,8 @@ class LowStock(models.Expression):
         outer = qn(self.widget_alias)
         stock, level = f"{outer}.{column(widget, 'stock')}", f"{outer}.{column(widget, 'reorder_level')}"
         reserved = ReservedUnits._build_sql_for(compiler, self.widget_alias)
-        return (
-            f"({stock} <= {level} OR ({outer}.{column(widget, 'id')} IN"
-            f" (SELECT i.{column(item, 'widget')} FROM {qn(item.db_table)} i"
-            f" INNER JOIN {qn(reservation.db_table)} r"
-            f" ON r.{column(reservation, 'id')} = i.{column(item, 'reservation')}"
-            f" WHERE r.{column(reservation, 'expires_at')} > %s AND r.{column(reservation, 'status')} = %s)"
-            f" AND ({stock} - {reserved}) <= {level}))"
-        )
+        held = f"{outer}.{column(widget, 'held')}"
+        return f"({stock} <= {level} OR ({held} > 0 AND ({stock} - {reserved}) <= {level}))"
 
 
 def reserved_units(now=None) -> ReservedUnits:
@@ -343,6 +340,11 @@ class Widget(models.Model):
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     # Bumped on every write (stock adjustments included); the API's ETag is built from it.
     version = models.PositiveIntegerField(default=1, editable=False)
+    # Units of reservations whose stored status is ``active`` (an expired one still counts
+    # until its expiry is recorded), kept by ``widgets.services`` under the row lock. It is
+    # never less than ``reserved``, so ``stock - held >= n`` lets a decrease of n be checked
+    # by the UPDATE itself (the one-statement adjust, docs/performance.md).
+    held = models.PositiveIntegerField(default=0, db_default=0, editable=False)
 
     objects = WidgetQuerySet.as_manager()
 

@@ -147,16 +147,140 @@ def check_movement(*, delta: int, reason: str, initial: bool = False) -> None:
         raise InvalidMovement(f"'{reason}' removes stock: delta must be negative", field="delta")
 
 
-@transaction.atomic
+# The one-statement writes (docs/performance.md): PostgreSQL only, and a switch the tests
+# turn off to compare their answers with the locked path's.
+FAST_WRITES = True
+
+
+def fast_writes() -> bool:
+    """Whether stock changes try the one-statement path first: the only place that decides."""
+    return FAST_WRITES and connection.vendor == "postgresql"
+
+
+class _FastPathMissed(Exception):
+    """The one-statement write changed fewer rows than it should: roll it back, lock instead."""
+
+
 def adjust_stock(*, widget_id: int, delta: int, reason: str, note: str = "", user=None) -> StockMovement:
     """Add ``delta`` to a widget's stock and record it in the ledger.
 
     Raises ``InvalidMovement`` (see ``check_movement``), ``Widget.DoesNotExist``,
     ``InsufficientStock`` (nothing written) or ``StockLimitExceeded``. Returns the new
     movement, with ``movement.widget`` the updated widget.
+
+    On PostgreSQL the change is first tried as one statement (``_adjust_stock_fast``); when
+    that changes nothing (no such widget, not enough units by ``held``, over the maximum)
+    the locked path below decides, with the exact reserved units by the clock.
     """
     check_movement(delta=delta, reason=reason)
+    if fast_writes():
+        movement = _adjust_stock_fast(widget_id=widget_id, delta=delta, reason=reason, note=note, user=user)
+        if movement is not None:
+            return movement
+    return _adjust_stock_locked(widget_id=widget_id, delta=delta, reason=reason, note=note, user=user)
 
+
+def _widget_columns() -> list:
+    return [field for field in Widget._meta.concrete_fields]
+
+
+def _reserved_sql(widget_ref: str) -> str:
+    """The units of widget ``widget_ref`` held at the ``%(now)s`` parameter, as
+    ``ReservedUnits`` computes them; skipped (0) when ``held`` is 0, as then nothing can be."""
+    item, reservation = ReservationItem._meta.db_table, Reservation._meta.db_table
+    return (
+        f"CASE WHEN {widget_ref}.held = 0 THEN 0 ELSE COALESCE((SELECT SUM(i.quantity) FROM {item} i"
+        f" INNER JOIN {reservation} r ON r.id = i.reservation_id WHERE i.widget_id = {widget_ref}.id"
+        f" AND r.status = 'active' AND r.expires_at > %(now)s), 0) END"
+    )
+
+
+def _widget_from_row(columns, row) -> Widget:
+    return Widget.from_db(connection.alias, [c.attname for c in columns], row[: len(columns)])
+
+
+def _adjust_stock_fast(*, widget_id: int, delta: int, reason: str, note: str, user) -> StockMovement | None:
+    """The adjustment as one statement: an UPDATE whose WHERE checks the new level against
+    ``held`` (a decrease) or the maximum (an increase), feeding the movement's INSERT.
+    Returns None, having written nothing, when it updated no row.
+
+    Race-free by itself: ``held`` is on the widget row and changes only under its lock, and
+    PostgreSQL re-checks the WHERE on the newest row version after waiting for the lock.
+    ``held`` counts expired holds until recorded, so it may refuse what the clock allows;
+    the locked path then decides. Without subscribers (and outside a transaction) nothing
+    else is written, so the statement runs in autocommit: one round trip. Otherwise it runs
+    in the caller's transaction (or one of its own) with the events, and the units reserved
+    are read again under the lock when the widget has any held.
+    """
+    try:
+        widget_id = int(widget_id)
+    except (TypeError, ValueError):
+        return None
+    if not 0 < widget_id < 2**63:
+        return None  # the locked path answers for ids no row can have
+    outbox = Outbox()
+    columns = _widget_columns()
+    table, movements = Widget._meta.db_table, StockMovement._meta.db_table
+    check = "stock - held >= %(need)s" if delta < 0 else "stock <= %(limit)s"
+    now = timezone.now()
+    sql = (
+        f"WITH w AS (UPDATE {table} SET stock = stock + %(delta)s, version = version + 1, updated_at = %(now)s"
+        f" WHERE id = %(id)s AND {check}"
+        f" RETURNING {', '.join(c.column for c in columns)}, {_reserved_sql(table)} AS reserved),"
+        f" m AS (INSERT INTO {movements} (widget_id, delta, reason, note, stock_after, created_by_id, created_at)"
+        f" SELECT id, %(delta)s, %(reason)s, %(note)s, stock, %(user)s, %(now)s FROM w RETURNING id)"
+        f" SELECT w.*, m.id FROM w, m"
+    )
+    params = {
+        "delta": delta,
+        "now": now,
+        "id": widget_id,
+        "need": -delta,
+        "limit": MAX_STOCK - delta,
+        "reason": reason,
+        "note": note,
+        "user": user.pk if user is not None and user.pk is not None else None,
+    }
+    atomic = outbox.subscriptions or connection.in_atomic_block
+    # No savepoint inside the caller's transaction: a statement that updates nothing writes
+    # nothing, and an error propagates (and rolls the caller back) either way.
+    with transaction.atomic(savepoint=False) if atomic else _no_transaction():
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        widget = _widget_from_row(columns, row)
+        widget.reserved = row[len(columns)]
+        if atomic and widget.held:
+            _read_reserved([widget])  # a fresh snapshot and clock, under the lock we now hold
+        movement = StockMovement(
+            id=row[-1],
+            widget=widget,
+            delta=delta,
+            reason=reason,
+            note=note,
+            stock_after=widget.stock,
+            created_by=user if params["user"] is not None else None,
+            created_at=now,
+        )
+        movement._state.adding, movement._state.db = False, connection.alias
+        level_before = (alert_level(widget, stock=widget.stock - delta), widget.reorder_level)
+        _stock_events(outbox, movement, widget, level_before)
+        outbox.flush()
+    return movement
+
+
+class _no_transaction:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@transaction.atomic
+def _adjust_stock_locked(*, widget_id: int, delta: int, reason: str, note: str = "", user=None) -> StockMovement:
     # The row lock closes the read-check-write race between concurrent adjustments.
     widget = Widget.objects.select_for_update().get(pk=widget_id)
     _read_reserved([widget])
@@ -206,13 +330,16 @@ class UnknownWidget(ValueError):
 MAX_BATCH_ITEMS = 500
 
 
-@transaction.atomic
 def adjust_stock_batch(*, items: Sequence[Mapping[str, Any]], user=None) -> list[StockMovement]:
     """Apply several adjustments (``widget``, ``delta``, ``reason``, ``note``) all or nothing.
 
     Items apply in the given order, and one widget may appear several times. Raises
     ``BatchItemError`` naming the first failing item; then nothing is written. Returns
     the movements in item order.
+
+    On PostgreSQL the batch is first tried as one statement (``_adjust_stock_batch_fast``);
+    when it would update fewer widgets than the batch names, it is rolled back and the
+    locked path below finds the failing item.
     """
     if not 1 <= len(items) <= MAX_BATCH_ITEMS:
         raise ValueError(f"a batch has 1 to {MAX_BATCH_ITEMS} items")
@@ -221,7 +348,103 @@ def adjust_stock_batch(*, items: Sequence[Mapping[str, Any]], user=None) -> list
             check_movement(delta=item["delta"], reason=item["reason"])
         except InvalidMovement as exc:
             raise BatchItemError(index, exc) from None
+    if fast_writes():
+        try:
+            with transaction.atomic():
+                return _adjust_stock_batch_fast(items=items, user=user)
+        except _FastPathMissed:
+            pass
+    return _adjust_stock_batch_locked(items=items, user=user)
 
+
+def _adjust_stock_batch_fast(*, items: Sequence[Mapping[str, Any]], user) -> list[StockMovement]:
+    """The batch as one statement, in the caller's transaction: one UPDATE of every widget
+    it names (each by its net delta, checked at every item against ``held`` or the maximum,
+    see ``_adjust_stock_fast``) feeding one INSERT of the movements. The widgets are locked
+    in ascending id order by the statement's own ``SELECT ... FOR UPDATE``, so two batches
+    never deadlock. Raises ``_FastPathMissed`` when a widget was not updated (unknown, or a
+    check failed): the caller rolls it all back."""
+    # Per widget: the net delta, the most a decrease item needs above held (stock - held >=
+    # need), and the highest stock an increase item allows (stock <= limit).
+    per_widget: dict[int, list[int]] = {}
+    rows = []
+    for ordinal, item in enumerate(items):
+        pk = item["widget"]
+        if not 0 < pk < 2**63:
+            raise _FastPathMissed()
+        net, need, limit = per_widget.setdefault(pk, [0, -(2**62), MAX_STOCK])
+        net += item["delta"]
+        if item["delta"] < 0:
+            need = max(need, -net)
+        else:
+            limit = min(limit, MAX_STOCK - net)
+        per_widget[pk] = [net, need, limit]
+        rows.append((ordinal, pk, item["delta"], item["reason"], item.get("note", ""), net))
+    outbox = Outbox()
+    columns = _widget_columns()
+    table, movements_table = Widget._meta.db_table, StockMovement._meta.db_table
+    now = timezone.now()
+    user_id = user.pk if user is not None and user.pk is not None else None
+    widget_values = ", ".join(["(%s::bigint, %s::bigint, %s::bigint, %s::bigint)"] * len(per_widget))
+    item_values = ", ".join(
+        ["(%s::integer, %s::bigint, %s::integer, %s::varchar, %s::varchar, %s::bigint)"] * len(rows)
+    )
+    sql = (
+        f"WITH v (id, net, need, lim) AS (VALUES {widget_values}),"
+        f" items (ordinal, widget, delta, reason, note, prefix) AS (VALUES {item_values}),"
+        f" w AS (UPDATE {table} t SET stock = t.stock + v.net, version = t.version + 1, updated_at = %s"
+        f" FROM (SELECT id FROM {table} WHERE id IN (SELECT id FROM v) ORDER BY id FOR UPDATE) locked, v"
+        f" WHERE t.id = locked.id AND t.id = v.id AND t.stock - t.held >= v.need AND t.stock <= v.lim"
+        f" RETURNING {', '.join('t.' + c.column for c in columns)}, v.net),"
+        f" m AS (INSERT INTO {movements_table}"
+        f" (widget_id, delta, reason, note, stock_after, created_by_id, created_at)"
+        f" SELECT items.widget, items.delta, items.reason, items.note, w.stock - w.net + items.prefix, %s, %s"
+        f" FROM items INNER JOIN w ON w.id = items.widget ORDER BY items.ordinal RETURNING id)"
+        f" SELECT w.*, (SELECT array_agg(id ORDER BY id) FROM m) FROM w"
+    )
+    params: list[Any] = [value for pk, values in per_widget.items() for value in (pk, *values)]
+    params += [value for row in rows for value in row]
+    params += [now, user_id, now]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        result = cursor.fetchall()
+    if len(result) != len(per_widget):
+        raise _FastPathMissed()
+    widgets = {}
+    for row in result:
+        widget = _widget_from_row(columns, row)
+        widget.reserved = 0
+        widgets[widget.pk] = widget
+    movement_ids = result[0][-1]
+    held = [widget for widget in widgets.values() if widget.held]
+    if held and outbox.subscriptions:
+        _read_reserved(held)  # under the locks the statement took: for the stock alerts
+    created_by = user if user_id is not None else None
+    movements = []
+    for (_ordinal, pk, delta, reason, note, prefix), movement_id in zip(rows, movement_ids, strict=True):
+        widget = widgets[pk]
+        movement = StockMovement(
+            id=movement_id,
+            widget=widget,
+            delta=delta,
+            reason=reason,
+            note=note,
+            stock_after=widget.stock - per_widget[pk][0] + prefix,
+            created_by=created_by,
+            created_at=now,
+        )
+        movement._state.adding, movement._state.db = False, connection.alias
+        movements.append(movement)
+    for movement in movements:
+        widget = movement.widget
+        level_before = (alert_level(widget, stock=movement.stock_after - movement.delta), widget.reorder_level)
+        _stock_events(outbox, movement, widget, level_before)
+    outbox.flush()
+    return movements
+
+
+@transaction.atomic
+def _adjust_stock_batch_locked(*, items: Sequence[Mapping[str, Any]], user=None) -> list[StockMovement]:
     # Rows are locked in ascending id order, whatever order the items name them in: two
     # batches over overlapping widgets then queue on their first shared row instead of
     # each holding a row the other waits for (a deadlock).
@@ -381,6 +604,8 @@ def create_reservation(
     levels_before = {pk: (alert_level(widget), widget.reorder_level) for pk, widget in widgets.items()}
     for item in reservation_items:
         widgets[item.widget_id].reserved += item.quantity
+        widgets[item.widget_id].held += item.quantity
+    _write_held(widgets.values())
     _prefetched(reservation, reservation_items)
     # Complete: the units are held (and in the change log) once this transaction commits.
     _log_reservation(user, ChangeLogEntry.Action.CREATE, reservation, before={})
@@ -446,6 +671,7 @@ def commit_reservation(*, reservation_id: int, user=None) -> tuple[Reservation, 
         # Held units are in stock (0 <= reserved <= stock), so this cannot go below zero.
         widget.stock -= item.quantity
         widget.reserved -= item.quantity
+        widget.held -= item.quantity
         movements.append(
             StockMovement(
                 widget=widget,
@@ -456,7 +682,7 @@ def commit_reservation(*, reservation_id: int, user=None) -> tuple[Reservation, 
                 created_by=user if user is not None and user.is_authenticated else None,
             )
         )
-    _write_stock(widgets.values(), now)
+    _write_stock(widgets.values(), now, held=True)
     movements = StockMovement.objects.bulk_create(movements)
     _prefetched(reservation, items)
     # Complete: sold and committed.
@@ -479,6 +705,7 @@ def release_reservation(*, reservation_id: int, user=None) -> Reservation:
     levels_before = {pk: (alert_level(widget), widget.reorder_level) for pk, widget in widgets.items()}
     for item in items:
         widgets[item.widget_id].reserved -= item.quantity
+    _release_held(widgets, items)
 
     before = _reservation_values(reservation, items)
     reservation.status, reservation.closed_at = Reservation.Status.RELEASED, now
@@ -580,15 +807,17 @@ def _record_expired_batch(now, size: int) -> int:
         items = items_of[reservation.pk]
         before = _reservation_values(reservation, items)
         # The one place where an expiry gives its items' units back to their widgets, under
-        # the widgets' row locks (a maintained Widget.held would be decremented here).
+        # the widgets' row locks: off ``held`` too (written once, below).
         for item in items:
             released[item.widget_id] = released.get(item.widget_id, 0) + item.quantity
+            widgets[item.widget_id].held -= item.quantity
         reservation.status = Reservation.Status.EXPIRED
         _prefetched(reservation, items)
         entries.append(_reservation_log_entry(None, ChangeLogEntry.Action.UPDATE, reservation, before=before))
     Reservation.objects.filter(pk__in=[r.pk for r in expired], status=Reservation.Status.ACTIVE).update(
         status=Reservation.Status.EXPIRED
     )
+    _write_held([widgets[pk] for pk in released])
     ChangeLogEntry.objects.bulk_create(entries)
 
     outbox = Outbox()
@@ -608,21 +837,46 @@ def _record_expired_batch(now, size: int) -> int:
     return len(expired)
 
 
-def _write_stock(widgets: Collection[Widget], now) -> None:
-    """Write each widget's ``stock`` (already computed) in one UPDATE, bumping version.
-    Only the stock differs between the widgets, so only it needs a CASE (bulk_update
-    would build one per field: three times the expressions, most of a batch's time)."""
+def _write_stock(widgets: Collection[Widget], now, *, held: bool = False) -> None:
+    """Write each widget's ``stock`` (and ``held`` if asked; both already computed, the
+    widgets locked) in one UPDATE, bumping version. Only the stock differs between the
+    widgets, so only it needs a CASE (bulk_update would build one per field: three times
+    the expressions, most of a batch's time)."""
     widgets = list(widgets)
     if not widgets:
         return
+    extra = {"held": _per_widget(widgets, "held")} if held else {}
     Widget.objects.filter(pk__in=[w.pk for w in widgets]).update(
-        stock=Case(*(When(pk=w.pk, then=Value(w.stock)) for w in widgets), output_field=IntegerField()),
+        stock=_per_widget(widgets, "stock"),
         version=F("version") + 1,
         updated_at=now,
+        **extra,
     )
     for widget in widgets:
         widget.version += 1
         widget.updated_at = now
+
+
+def _per_widget(widgets: Collection[Widget], attname: str) -> Case:
+    return Case(*(When(pk=w.pk, then=Value(getattr(w, attname))) for w in widgets), output_field=IntegerField())
+
+
+def _write_held(widgets: Collection[Widget]) -> None:
+    """Write each widget's ``held`` (already computed; the caller holds the row locks) in
+    one UPDATE. The version is not bumped: ``reserved`` is in the ETag by itself."""
+    widgets = list(widgets)
+    if widgets:
+        Widget.objects.filter(pk__in=[w.pk for w in widgets]).update(held=_per_widget(widgets, "held"))
+
+
+def _release_held(widgets_by_id: Mapping[int, Widget], items: Collection[ReservationItem]) -> None:
+    """A reservation stops being stored as ``active`` (released, or its expiry recorded):
+    take its ``items`` off the ``held`` of their widgets, which the caller has locked
+    (``_lock_widgets``, ascending ids) and passes by id. One UPDATE; ``reserved`` is
+    untouched (an expired reservation already reserves nothing by the clock)."""
+    for item in items:
+        widgets_by_id[item.widget_id].held -= item.quantity
+    _write_held([widgets_by_id[pk] for pk in {item.widget_id for item in items}])
 
 
 def _prefetched(reservation: Reservation, items: list[ReservationItem]) -> None:

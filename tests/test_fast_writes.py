@@ -1,0 +1,291 @@
+"""The one-statement writes on PostgreSQL (docs/performance.md) answer exactly as the
+locked path does: the same HTTP answer, stock, ledger and events, whichever path decides.
+
+Each scenario runs twice on fresh widgets, with ``services.FAST_WRITES`` on and off, and
+the two runs are compared with ids and times replaced by their order of appearance.
+"""
+
+import random
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from webhooks import services as webhook_services
+from webhooks.models import Event
+from widgets import services
+from widgets.models import Reservation, StockMovement, Widget
+
+from .conftest import make_user, postgres_only, token_client
+from .test_concurrency import all_at_once, client_for
+
+pytestmark = postgres_only
+
+
+class Paths:
+    """Counts which path answered each adjustment and batch."""
+
+    def __init__(self, monkeypatch):
+        self.locked = self.locked_ok = 0
+        self.lock = threading.Lock()
+        for name in ("_adjust_stock_locked", "_adjust_stock_batch_locked"):
+            original = getattr(services, name)
+
+            def counted(*args, _original=original, **kwargs):
+                with self.lock:
+                    self.locked += 1
+                result = _original(*args, **kwargs)
+                with self.lock:
+                    self.locked_ok += 1
+                return result
+
+            monkeypatch.setattr(services, name, counted)
+
+
+@pytest.fixture
+def paths(monkeypatch):
+    return Paths(monkeypatch)
+
+
+@pytest.fixture
+def subscribed(settings):
+    settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS = True
+    webhook_services.create_subscription(url="http://127.0.0.1:9/hook", event_types=["*"])
+
+
+def normalised(value, names):
+    """``value`` with times, and the ids of the movements and reservations it made (the
+    sequences of a rolled back run are not rolled back), replaced by placeholders."""
+    if isinstance(value, dict):
+        made = "delta" in value or "reference" in value
+        return {
+            key: "<time>"
+            if key in TIMES and item is not None
+            else names.setdefault(item, f"<{len(names)}>")
+            if key == "id" and made
+            else normalised(item, names)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [normalised(item, names) for item in value]
+    return value
+
+
+TIMES = {"created_at", "updated_at", "closed_at", "expires_at"}
+
+
+class Rollback(Exception):
+    pass
+
+
+def run(monkeypatch, fast, clerk, widgets, scenario):
+    """Run ``scenario(clerk, widgets)`` and roll it back; return everything it produced."""
+    monkeypatch.setattr(services, "FAST_WRITES", fast)
+    try:
+        with transaction.atomic():
+            answers = [(r.status_code, r.get("ETag"), r.json()) for r in scenario(clerk, widgets)]
+            state = list(
+                Widget.objects.with_availability()
+                .filter(pk__in=widgets)
+                .order_by("pk")
+                .values("pk", "stock", "reserved", "held", "version")
+            )
+            ledger = list(
+                StockMovement.objects.filter(widget__in=widgets)
+                .order_by("id")
+                .values("widget", "delta", "reason", "note", "stock_after", "created_by")
+            )
+            events = sorted(  # one write's events share their time: order them by widget, version, type
+                Event.objects.filter(object_id__in=widgets, object_type="widget")
+                .exclude(type="widget.created")
+                .values_list("object_id", "sequence", "type", "data"),
+                key=lambda event: event[:3],
+            )
+            raise Rollback()
+    except Rollback:
+        pass
+    return normalised({"answers": answers, "state": state, "ledger": ledger, "events": events}, {})
+
+
+def same_either_way(monkeypatch, clerk, create_widget, scenario):
+    widgets = [create_widget(stock=stock, reorder_level=5)["id"] for stock in (10, 3, 0)]
+    fast = run(monkeypatch, True, clerk, widgets, scenario)
+    locked = run(monkeypatch, False, clerk, widgets, scenario)
+    assert fast == locked
+    return fast
+
+
+def adjust(client, widget_id, delta, reason=None, **headers):
+    reason = reason or ("received" if delta > 0 else "sold")
+    return client.post(
+        f"/api/widgets/{widget_id}/adjust/",
+        {"delta": delta, "reason": reason, "note": "n"},
+        format="json",
+        headers=headers,
+    )
+
+
+def batch(client, *items):
+    return client.post(
+        "/api/adjustments/",
+        {"items": [{"widget": w, "delta": d, "reason": "received" if d > 0 else "sold"} for w, d in items]},
+        format="json",
+    )
+
+
+def reserve(client, widget_id, quantity):
+    response = client.post(
+        "/api/reservations/", {"reference": "r", "items": [{"widget": widget_id, "quantity": quantity}]}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    return response
+
+
+def expire(reservation_response):
+    past = timezone.now() - timedelta(seconds=1)
+    Reservation.objects.filter(pk=reservation_response.json()["id"]).update(
+        created_at=past - timedelta(minutes=1), expires_at=past
+    )
+
+
+class TestAdjust:
+    def test_sales_receipts_and_crossings_answer_alike(self, monkeypatch, clerk, create_widget, subscribed, paths):
+        def scenario(client, w):
+            # low stock (10 -> 5), out of stock (3 -> 0), back in stock (0 -> 4), plain moves
+            yield adjust(client, w[0], -5)
+            yield adjust(client, w[1], -3)
+            yield adjust(client, w[2], 4)
+            yield adjust(client, w[0], 2)
+            yield adjust(client, w[0], -1, "damaged")
+            yield adjust(client, w[1], 1, "correction")
+
+        result = same_either_way(monkeypatch, clerk, create_widget, scenario)
+        assert paths.locked == 6  # only the run with the switch off locked
+        types = [event[2] for event in result["events"]]
+        assert {"widget.low_stock", "widget.out_of_stock", "widget.back_in_stock"} <= set(types)
+        assert types.count("stock.adjusted") == 2 + 6  # two widgets' initial stock, six adjustments
+
+    def test_refusals_answer_alike_through_the_locked_path(self, monkeypatch, clerk, create_widget, paths):
+        def scenario(client, w):
+            yield adjust(client, w[1], -4)  # 3 in stock: 409
+            yield adjust(client, w[0], services.MAX_STOCK)  # over the maximum: 409
+            yield adjust(client, 10**9, -1)  # no such widget: 404
+            yield adjust(client, w[1], -3)
+
+        result = same_either_way(monkeypatch, clerk, create_widget, scenario)
+        assert [status for status, _, _ in result["answers"]] == [409, 409, 404, 201]
+        assert paths.locked == 4 + 3  # the run with it off, and each refusal of the fast one
+
+    def test_reserved_units_are_held_back_alike(self, monkeypatch, clerk, create_widget, subscribed, paths):
+        def scenario(client, w):
+            reserve(client, w[0], 4)
+            yield adjust(client, w[0], -7)  # 6 available: 409 with available 6
+            yield adjust(client, w[0], -6)  # all that is available; crosses to 0 available
+            yield adjust(client, w[0], 1)
+            yield adjust(client, w[0], -2)  # 1 available: 409
+
+        result = same_either_way(monkeypatch, clerk, create_widget, scenario)
+        assert [status for status, _, _ in result["answers"]] == [409, 201, 201, 409]
+        assert result["answers"][0][2]["available"] == 6
+        assert result["state"][0]["reserved"] == result["state"][0]["held"] == 4
+        assert paths.locked == 4 + 2
+
+    def test_units_of_an_expired_hold_can_be_sold_through_the_locked_path(
+        self, monkeypatch, clerk, create_widget, paths
+    ):
+        def scenario(client, w):
+            expire(reserve(client, w[0], 8))  # held 8 until recorded, reserved 0 by the clock
+            yield adjust(client, w[0], -9)
+
+        result = same_either_way(monkeypatch, clerk, create_widget, scenario)
+        assert result["answers"][0][0] == 201
+        assert (result["state"][0]["stock"], result["state"][0]["reserved"], result["state"][0]["held"]) == (1, 0, 8)
+        assert paths.locked == 2
+
+    def test_an_idempotent_replay_answers_alike(self, monkeypatch, clerk, create_widget, paths):
+        def scenario(client, w):
+            yield adjust(client, w[0], -2, Idempotency_Key="k1")
+            yield adjust(client, w[0], -2, Idempotency_Key="k1")
+
+        result = same_either_way(monkeypatch, clerk, create_widget, scenario)
+        assert result["answers"][0] == result["answers"][1]
+        assert len(result["ledger"]) == 3  # two widgets' initial stock and one sale
+        assert paths.locked == 1
+
+
+class TestBatch:
+    def test_a_batch_answers_alike(self, monkeypatch, clerk, create_widget, subscribed, paths):
+        def scenario(client, w):
+            reserve(client, w[1], 1)
+            yield batch(client, (w[0], 3), (w[1], -2), (w[0], -8), (w[2], 2), (w[0], 1))
+
+        result = same_either_way(monkeypatch, clerk, create_widget, scenario)
+        assert result["answers"][0][0] == 201
+        assert [m["stock_after"] for m in result["answers"][0][2]["movements"]] == [13, 1, 5, 2, 6]
+        assert paths.locked == 1
+
+    @pytest.mark.parametrize(
+        "items, status",
+        [
+            ([(0, 3), (1, -3), (0, -20)], 409),  # the third item takes more than there is
+            ([(0, -11), (0, 20)], 409),  # each item is checked in order, not only the net
+            ([(0, 1), (None, -1)], 400),  # no such widget
+            ([(0, 2), (1, services.MAX_STOCK)], 409),
+        ],
+    )
+    def test_a_refused_batch_answers_alike_and_applies_nothing(
+        self, monkeypatch, clerk, create_widget, paths, items, status
+    ):
+        def scenario(client, w):
+            reserve(client, w[1], 1)
+            yield batch(client, *[(w[i] if i is not None else 10**9, d) for i, d in items])
+
+        result = same_either_way(monkeypatch, clerk, create_widget, scenario)
+        assert result["answers"][0][0] == status
+        assert [row["stock"] for row in result["state"]] == [10, 3, 0]
+        assert paths.locked == 2
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_twenty_threads_racing_decreases_against_reservations_never_oversell(transactional_db, create_widget, paths):
+    widgets = [create_widget(stock=30)["id"] for _ in range(2)]
+    keys = [token_client(make_user("clerk")).raw_key for _ in range(20)]
+    outcomes, lock = [], threading.Lock()
+
+    def work(i):
+        client, rng = client_for(keys[i]), random.Random(i)
+        statuses = []
+        for _ in range(5):
+            widget_id = rng.choice(widgets)
+            if i % 2:
+                response = adjust(client, widget_id, -rng.randint(1, 4))
+                kind = "adjust"
+            elif i % 4 == 0:
+                response = client.post(
+                    "/api/reservations/",
+                    {"reference": f"r{i}", "items": [{"widget": widget_id, "quantity": rng.randint(1, 3)}]},
+                    format="json",
+                )
+                if response.status_code == 201 and rng.random() < 0.3:
+                    client.post(f"/api/reservations/{response.json()['id']}/release/", {}, format="json")
+                kind = "reserve"
+            else:
+                response = batch(client, *[(w, -1) for w in widgets])
+                kind = "adjust"
+            statuses.append((kind, response.status_code))
+            shown = client.get("/api/widgets/", {"limit": 10}).json()["results"]
+            with lock:
+                outcomes.extend(w["available"] for w in shown if w["id"] in widgets)
+        return statuses
+
+    statuses = [s for result in all_at_once(20, work) for s in result]
+
+    assert {status for _, status in statuses} <= {201, 409}, statuses
+    assert ("adjust", 409) in statuses and ("reserve", 201) in statuses
+    assert min(outcomes) >= 0
+    # Most decreases that succeeded did so in one statement; the refused ones were locked.
+    assert statuses.count(("adjust", 201)) > 2 * paths.locked_ok
+    for widget in Widget.objects.with_availability().filter(pk__in=widgets):
+        assert 0 <= widget.reserved <= widget.held <= widget.stock
