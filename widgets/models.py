@@ -210,7 +210,7 @@ class LowStock(models.Expression):
 
     def _build_sql(self, compiler):
         qn = compiler.quote_name_unless_alias
-        item, reservation, widget = ReservationItem._meta, Reservation._meta, Widget._meta
+        widget = Widget._meta
 
         def column(meta, name):
             return qn(meta.get_field(name).column)
