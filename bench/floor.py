@@ -26,20 +26,17 @@ LAST_USED_RESOLUTION = datetime.timedelta(minutes=1)
 COLUMNS = (
     "id, sku, name, description, category_id, price, stock, reorder_level, is_active, created_at, updated_at, version"
 )
-# The units held by active, unexpired reservations: the subquery of the app's SELECT
-# (Widget.objects.with_availability()), with the request's time as its one parameter.
+# The units held by active, unexpired reservations: the expression of the app's SELECT
+# (Widget.objects.with_availability()), with the request's time as its one parameter; a
+# widget with nothing held (the column kept under the row lock) skips the sum.
 RESERVED = (
-    "COALESCE((SELECT SUM(i.quantity) FROM widgets_reservationitem i "
+    "CASE WHEN held = 0 THEN 0 ELSE COALESCE((SELECT SUM(i.quantity) FROM widgets_reservationitem i "
     "JOIN widgets_reservation r ON i.reservation_id = r.id "
     "WHERE r.expires_at > %s AND r.status = 'active' AND i.widget_id = widgets_widget.id "
-    "GROUP BY i.widget_id), 0)"
+    "GROUP BY i.widget_id), 0) END"
 )
-HELD_IDS = (
-    "SELECT i.widget_id FROM widgets_reservationitem i JOIN widgets_reservation r ON i.reservation_id = r.id "
-    "WHERE r.expires_at > %s AND r.status = 'active'"
-)
-# low_stock: available <= reorder_level, summing reservations only for widgets they hold.
-LOW_STOCK = f"(stock <= reorder_level OR (id IN ({HELD_IDS}) AND stock - {RESERVED} <= reorder_level))"
+# low_stock: available <= reorder_level, summing reservations only for widgets holding units.
+LOW_STOCK = f"(stock <= reorder_level OR (held > 0 AND stock - {RESERVED} <= reorder_level))"
 DETAIL = re.compile(r"^/api/widgets/([0-9]+)/$")
 ADJUST = re.compile(r"^/api/widgets/([0-9]+)/adjust/$")
 COMMIT = re.compile(r"^/api/reservations/([0-9]+)/commit/$")
@@ -171,7 +168,7 @@ def list_widgets(cursor, environ, base: str):
         params += [like, like, like]
     if query.get("low_stock") == "true":
         where.append(LOW_STOCK)
-        params += [now, now]
+        params.append(now)
     url = f"{base}/api/widgets/"
     if "start" in query:
         where.append("id >= %s")

@@ -47,6 +47,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    case,
     cast,
     func,
     insert,
@@ -78,6 +79,7 @@ widget = Table(
     Column("price", Numeric(10, 2, asdecimal=True)),
     Column("stock", Integer),
     Column("reorder_level", Integer),
+    Column("held", Integer),
     Column("is_active", Boolean),
     Column("created_at", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True)),
@@ -151,20 +153,21 @@ NOW = bindparam("now", type_=DateTime(timezone=True))
 # The units held by active, unexpired reservations (the app's Widget.objects.with_availability()).
 HELD = item.join(reservation, item.c.reservation_id == reservation.c.id)
 ACTIVE = and_(reservation.c.expires_at > NOW, reservation.c.status == literal_column("'active'"))
-RESERVED = func.coalesce(
-    select(func.sum(item.c.quantity))
-    .select_from(HELD)
-    .where(ACTIVE, item.c.widget_id == widget.c.id)
-    .group_by(item.c.widget_id)
-    .scalar_subquery(),
-    literal_column("0"),
+# A widget with nothing held (the column kept under the row lock) skips the sum.
+RESERVED = case(
+    (widget.c.held == 0, literal_column("0")),
+    else_=func.coalesce(
+        select(func.sum(item.c.quantity))
+        .select_from(HELD)
+        .where(ACTIVE, item.c.widget_id == widget.c.id)
+        .group_by(item.c.widget_id)
+        .scalar_subquery(),
+        literal_column("0"),
+    ),
 ).label("reserved")
 LOW_STOCK = or_(
     widget.c.stock <= widget.c.reorder_level,
-    and_(
-        widget.c.id.in_(select(item.c.widget_id).select_from(HELD).where(ACTIVE)),
-        widget.c.stock - RESERVED <= widget.c.reorder_level,
-    ),
+    and_(widget.c.held > 0, widget.c.stock - RESERVED <= widget.c.reorder_level),
 )
 LIKE = bindparam("like", type_=Text)
 SEARCH = or_(
@@ -173,7 +176,9 @@ SEARCH = or_(
         for column in (widget.c.sku, widget.c.name, widget.c.description)
     )
 )
-ROW = (*widget.c, RESERVED)
+# ``held`` is read in SQL only (RESERVED, LOW_STOCK): the JSON shows reserved and available.
+SHOWN = [column for column in widget.c if column.key != "held"]
+ROW = (*SHOWN, RESERVED)
 
 
 def filters(search: bool, low_stock: bool) -> list:
@@ -228,7 +233,7 @@ TOKEN = (
     .where(token_table.c.prefix == bindparam("prefix"))
 )
 TOUCH_TOKEN = update(token_table).where(token_table.c.id == bindparam("token_id")).values(last_used_at=bindparam("now"))
-LOCK = select(*widget.c).where(widget.c.id == bindparam("id")).with_for_update()
+LOCK = select(*SHOWN).where(widget.c.id == bindparam("id")).with_for_update()
 IDS = bindparam("ids", type_=ARRAY(BigInteger))
 LOCK_MANY = select(widget.c.id, widget.c.stock).where(widget.c.id == any_(IDS)).order_by(widget.c.id).with_for_update()
 RESERVED_OF = (
