@@ -155,7 +155,7 @@ HELD = item.join(reservation, item.c.reservation_id == reservation.c.id)
 ACTIVE = and_(reservation.c.expires_at > NOW, reservation.c.status == literal_column("'active'"))
 # A widget with nothing held (the column kept under the row lock) skips the sum.
 RESERVED = case(
-    (widget.c.held == 0, literal_column("0")),
+    (widget.c.held == literal_column("0"), literal_column("0")),
     else_=func.coalesce(
         select(func.sum(item.c.quantity))
         .select_from(HELD)
@@ -167,7 +167,7 @@ RESERVED = case(
 ).label("reserved")
 LOW_STOCK = or_(
     widget.c.stock <= widget.c.reorder_level,
-    and_(widget.c.held > 0, widget.c.stock - RESERVED <= widget.c.reorder_level),
+    and_(widget.c.held > literal_column("0"), widget.c.stock - RESERVED <= widget.c.reorder_level),
 )
 LIKE = bindparam("like", type_=Text)
 SEARCH = or_(
