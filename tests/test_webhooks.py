@@ -4,12 +4,14 @@ signature with the Standard Webhooks library (docs/events.md)."""
 
 import io
 import json
+import os
 import signal
 from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from standardwebhooks import Webhook
 
@@ -19,6 +21,8 @@ from widgets.models import Widget
 
 from .conftest import IS_POSTGRES
 from .webhook_receiver import running_receiver
+
+needs_redis = pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs REDIS_URL: subscribers kept in Redis")
 
 # The worker commits as it goes, so these tests use real transactions (the roles kept).
 pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
@@ -400,13 +404,84 @@ class TestCost:
         widget = create_widget(stock=5)
         subscribe(manager, receiver.url)
         clerk.get("/api/widgets/")
-        # auth (3), subscriptions, BEGIN, event, delivery, task, COMMIT, and on PostgreSQL one
-        # statement for the update and the movement; elsewhere lock, units reserved, update,
-        # insert movement
-        with django_assert_max_num_queries(10 if IS_POSTGRES else 13):
+        # auth (3), subscriptions (none when Redis keeps them), BEGIN, task, COMMIT; on
+        # PostgreSQL one statement for the update and the movement and one for the event and
+        # its delivery; elsewhere lock, units reserved, update, movement, event, delivery.
+        with django_assert_max_num_queries(9 if IS_POSTGRES else 13):
             response = clerk.post(f"/api/widgets/{widget['id']}/adjust/", {"delta": -1, "reason": "sold"})
         assert response.status_code == 201
         assert Delivery.objects.filter(event__type="stock.adjusted").count() == 1
+
+    @needs_redis
+    def test_with_redis_writes_read_the_subscribers_from_the_cache(
+        self, manager, clerk, create_widget, receiver, django_assert_max_num_queries
+    ):
+        widget = create_widget(stock=5)
+        subscribe(manager, receiver.url)
+        clerk.post(f"/api/widgets/{widget['id']}/adjust/", {"delta": -1, "reason": "sold"})  # keeps them
+        with CaptureQueriesContext(connection) as queries:
+            response = clerk.post(f"/api/widgets/{widget['id']}/adjust/", {"delta": -1, "reason": "sold"})
+        assert response.status_code == 201
+        assert not [q for q in queries.captured_queries if "webhooks_webhooksubscription" in q["sql"]]
+        assert Delivery.objects.filter(event__type="stock.adjusted").count() == 2
+
+
+class TestSubscribersKept:
+    """Writes keep who is subscribed (in Redis when there is one); every change to a
+    subscription, from the API or the worker, reaches the very next write."""
+
+    def adjust(self, clerk, widget):
+        response = clerk.post(f"/api/widgets/{widget['id']}/adjust/", {"delta": -1, "reason": "sold"})
+        assert response.status_code == 201, response.content
+
+    def test_a_new_subscription_gets_the_next_write(self, manager, clerk, create_widget, receiver):
+        widget = create_widget(stock=9)
+        self.adjust(clerk, widget)  # no subscribers yet, and that is what is kept
+        subscription = subscribe(manager, receiver.url)
+        self.adjust(clerk, widget)
+        assert [d["event"]["type"] for d in deliveries(manager, subscription)] == ["stock.adjusted"]
+
+    def test_a_paused_subscription_gets_nothing_from_the_next_write(self, manager, clerk, create_widget, receiver):
+        widget = create_widget(stock=9)
+        subscription = subscribe(manager, receiver.url)
+        self.adjust(clerk, widget)
+        paused = manager.patch(f"/api/webhooks/{subscription['id']}/", {"is_active": False}, format="json")
+        assert paused.status_code == 200, paused.content
+        self.adjust(clerk, widget)
+        assert len(deliveries(manager, subscription)) == 1
+
+    def test_changed_event_types_apply_to_the_next_write(self, manager, clerk, create_widget, receiver):
+        widget = create_widget(stock=9)
+        subscription = subscribe(manager, receiver.url, event_types=["widget.updated"])
+        self.adjust(clerk, widget)
+        changed = manager.patch(
+            f"/api/webhooks/{subscription['id']}/", {"event_types": ["stock.adjusted"]}, format="json"
+        )
+        assert changed.status_code == 200, changed.content
+        self.adjust(clerk, widget)
+        assert [d["event"]["type"] for d in deliveries(manager, subscription)] == ["stock.adjusted"]
+
+    def test_a_deleted_subscription_does_not_fail_the_next_write(self, manager, clerk, create_widget, receiver):
+        widget = create_widget(stock=9)
+        kept, deleted = subscribe(manager, receiver.url), subscribe(manager, receiver.url)
+        self.adjust(clerk, widget)
+        assert manager.delete(f"/api/webhooks/{deleted['id']}/").status_code == 204
+        self.adjust(clerk, widget)
+        assert len(deliveries(manager, kept)) == 2
+        assert Delivery.objects.count() == 2
+
+    def test_a_subscription_the_worker_disables_gets_nothing_from_the_next_write(
+        self, manager, clerk, create_widget, receiver, settings
+    ):
+        settings.WEBHOOK_DISABLE_AFTER = 0  # the first failure is enough
+        widget = create_widget(stock=9)
+        subscription = subscribe(manager, receiver.url)
+        receiver.statuses = [500]
+        self.adjust(clerk, widget)
+        run_worker()
+        assert WebhookSubscription.objects.get(pk=subscription["id"]).is_active is False
+        self.adjust(clerk, widget)
+        assert len(deliveries(manager, subscription)) == 1
 
 
 class TestSubscriptions:

@@ -6,41 +6,126 @@ called by the API, the admin and the commands alike.
 
 from __future__ import annotations
 
+import logging
+import secrets
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.db import transaction
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
+from django.db import connection, transaction
+from django.db.models import sql
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from config.logs import current_request_id
 
-from .models import Delivery, Event, EventType, WebhookSubscription, new_secret
+from .models import ALL_EVENTS, Delivery, Event, EventType, WebhookSubscription, new_secret
 from .tasks import deliver
+
+logger = logging.getLogger(__name__)
 
 # One task carries at most this many deliveries (a batch of 500 adjustments is two tasks).
 DELIVERIES_PER_TASK = 250
 BULK_BATCH = 1000
 
 
+# --- Who is subscribed (read by every write) ------------------------------------------------
+
+SUBSCRIBERS_KEY = "webhooks-subscribers"
+SUBSCRIBERS_VERSION_KEY = "webhooks-subscribers-version"
+# A kept list is dropped after this long even if no change was heard of (one could be missed
+# while Redis was not answering).
+SUBSCRIBERS_SECONDS = 300
+
+
+class Subscriber(NamedTuple):
+    """An active subscription as a write needs it: which events it wants."""
+
+    id: int
+    event_types: tuple[str, ...]
+
+    @property
+    def pk(self) -> int:
+        return self.id
+
+    def wants(self, event_type: str) -> bool:
+        return event_type in self.event_types or ALL_EVENTS in self.event_types
+
+
+def active_subscribers() -> list[Subscriber]:
+    """The active subscriptions, which every write reads before it records any event.
+
+    With a shared cache (Redis) the list is kept there with the version it was read under,
+    and used while that version is the current one: one Redis round trip instead of a
+    database query. Any change to a subscription sets a new version
+    (``subscriptions_changed``), so a list read before a change and stored after it is never
+    used. Without Redis (or when it does not answer) the database is asked every time.
+    """
+    cache = caches["default"]
+    if not isinstance(cache, RedisCache):
+        return _subscribers_from_database()
+    try:
+        found = cache.get_many([SUBSCRIBERS_VERSION_KEY, SUBSCRIBERS_KEY])
+        version, kept = found.get(SUBSCRIBERS_VERSION_KEY), found.get(SUBSCRIBERS_KEY)
+        if version is not None and kept is not None and kept[0] == version:
+            return kept[1]
+        subscribers = _subscribers_from_database()
+        if version is None and not cache.add(SUBSCRIBERS_VERSION_KEY, version := secrets.token_hex(8), None):
+            return subscribers  # another process has just started a version: let it store its list
+        cache.set(SUBSCRIBERS_KEY, (version, subscribers), SUBSCRIBERS_SECONDS)
+        return subscribers
+    except RedisError:
+        return _subscribers_from_database()
+
+
+def _subscribers_from_database() -> list[Subscriber]:
+    rows = WebhookSubscription.objects.active().values_list("id", "event_types")
+    return [Subscriber(pk, tuple(event_types)) for pk, event_types in rows]
+
+
+def subscriptions_changed(**_signal_kwargs) -> None:
+    """A subscription was saved or deleted: the kept list of subscribers is out of date.
+
+    Now, and again when the transaction commits: a write that reads the subscriptions in
+    between still sees the old rows, and must not keep what it read.
+    """
+    _new_subscribers_version()
+    if connection.in_atomic_block:
+        transaction.on_commit(_new_subscribers_version)
+
+
+def _new_subscribers_version() -> None:
+    cache = caches["default"]
+    if isinstance(cache, RedisCache):
+        try:
+            cache.set(SUBSCRIBERS_VERSION_KEY, secrets.token_hex(8), None)
+        except RedisError:
+            logger.warning("Redis did not answer: writes may use the old subscribers for %s s", SUBSCRIBERS_SECONDS)
+
+
+# --- The outbox -------------------------------------------------------------------------------
+
+
 class Outbox:
     """The events of one transaction, written with their deliveries by ``flush()``.
 
     Made inside the transaction of the change. It reads the active subscriptions once
-    (one query); an event no active subscription wants is never built nor stored, so a
-    write with no subscribers costs that one query. ``flush()`` stores the wanted events,
-    a ``Delivery`` per subscription and event, and enqueues their delivery task, all in the
-    caller's transaction: if it rolls back, nothing of this exists; once it commits, the
-    task is in the database and a worker will run it.
+    (``active_subscribers()``); an event no active subscription wants is never built nor
+    stored, so a write with no subscribers costs that one look-up. ``flush()`` stores the
+    wanted events, a ``Delivery`` per subscription and event, and enqueues their delivery
+    task, all in the caller's transaction: if it rolls back, nothing of this exists; once it
+    commits, the task is in the database and a worker will run it.
     """
 
     def __init__(self):
-        self.subscriptions = list(WebhookSubscription.objects.active().only("id", "event_types"))
+        self.subscriptions = active_subscribers()
         self.now = timezone.now()
         self.request_id = current_request_id.get()
-        self.events: list[tuple[Event, list[WebhookSubscription]]] = []
+        self.events: list[tuple[Event, list[Subscriber]]] = []
 
     def wants(self, event_type: str) -> bool:
         return any(subscription.wants(event_type) for subscription in self.subscriptions)
@@ -73,25 +158,49 @@ class Outbox:
     def flush(self) -> list[Delivery]:
         if not self.events:
             return []
-        Event.objects.bulk_create([event for event, _ in self.events], batch_size=BULK_BATCH)
+        events = [event for event, _ in self.events]
         retry_until = self.now + timedelta(seconds=settings.WEBHOOK_RETRY_FOR)
-        deliveries = Delivery.objects.bulk_create(
-            [
-                Delivery(
-                    subscription_id=subscription.pk,
-                    event=event,
-                    created_at=self.now,
-                    next_attempt_at=self.now,
-                    retry_until=retry_until,
-                )
-                for event, subscribers in self.events
-                for subscription in subscribers
-            ],
-            batch_size=BULK_BATCH,
-        )
+        deliveries = [
+            Delivery(
+                subscription_id=subscription.pk,
+                event=event,
+                created_at=self.now,
+                next_attempt_at=self.now,
+                retry_until=retry_until,
+            )
+            for event, subscribers in self.events
+            for subscription in subscribers
+        ]
+        if connection.vendor == "postgresql" and len(deliveries) <= BULK_BATCH:
+            _insert_events_and_deliveries(events, deliveries)
+        else:
+            Event.objects.bulk_create(events, batch_size=BULK_BATCH)
+            Delivery.objects.bulk_create(deliveries, batch_size=BULK_BATCH)
         _enqueue(deliveries)
         self.events = []
         return deliveries
+
+
+def _insert_events_and_deliveries(events: list[Event], deliveries: list[Delivery]) -> None:
+    """``bulk_create`` of both, as one statement: the events' INSERT in a CTE, the
+    deliveries' INSERT returning their ids (PostgreSQL; the event ids are drawn here, and
+    the foreign keys are checked at commit). One round trip where ``bulk_create`` makes two.
+    """
+    statements = []
+    for model, objs, returning in ((Event, events, []), (Delivery, deliveries, [Delivery._meta.pk])):
+        fields = [f for f in model._meta.concrete_fields if not (f.primary_key and returning)]
+        query = sql.InsertQuery(model)
+        query.insert_values(fields, objs)
+        compiler = query.get_compiler(connection=connection)
+        compiler.returning_fields = returning
+        [statement] = compiler.as_sql()
+        statements.append(statement)
+    (events_sql, events_params), (deliveries_sql, deliveries_params) = statements
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH events AS ({events_sql}) {deliveries_sql}", (*events_params, *deliveries_params))
+        for delivery, (pk,) in zip(deliveries, cursor.fetchall(), strict=True):
+            delivery.pk = delivery.id = pk
+            delivery._state.adding = False
 
 
 def _enqueue(deliveries: list[Delivery]) -> None:
