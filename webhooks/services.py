@@ -18,7 +18,11 @@ from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.db import connection, transaction
 from django.db.models import sql
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
+from django_tasks.signals import task_enqueued
+from django_tasks_db import DatabaseBackend
+from django_tasks_db.models import DBTaskResult, get_date_max
 from redis.exceptions import RedisError
 
 from config.logs import current_request_id
@@ -155,9 +159,9 @@ class Outbox:
         )
         self.events.append((event, subscribers))
 
-    def flush(self) -> list[Delivery]:
+    def flush(self) -> None:
         if not self.events:
-            return []
+            return
         events = [event for event, _ in self.events]
         retry_until = self.now + timedelta(seconds=settings.WEBHOOK_RETRY_FOR)
         deliveries = [
@@ -171,36 +175,70 @@ class Outbox:
             for event, subscribers in self.events
             for subscription in subscribers
         ]
-        if connection.vendor == "postgresql" and len(deliveries) <= BULK_BATCH:
-            _insert_events_and_deliveries(events, deliveries)
+        if len(deliveries) <= DELIVERIES_PER_TASK and _one_statement_can_enqueue():
+            _insert_and_enqueue(events, deliveries)
         else:
             Event.objects.bulk_create(events, batch_size=BULK_BATCH)
             Delivery.objects.bulk_create(deliveries, batch_size=BULK_BATCH)
-        _enqueue(deliveries)
+            _enqueue(deliveries)
         self.events = []
-        return deliveries
 
 
-def _insert_events_and_deliveries(events: list[Event], deliveries: list[Delivery]) -> None:
-    """``bulk_create`` of both, as one statement: the events' INSERT in a CTE, the
-    deliveries' INSERT returning their ids (PostgreSQL; the event ids are drawn here, and
-    the foreign keys are checked at commit). One round trip where ``bulk_create`` makes two.
+# The JSON arguments of ``deliver(delivery_ids)`` as ``normalize_json`` would store them, made
+# in SQL from the ids the deliveries' INSERT returns.
+DELIVERY_IDS_AS_TASK_ARGUMENTS = (
+    "SELECT jsonb_build_object('args', jsonb_build_array(jsonb_agg(id ORDER BY id)), 'kwargs', '{}'::jsonb) "
+    "FROM deliveries"
+)
+
+
+def _one_statement_can_enqueue() -> bool:
+    """On PostgreSQL with the database task backend, the delivery task's row is one more
+    INSERT, and can join the statement that stores the events and deliveries."""
+    return connection.vendor == "postgresql" and isinstance(deliver.get_backend(), DatabaseBackend)
+
+
+def _insert_and_enqueue(events: list[Event], deliveries: list[Delivery]) -> None:
+    """What ``bulk_create`` of the events and the deliveries and ``deliver.enqueue()`` of the
+    deliveries' ids do, in one statement where they make three round trips: the events' and
+    the deliveries' INSERTs are CTEs, and the task's row takes its arguments from the ids
+    the deliveries' INSERT returns. The row is the one ``DatabaseBackend.enqueue()`` writes
+    (django_tasks_db), and its ``task_enqueued`` signal is sent as there. The event ids are
+    drawn here; the foreign keys are checked at commit.
     """
-    statements = []
-    for model, objs, returning in ((Event, events, []), (Delivery, deliveries, [Delivery._meta.pk])):
-        fields = [f for f in model._meta.concrete_fields if not (f.primary_key and returning)]
-        query = sql.InsertQuery(model)
-        query.insert_values(fields, objs)
-        compiler = query.get_compiler(connection=connection)
-        compiler.returning_fields = returning
-        [statement] = compiler.as_sql()
-        statements.append(statement)
-    (events_sql, events_params), (deliveries_sql, deliveries_params) = statements
-    with connection.cursor() as cursor:
-        cursor.execute(f"WITH events AS ({events_sql}) {deliveries_sql}", (*events_params, *deliveries_params))
-        for delivery, (pk,) in zip(deliveries, cursor.fetchall(), strict=True):
-            delivery.pk = delivery.id = pk
-            delivery._state.adding = False
+    task = DBTaskResult(
+        args_kwargs=RawSQL(DELIVERY_IDS_AS_TASK_ARGUMENTS, ()),
+        priority=deliver.priority,
+        task_path=deliver.module_path,
+        queue_name=deliver.queue_name,
+        run_after=get_date_max(),  # what the backend stores for "no run_after"
+        backend_name=deliver.backend,
+    )
+    db = transaction.get_connection()  # the connection itself: the proxy costs a look-up per use
+    events_sql, events_params = _insert_sql(db, Event, events)
+    deliveries_sql, deliveries_params = _insert_sql(db, Delivery, deliveries, returning="id")
+    task_sql, task_params = _insert_sql(db, DBTaskResult, [task], returning="args_kwargs")
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"WITH events AS ({events_sql}), deliveries AS ({deliveries_sql}) {task_sql}",
+            (*events_params, *deliveries_params, *task_params),
+        )
+        [(args_kwargs,)] = cursor.fetchall()
+    task.args_kwargs = DBTaskResult._meta.get_field("args_kwargs").from_db_value(args_kwargs, None, db)
+    task._state.adding = False
+    task_enqueued.send(DatabaseBackend, task_result=task.task_result)
+
+
+def _insert_sql(db, model, objs: list, *, returning: str | None = None) -> tuple[str, tuple]:
+    """The INSERT ``bulk_create(objs)`` would run, compiled (a primary key the database draws
+    is left out), optionally returning one column."""
+    fields = [field for field in model._meta.concrete_fields if not (field.primary_key and field.db_returning)]
+    query = sql.InsertQuery(model)
+    query.insert_values(fields, objs)
+    compiler = query.get_compiler(connection=db)
+    compiler.returning_fields = [model._meta.get_field(returning)] if returning else []
+    [statement] = compiler.as_sql()
+    return statement
 
 
 def _enqueue(deliveries: list[Delivery]) -> None:
