@@ -1,6 +1,7 @@
 """Webhook delivery under concurrency and crashes, on PostgreSQL with real worker processes
 (``manage.py run_worker``) and a real receiver on the loopback."""
 
+import io
 import os
 import random
 import signal
@@ -12,11 +13,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.core.management import call_command
+from django.db import connection, transaction
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from webhooks.models import Delivery
+from webhooks.models import Delivery, WebhookSubscription
 
 from .conftest import postgres_only
 from .test_concurrency import client_for
@@ -164,3 +166,40 @@ def test_a_running_workers_sweep_records_expiries_and_sends_reservation_expired(
     assert [p["type"] for p in payloads] == ["widget.created", "widget.created", "reservation.expired"]
     assert payloads[2]["data"]["id"] == response.json()["id"]
     assert payloads[2]["data"]["status"] == "expired"
+
+
+def test_a_subscription_deleted_while_a_write_is_under_way_does_not_fail_the_write(
+    manager, clerk, create_widget, receiver
+):
+    widget = create_widget(stock=10)
+    subscription = subscribe(manager, receiver.url, ["*"])
+    deleted, release = threading.Event(), threading.Event()
+
+    def delete_and_commit_later():
+        try:
+            with transaction.atomic():
+                WebhookSubscription.objects.filter(pk=subscription["id"]).delete()
+                deleted.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    deleting = threading.Thread(target=delete_and_commit_later)
+    deleting.start()
+    assert deleted.wait(10)
+    # The write still sees the subscription (its delete has not committed) and records a
+    # delivery for it; the delete commits before the write does.
+    threading.Timer(0.3, release.set).start()
+    response = clerk.post(f"/api/widgets/{widget['id']}/adjust/", {"delta": -1, "reason": "sold"}, format="json")
+    deleting.join()
+
+    assert response.status_code == 201, response.content
+    assert manager.get(f"/api/widgets/{widget['id']}/").json()["stock"] == 9
+    assert manager.get(f"/api/webhooks/{subscription['id']}/").status_code == 404
+    # What was recorded for the deleted subscription is never sent, and purge removes it.
+    out = io.StringIO()
+    finish(worker("--batch"))
+    assert receiver.requests == []
+    call_command("purge_webhook_deliveries", stdout=out)
+    assert out.getvalue().startswith("Deleted 1 delivery(ies)")
+    assert not Delivery.objects.exists()

@@ -13,7 +13,7 @@ import secrets
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from .addresses import validate_webhook_url
@@ -149,13 +149,19 @@ class WebhookSubscription(models.Model):
 
 class DeliveryQuerySet(models.QuerySet):
     def due(self, *, now=None, grace_seconds: float = 0):
-        """Pending deliveries whose next attempt is due (by ``grace_seconds`` at least) and
-        that no worker holds now."""
+        """Pending deliveries whose next attempt is due (by ``grace_seconds`` at least), that
+        no worker holds now, and whose subscription still exists."""
         now = now or timezone.now()
         return self.filter(
+            Q(leased_until__isnull=True) | Q(leased_until__lte=now),
+            Exists(WebhookSubscription.objects.filter(pk=OuterRef("subscription_id"))),
             status=Delivery.Status.PENDING,
             next_attempt_at__lte=now - timezone.timedelta(seconds=grace_seconds),
-        ).filter(Q(leased_until__isnull=True) | Q(leased_until__lte=now))
+        )
+
+    def orphaned(self):
+        """Deliveries of a subscription deleted while their write was under way."""
+        return self.filter(~Exists(WebhookSubscription.objects.filter(pk=OuterRef("subscription_id"))))
 
     def finished_before(self, when):
         return self.filter(status__in=[Delivery.Status.DELIVERED, Delivery.Status.FAILED], created_at__lt=when)
@@ -172,7 +178,17 @@ class Delivery(models.Model):
         DELIVERED = "delivered"
         FAILED = "failed"
 
-    subscription = models.ForeignKey(WebhookSubscription, on_delete=models.CASCADE, related_name="deliveries")
+    # No database constraint: a write that read the subscriptions just before one was deleted
+    # records a delivery for it, and must still commit (its stock change is what matters).
+    # Such a delivery is never due and ``purge`` deletes it. Deleting a subscription deletes
+    # its deliveries (Django's cascade). Indexed by ``delivery_newest``.
+    subscription = models.ForeignKey(
+        WebhookSubscription,
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+        db_constraint=False,
+        db_index=False,
+    )
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveIntegerField(default=0)

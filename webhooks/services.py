@@ -350,8 +350,9 @@ def enqueue_due(*, grace_seconds: float = 0, limit: int | None = None) -> int:
 
 
 def purge(*, older_than: timedelta | None = None) -> dict[str, int]:
-    """Delete finished deliveries older than ``older_than`` (default: the configured retention),
-    the events no delivery refers to any more, and finished delivery tasks as old.
+    """Delete finished deliveries older than ``older_than`` (default: the configured retention)
+    and any of a deleted subscription, the events no delivery refers to any more, and finished
+    delivery tasks as old.
 
     Returns how many of each were deleted.
     """
@@ -362,6 +363,8 @@ def purge(*, older_than: timedelta | None = None) -> dict[str, int]:
     before = timezone.now() - older_than
     with transaction.atomic():
         deliveries, _ = Delivery.objects.finished_before(before).delete()
+        orphaned, _ = Delivery.objects.orphaned().delete()
+        deliveries += orphaned
         events, _ = Event.objects.filter(occurred_at__lt=before, deliveries__isnull=True).delete()
         tasks, _ = (
             DBTaskResult.objects.finished()
