@@ -38,12 +38,17 @@ class Receiver:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # The headers and the body go out in two writes: with Nagle's algorithm the
+            # second waits for the sender's delayed ACK (40 ms) on a kept-alive connection.
+            disable_nagle_algorithm = True
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 with receiver.lock:
-                    receiver.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                    receiver.requests.append(
+                        {"path": self.path, "headers": dict(self.headers), "body": body, "at": time.monotonic()}
+                    )
                     status = receiver.statuses.pop(0) if receiver.statuses else 200
                     hanging = receiver.hanging
                 if hanging:  # never answer: the worker is killed meanwhile
