@@ -60,6 +60,19 @@ class TestDashboard:
         assert figure(html, "units") == "13"
         assert figure(html, "value") == "55.00"  # 10 x 2.50 + 3 x 10.00
 
+    def test_the_low_stock_figure_counts_active_widgets_by_available_units(self, create_widget):
+        create_widget(stock=2, reorder_level=5)  # low by stock alone
+        held_down = create_widget(stock=10, reorder_level=5)
+        create_widget(stock=10, reorder_level=5)  # not low
+        create_widget(stock=0, reorder_level=5, is_active=False)  # inactive: not counted
+        items = [{"widget": held_down["id"], "quantity": 6}]
+        services.create_reservation(reference="order-1", items=items, ttl_seconds=600)  # 10 - 6 = 4 <= 5
+
+        html = staff_client().get(DASHBOARD).content.decode()
+
+        assert figure(html, "low-stock") == "2"
+        assert (figure(html, "reserved"), figure(html, "available")) == ("6", "16")
+
     def test_low_stock_lists_active_widgets_at_or_below_reorder_level_with_links(self, create_widget):
         low = create_widget(sku="LOW-1", stock=2, reorder_level=5)
         at_level = create_widget(sku="LOW-2", stock=5, reorder_level=5)

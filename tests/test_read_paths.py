@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 from django.contrib import messages
+from django.db.models import F
 from django.http import HttpResponse
 from django.test import RequestFactory
 from django.utils import timezone
@@ -88,8 +89,9 @@ def test_a_widget_without_the_annotation_is_serialized_as_plain_drf_does(create_
 
 
 def test_low_stock_sql_selects_what_the_orm_condition_selects(create_widget, clock):
-    # LowStock (one SQL expression) against _low_stock_condition (the ORM's Q): the same
-    # widgets on each side, with reservations active, expired, committed and released.
+    # LowStock (one SQL expression) against the definition in ORM terms, "available <=
+    # reorder_level" with ``available`` annotated: the same widgets on each side, with
+    # reservations active, expired, committed and released.
     widgets = [
         create_widget(stock=stock, reorder_level=level)["id"]
         for stock, level in [(0, 0), (5, 5), (6, 5), (10, 5), (10, 5), (10, 5), (3, 0), (8, 2)]
@@ -109,9 +111,9 @@ def test_low_stock_sql_selects_what_the_orm_condition_selects(create_widget, clo
 
     def compare(expected_low):
         now = timezone.now()
-        queryset, condition = Widget.objects.all()._low_stock_condition(now)
-        orm_low = set(queryset.filter(condition).values_list("id", flat=True))
-        orm_not_low = set(queryset.filter(~condition).values_list("id", flat=True))
+        queryset = Widget.objects.with_availability(now)
+        orm_low = set(queryset.filter(available__lte=F("reorder_level")).values_list("id", flat=True))
+        orm_not_low = set(queryset.filter(available__gt=F("reorder_level")).values_list("id", flat=True))
         sql_low = set(Widget.objects.low_stock().values_list("id", flat=True))
         assert sql_low == set(Widget.objects.low_stock(now).values_list("id", flat=True))
         assert sql_low == orm_low == {widgets[i] for i in expected_low}

@@ -236,21 +236,9 @@ class WidgetQuerySet(models.QuerySet):
         the moment its ``expires_at`` is past."""
         return self.annotate(reserved=reserved_units(now)).alias(available=F("stock") - F("reserved"))
 
-    def _low_stock_condition(self, now):
-        """(queryset, Q) for "available <= reorder_level". A widget at or below its
-        reorder level by stock alone is low whatever is reserved; only the few widgets
-        that reservations hold units of need their reserved units summed, so that on
-        PostgreSQL the subquery runs for those rows only (the hashed ``IN`` is tested first)."""
-        now = now or timezone.now()
-        held = ReservationItem.objects.holding(now=now).values("widget_id")
-        queryset = self.alias(_low_available=F("stock") - reserved_units(now))
-        condition = Q(stock__lte=F("reorder_level")) | (Q(pk__in=held) & Q(_low_available__lte=F("reorder_level")))
-        return queryset, condition
-
     def low_stock(self, now=None):
         """Widgets whose *available* units (stock - reserved) are at or below their
-        reorder level: units promised to someone are not there to sell (``LowStock``,
-        the SQL of ``_low_stock_condition``)."""
+        reorder level: units promised to someone are not there to sell (``LowStock``)."""
         return self.filter(LowStock(now))
 
     def not_low_stock(self, now=None):
@@ -267,13 +255,12 @@ class WidgetQuerySet(models.QuerySet):
         ``available`` units (units - reserved)."""
         now = now or timezone.now()
         value = ExpressionWrapper(F("price") * F("stock"), output_field=DecimalField(max_digits=24, decimal_places=2))
-        queryset, low = self._low_stock_condition(now)
-        totals = queryset.aggregate(
+        totals = self.aggregate(
             widgets=Count("id"),
             active=Count("id", filter=Q(is_active=True)),
             units=Coalesce(Sum("stock"), 0),
             value=Coalesce(Sum(value), 0, output_field=DecimalField(max_digits=24, decimal_places=2)),
-            low_stock=Count("id", filter=Q(is_active=True) & low),
+            low_stock=Count("id", filter=Q(is_active=True) & LowStock(now)),
         )
         totals["reserved"] = (
             ReservationItem.objects.holding(now=now)
