@@ -226,3 +226,41 @@ def test_a_filterset_of_the_named_filters_answers_as_the_whole_one(viewer, query
         plain.setattr(FilterBackend, "filter_queryset", DjangoFilterBackend.filter_queryset)
         whole = viewer.get(url)
     assert (fast.status_code, fast.json()) == (whole.status_code, whole.json())
+
+
+class TestCompiledRetrieve:
+    """A widget's retrieve reads it with SQL compiled once per process
+    (``Widget.objects.get_with_availability``); its answers are those of DRF's own lookup."""
+
+    def test_the_answer_and_etag_are_those_of_the_lookup_drf_makes(self, viewer, create_widget, clock):
+        widget = create_widget(stock=10)
+        services.create_reservation(reference="o-1", items=[{"widget": widget["id"], "quantity": 4}], ttl_seconds=60)
+        url = f"{URL}{widget['id']}/"
+        # A query parameter (here one that filters nothing away) sends the request DRF's way.
+        compiled, plain = viewer.get(url), viewer.get(f"{url}?is_active=true")
+        assert compiled.json() == plain.json() and compiled["ETag"] == plain["ETag"]
+        assert compiled.json()["available"] == 6
+
+        clock.shift(timedelta(seconds=60))  # the hold expires: counted at each request's time
+        compiled, plain = viewer.get(url), viewer.get(f"{url}?is_active=true")
+        assert compiled.json() == plain.json() and compiled["ETag"] == plain["ETag"]
+        assert compiled.json()["available"] == 10
+
+    def test_filters_in_the_query_still_apply_to_a_detail_lookup(self, viewer, create_widget):
+        widget = create_widget(stock=1)
+        assert viewer.get(f"{URL}{widget['id']}/?format=json").status_code == 200
+        response = viewer.get(f"{URL}{widget['id']}/?is_active=false")
+        assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+    @pytest.mark.parametrize("widget_id", ["0", "987654", str(2**63), "9" * 25])
+    def test_no_such_widget_is_a_json_404(self, viewer, create_widget, widget_id):
+        create_widget(stock=1)
+        response = viewer.get(f"{URL}{widget_id}/")
+        assert response.status_code == 404
+        assert response.json()["code"] == "not_found"
+
+    def test_it_is_for_the_unfiltered_queryset_only(self, create_widget):
+        widget = create_widget(stock=1)
+        assert Widget.objects.get_with_availability(widget["id"]).reserved == 0
+        with pytest.raises(TypeError):
+            Widget.objects.filter(is_active=True).get_with_availability(widget["id"])
