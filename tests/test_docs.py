@@ -8,6 +8,8 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
+from webhooks.models import EventType
+
 pytestmark = pytest.mark.django_db
 
 ASSET = re.compile(r'(?:src|href)="([^"]+)"')
@@ -69,6 +71,33 @@ def test_schema_describes_the_filters_and_pagination(schema):
 def test_schema_describes_conflicts_on_delete(schema):
     assert "409" in schema["paths"]["/api/widgets/{id}/"]["delete"]["responses"]
     assert "409" in schema["paths"]["/api/categories/{id}/"]["delete"]["responses"]
+
+
+def test_schema_documents_the_webhook_endpoints_and_every_event_payload(schema):
+    components = schema["components"]["schemas"]
+
+    def resolve(node):
+        return components[node["$ref"].rsplit("/", 1)[-1]] if "$ref" in node else node
+
+    for path in (
+        "/api/webhooks/",
+        "/api/webhooks/{id}/",
+        "/api/webhooks/{id}/deliveries/",
+        "/api/webhooks/{id}/deliveries/{delivery_id}/redeliver/",
+        "/api/webhooks/{id}/ping/",
+        "/api/webhooks/{id}/rotate-secret/",
+    ):
+        assert path in schema["paths"], path
+    documented = {}
+    for webhook in schema["x-webhooks"].values():
+        body = resolve(webhook["post"]["requestBody"]["content"]["application/json"]["schema"])
+        assert {"id", "type", "occurred_at", "request_id", "sequence", "data"} <= set(body["properties"])
+        assert "webhook-signature" in webhook["post"]["description"]
+        for event_type in resolve(body["properties"]["type"])["enum"]:
+            documented[event_type] = resolve(body["properties"]["data"])
+    assert set(documented) == set(EventType.values)
+    assert {"movement", "widget"} <= set(documented["stock.adjusted"]["properties"])
+    assert {"stock", "reserved", "available", "reorder_level"} <= set(documented["widget.low_stock"]["properties"])
 
 
 def test_schema_documents_token_authentication(schema):
