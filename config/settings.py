@@ -342,6 +342,9 @@ WEBHOOK_RETRY_MAX_DELAY = env_seconds("DJANGO_WEBHOOK_RETRY_MAX_SECONDS", 3 * 36
 WEBHOOK_DISABLE_AFTER = env_seconds("DJANGO_WEBHOOK_DISABLE_AFTER_HOURS", 72, unit=3600)
 # `manage.py purge_webhook_deliveries` removes finished deliveries (and their events) older than this.
 WEBHOOK_RETENTION = env_seconds("DJANGO_WEBHOOK_RETENTION_DAYS", 30, unit=86400)
+# Each attempt's HTTP timeouts: to connect, and for the whole request (answer included).
+WEBHOOK_CONNECT_TIMEOUT = 3
+WEBHOOK_TIMEOUT = 10
 # A worker holds a delivery this long while it sends it (longer than the 10 s request timeout):
 # another worker takes it over only after that, so a delivery is sent by one worker at a time,
 # and one whose worker died is sent again (same webhook-id) after at most this long.

@@ -278,6 +278,19 @@ class TestRetries:
         assert 30 < wait <= 75  # 60 s +-25% jitter
         assert len(receiver.requests) == 1  # not due yet: the worker left it
 
+    def test_a_receiver_that_does_not_answer_in_time_is_retried_later(self, settings, manager, create_widget, receiver):
+        settings.WEBHOOK_TIMEOUT = 0.5  # 10 s in production
+        settings.WEBHOOK_RETRY_BASE_DELAY = 60  # the next attempt is not due during this test
+        subscription = subscribe(manager, receiver.url, ["widget.created"])
+        receiver.hanging = True  # takes the request, never answers
+        create_widget()
+        run_worker()
+
+        [logged] = deliveries(manager, subscription)
+        assert (logged["status"], logged["attempts"], logged["last_error"]) == ("pending", 1, "Timed out")
+        assert logged["last_status_code"] is None and logged["next_attempt_at"] is not None
+        assert 400 <= logged["last_duration_ms"] < 5000
+
     def test_redirects_are_not_followed(self, manager, create_widget, receiver, settings):
         settings.WEBHOOK_RETRY_FOR = 0
         subscription = subscribe(manager, receiver.url, ["widget.created"])

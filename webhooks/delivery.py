@@ -39,7 +39,6 @@ from .tasks import deliver
 
 logger = logging.getLogger(__name__)
 
-TIMEOUT = urllib3.Timeout(connect=3.0, total=10.0)
 USER_AGENT = "WidgetInventory-Webhooks/1.0"
 
 
@@ -73,7 +72,7 @@ def _pool(target: Target) -> urllib3.HTTPConnectionPool:
     key = (target.scheme, target.address, target.port, target.host)
     pool = _pools.get(key)
     if pool is None:
-        options = {"timeout": TIMEOUT, "retries": False, "maxsize": 1, "block": False}
+        options = {"retries": False, "maxsize": 1, "block": False}
         if target.scheme == "https":
             # Connect to the checked address, but verify the certificate of the named host.
             pool = urllib3.HTTPSConnectionPool(
@@ -113,6 +112,7 @@ def send(subscription: WebhookSubscription, event: Event) -> Outcome:
             headers=headers,
             redirect=False,
             retries=False,
+            timeout=urllib3.Timeout(connect=settings.WEBHOOK_CONNECT_TIMEOUT, total=settings.WEBHOOK_TIMEOUT),
             preload_content=False,
             assert_same_host=False,
         )
