@@ -45,6 +45,7 @@ FASTAPI_VENV = BENCH / ".venv-fastapi"
 FASTAPI_REQUIREMENTS = BENCH / "requirements-fastapi.txt"
 # As many worker processes as the app's gunicorn (bench/README.md, "FastAPI reference").
 FASTAPI_WORKERS = os.environ.get("BENCH_FASTAPI_WORKERS", "2")
+APP_WORKERS = os.environ.get("BENCH_APP_WORKERS", "2")
 MARK_START, MARK_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -69,7 +70,7 @@ def gunicorn_args(port, target):
     # As deployed: the project's gunicorn.conf.py when it exists, 2 worker processes.
     # Its logging (the app's JSON access log included) goes to bench/results/server-<port>.log.
     conf = ["-c", "gunicorn.conf.py"] if (ROOT / "gunicorn.conf.py").exists() else []
-    return [PYTHON, "-m", "gunicorn", *conf, "--workers", "2", "--bind", f"127.0.0.1:{port}", target]
+    return [PYTHON, "-m", "gunicorn", *conf, "--workers", APP_WORKERS, "--bind", f"127.0.0.1:{port}", target]
 
 
 def fastapi_python():

@@ -97,6 +97,9 @@ USE_TZ = True
 # request within the connect timeout (503 under /api/) instead of hanging a worker.
 
 CONN_MAX_AGE = env.int("DJANGO_CONN_MAX_AGE", default=600, minimum=0)
+# The hottest statements are prepared once per connection (widgets/prepared.py); turn it off
+# behind a pooler that shares server sessions between clients (PgBouncer in transaction mode).
+PREPARED_STATEMENTS = env.bool("DJANGO_PREPARED_STATEMENTS", default=True)
 DB_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 

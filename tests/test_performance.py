@@ -83,8 +83,10 @@ class TestQueriesPerRequest:
         assert response.status_code == 200
 
     def test_adjust_costs_a_fixed_number_of_queries(self, clerk, widgets, django_assert_max_num_queries):
-        widget = Widget.objects.filter(stock__gt=0).first()
+        widget, other = Widget.objects.filter(stock__gt=1)[:2]
         warm(clerk, "/api/widgets/")
+        # The first adjustment on a connection also PREPAREs its statement (widgets/prepared.py).
+        assert clerk.post(f"/api/widgets/{other.pk}/adjust/", {"delta": -1, "reason": "sold"}).status_code == 201
         # auth (3) + active webhook subscriptions (the outbox: none here, so nothing more is
         # written) + on PostgreSQL one statement (UPDATE ... RETURNING feeding the movement's
         # INSERT, in autocommit outside a test); elsewhere BEGIN/SAVEPOINT, lock, units

@@ -21,6 +21,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 from django.utils.text import slugify
 
+from .prepared import prepared
 from .validators import SkuFormField, category_name, multi_line, one_line, sku_validator
 
 
@@ -258,6 +259,7 @@ class CompiledWidgetLookup:
             params[index] = pk
         for index in now_at:
             params[index] = now
+        sql, params = prepared(connection, sql, params)
         return next(iter(queryset.model._default_manager.db_manager(queryset.db).raw(sql, params)), None)
 
     @classmethod

@@ -44,6 +44,7 @@ from .models import (
     StockMovement,
     Widget,
 )
+from .prepared import prepared
 
 # The stock column is a 32-bit integer on every backend.
 MAX_STOCK = 2_147_483_647
@@ -228,7 +229,7 @@ def _adjust_stock_fast(*, widget_id: int, delta: int, reason: str, note: str, us
         f" WHERE id = %(id)s AND {check}"
         f" RETURNING {', '.join(c.column for c in columns)}, {_reserved_sql(table)} AS reserved),"
         f" m AS (INSERT INTO {movements} (widget_id, delta, reason, note, stock_after, created_by_id, created_at)"
-        f" SELECT id, %(delta)s, %(reason)s, %(note)s, stock, %(user)s, %(now)s FROM w RETURNING id)"
+        f" SELECT id, %(delta)s, %(reason)s, %(note)s, stock, %(user)s::integer, %(now)s FROM w RETURNING id)"
         f" SELECT w.*, m.id FROM w, m"
     )
     params = {
@@ -246,7 +247,7 @@ def _adjust_stock_fast(*, widget_id: int, delta: int, reason: str, note: str, us
     # nothing, and an error propagates (and rolls the caller back) either way.
     with transaction.atomic(savepoint=False) if atomic else _no_transaction():
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(*prepared(connection, sql, params))
             row = cursor.fetchone()
         if row is None:
             return None
@@ -398,7 +399,8 @@ def _adjust_stock_batch_fast(*, items: Sequence[Mapping[str, Any]], user) -> lis
         f" RETURNING {', '.join('t.' + c.column for c in columns)}, v.net),"
         f" m AS (INSERT INTO {movements_table}"
         f" (widget_id, delta, reason, note, stock_after, created_by_id, created_at)"
-        f" SELECT items.widget, items.delta, items.reason, items.note, w.stock - w.net + items.prefix, %s, %s"
+        f" SELECT items.widget, items.delta, items.reason, items.note, w.stock - w.net + items.prefix, %s::integer,"
+        f" %s::timestamptz"
         f" FROM items INNER JOIN w ON w.id = items.widget ORDER BY items.ordinal RETURNING id)"
         f" SELECT w.*, (SELECT array_agg(id ORDER BY id) FROM m) FROM w"
     )
@@ -406,7 +408,7 @@ def _adjust_stock_batch_fast(*, items: Sequence[Mapping[str, Any]], user) -> lis
     params += [value for row in rows for value in row]
     params += [now, user_id, now]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(*prepared(connection, sql, params))
         result = cursor.fetchall()
     if len(result) != len(per_widget):
         raise _FastPathMissed()
