@@ -14,6 +14,7 @@ e.g. behind a pooler that hands one client several server sessions (PgBouncer in
 mode; RDS Proxy would pin every session).
 """
 
+import functools
 import hashlib
 import re
 from collections import OrderedDict
@@ -34,9 +35,8 @@ def prepared(connection: BaseDatabaseWrapper, sql: str, params: Sequence | Mappi
     connection, or the statement itself on another database or when turned off."""
     if connection.vendor != "postgresql" or not settings.PREPARED_STATEMENTS:
         return sql, params
-    statement, order = _numbered(sql)
+    name, statement, order = _numbered(sql)
     values = [params[key] for key in order] if isinstance(params, Mapping) else list(params)
-    name = "w_" + hashlib.blake2b(statement.encode(), digest_size=10).hexdigest()
     connection.ensure_connection()
     known = _statements(connection)
     if name in known:
@@ -52,9 +52,11 @@ def prepared(connection: BaseDatabaseWrapper, sql: str, params: Sequence | Mappi
     return f"EXECUTE {name}({', '.join(['%s'] * len(values))})", values
 
 
-def _numbered(sql: str) -> tuple[str, list]:
-    """The statement with ``$1, $2, ...`` for its placeholders (a name used twice is one
-    parameter) and ``%%`` as ``%``, and the order of the parameters: names, or positions."""
+@functools.lru_cache(maxsize=256)  # once per statement and process, not per request
+def _numbered(sql: str) -> tuple[str, str, list]:
+    """The statement's name, its text with ``$1, $2, ...`` for its placeholders (a name used
+    twice is one parameter) and ``%%`` as ``%``, and the order of the parameters: names, or
+    positions."""
     names: dict[str, int] = {}
     order: list = []
 
@@ -70,7 +72,8 @@ def _numbered(sql: str) -> tuple[str, list]:
             names[name] = len(order)
         return f"${names[name]}"
 
-    return _PLACEHOLDER.sub(number, sql), order
+    statement = _PLACEHOLDER.sub(number, sql)
+    return "w_" + hashlib.blake2b(statement.encode(), digest_size=10).hexdigest(), statement, order
 
 
 def _statements(connection: BaseDatabaseWrapper) -> "OrderedDict[str, None]":
