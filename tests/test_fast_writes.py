@@ -6,6 +6,7 @@ the two runs are compared with ids and times replaced by their order of appearan
 """
 
 import random
+import re
 import threading
 from datetime import timedelta
 
@@ -16,7 +17,7 @@ from django.utils import timezone
 from webhooks import services as webhook_services
 from webhooks.models import Event
 from widgets import services
-from widgets.models import Reservation, StockMovement, Widget
+from widgets.models import ChangeLogEntry, Reservation, StockMovement, Widget
 
 from .conftest import make_user, postgres_only, token_client
 from .test_concurrency import all_at_once, client_for
@@ -25,12 +26,13 @@ pytestmark = postgres_only
 
 
 class Paths:
-    """Counts which path answered each adjustment and batch."""
+    """Counts how often the locked path of the writes named answered (adjustments and
+    batches by default)."""
 
-    def __init__(self, monkeypatch):
+    def __init__(self, monkeypatch, names=("_adjust_stock_locked", "_adjust_stock_batch_locked")):
         self.locked = self.locked_ok = 0
         self.lock = threading.Lock()
-        for name in ("_adjust_stock_locked", "_adjust_stock_batch_locked"):
+        for name in names:
             original = getattr(services, name)
 
             def counted(*args, _original=original, **kwargs):
@@ -50,6 +52,11 @@ def paths(monkeypatch):
 
 
 @pytest.fixture
+def reservation_paths(monkeypatch):
+    return Paths(monkeypatch, ("_create_reservation_locked", "_commit_reservation_locked"))
+
+
+@pytest.fixture
 def subscribed(settings):
     settings.WEBHOOKS_ALLOW_PRIVATE_NETWORKS = True
     webhook_services.create_subscription(url="http://127.0.0.1:9/hook", event_types=["*"])
@@ -59,18 +66,29 @@ def normalised(value, names):
     """``value`` with times, and the ids of the movements and reservations it made (the
     sequences of a rolled back run are not rolled back), replaced by placeholders."""
     if isinstance(value, dict):
-        made = "delta" in value or "reference" in value
+        kind = "movement" if "delta" in value else "reservation" if "reference" in value else None
         return {
             key: "<time>"
             if key in TIMES and item is not None
-            else names.setdefault(item, f"<{len(names)}>")
-            if key == "id" and made
+            else placeholder(names, kind, item)
+            if key == "id" and kind
             else normalised(item, names)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
         return [normalised(item, names) for item in value]
+    if isinstance(value, str):  # "Reservation 12 expired at 2026-...", in messages and notes
+        value = RESERVATION.sub(lambda match: f"Reservation {placeholder(names, 'reservation', int(match[1]))}", value)
+        return TIME.sub("<time>", value)
     return value
+
+
+def placeholder(names, kind, value):
+    return names.setdefault((kind, value), f"<{len(names)}>")
+
+
+RESERVATION = re.compile(r"Reservation (\d+)")
+TIME = re.compile(r"\d{4}-\d\d-\d\dT[\d:.]+(Z|[+-]\d\d:\d\d)")
 
 
 TIMES = {"created_at", "updated_at", "closed_at", "expires_at"}
@@ -103,10 +121,32 @@ def run(monkeypatch, fast, clerk, widgets, scenario):
                 .values_list("object_id", "sequence", "type", "data"),
                 key=lambda event: event[:3],
             )
+            # Everything here was made by this run (it is rolled back): its reservations'
+            # events and change log, in the order written.
+            reservation_events = list(
+                Event.objects.filter(object_type="reservation")
+                .order_by("occurred_at", "object_id")
+                .values_list("type", "data")
+            )
+            reservation_log = list(
+                ChangeLogEntry.objects.filter(object_type="reservation")
+                .order_by("id")
+                .values("action", "object_repr", "changes", "user")
+            )
             raise Rollback()
     except Rollback:
         pass
-    return normalised({"answers": answers, "state": state, "ledger": ledger, "events": events}, {})
+    return normalised(
+        {
+            "answers": answers,
+            "state": state,
+            "ledger": ledger,
+            "events": events,
+            "reservation_events": reservation_events,
+            "reservation_log": reservation_log,
+        },
+        {},
+    )
 
 
 def same_either_way(monkeypatch, clerk, create_widget, scenario):
@@ -248,8 +288,117 @@ class TestBatch:
         assert paths.locked == 2
 
 
+def hold(client, *items, reference="order-1"):
+    return client.post(
+        "/api/reservations/",
+        {"reference": reference, "items": [{"widget": w, "quantity": q} for w, q in items]},
+        format="json",
+    )
+
+
+def commit(client, reservation_id):
+    return client.post(f"/api/reservations/{reservation_id}/commit/", {}, format="json")
+
+
+class TestReservations:
+    def test_reservations_made_and_committed_answer_alike(
+        self, monkeypatch, clerk, create_widget, subscribed, reservation_paths
+    ):
+        def scenario(client, w):
+            # w0 10 -> 4 available (low), w1 3 -> 0 available (out of stock)
+            made = hold(client, (w[0], 6), (w[1], 3))
+            yield made
+            yield client.get(f"/api/widgets/{w[0]}/")
+            yield commit(client, made.json()["id"])
+            yield client.get(f"/api/widgets/{w[1]}/")
+            again = hold(client, (w[0], 4), reference="order-2")
+            yield again
+            yield commit(client, again.json()["id"])
+
+        result = same_either_way(monkeypatch, clerk, create_widget, scenario)
+        assert [status for status, _, _ in result["answers"]] == [201, 200, 201, 200, 201, 201]
+        assert [row["stock"] for row in result["state"]] == [0, 0, 0]
+        assert [m["stock_after"] for m in result["answers"][2][2]["movements"]] == [4, 0]
+        assert [event[0] for event in result["reservation_events"]] == [
+            "reservation.created",
+            "reservation.committed",
+            "reservation.created",
+            "reservation.committed",
+        ]
+        assert [entry["action"] for entry in result["reservation_log"]] == ["create", "update"] * 2
+        assert {"widget.low_stock", "widget.out_of_stock"} <= {event[2] for event in result["events"]}
+        assert reservation_paths.locked == 4  # only the run with the switch off locked
+
+    def test_refused_reservations_answer_alike_through_the_locked_path(
+        self, monkeypatch, clerk, create_widget, reservation_paths
+    ):
+        def scenario(client, w):
+            yield hold(client, (w[0], 2), (w[1], 4))  # 3 in stock: 409 naming item 1
+            yield hold(client, (w[0], 2), (10**9, 1))  # no such widget: 400
+            yield hold(client, (w[2], 1))  # nothing in stock: 409
+
+        result = same_either_way(monkeypatch, clerk, create_widget, scenario)
+        assert [status for status, _, _ in result["answers"]] == [409, 400, 409]
+        assert result["answers"][0][2]["index"] == 1
+        assert [row["held"] for row in result["state"]] == [0, 0, 0]
+        assert result["reservation_events"] == result["reservation_log"] == []
+        assert reservation_paths.locked == 3 + 3  # the run with it off, and each refusal of the fast one
+
+    def test_units_of_an_expired_hold_can_be_reserved_through_the_locked_path(
+        self, monkeypatch, clerk, create_widget, reservation_paths
+    ):
+        def scenario(client, w):
+            expire(reserve(client, w[0], 8))  # held 8 until recorded, reserved 0 by the clock
+            yield hold(client, (w[0], 9))
+
+        result = same_either_way(monkeypatch, clerk, create_widget, scenario)
+        assert result["answers"][0][0] == 201
+        assert (result["state"][0]["reserved"], result["state"][0]["held"]) == (9, 17)
+        assert reservation_paths.locked == 2 + 1  # the run with it off, and the fast one refused by held
+
+    def test_commits_that_cannot_be_made_answer_alike(self, monkeypatch, clerk, create_widget, reservation_paths):
+        def scenario(client, w):
+            released = reserve(client, w[0], 1).json()["id"]
+            client.post(f"/api/reservations/{released}/release/", {}, format="json")
+            yield commit(client, released)  # 409 not active
+            expired = reserve(client, w[0], 1)
+            expire(expired)
+            yield commit(client, expired.json()["id"])  # 409 expired
+            yield commit(client, 10**9)  # 404
+            twice = reserve(client, w[1], 2).json()["id"]
+            yield commit(client, twice)
+            yield commit(client, twice)  # 409 not active
+
+        result = same_either_way(monkeypatch, clerk, create_widget, scenario)
+        assert [status for status, _, _ in result["answers"]] == [409, 409, 404, 201, 409]
+        assert [answer[2].get("code") for answer in result["answers"]] == [
+            "reservation_not_active",
+            "reservation_expired",
+            "not_found",
+            None,
+            "reservation_not_active",
+        ]
+        assert [row["stock"] for row in result["state"]] == [10, 1, 0]
+
+    def test_a_commit_after_an_expired_hold_was_sold_answers_alike_through_the_locked_path(
+        self, monkeypatch, clerk, create_widget, reservation_paths
+    ):
+        def scenario(client, w):
+            kept = reserve(client, w[0], 4).json()["id"]
+            expire(reserve(client, w[0], 5))
+            yield adjust(client, w[0], -6)  # sells 5 units the expired hold still counts in held
+            yield commit(client, kept)  # stock 4 < held 9: the fast commit refuses, the locked one sells
+
+        result = same_either_way(monkeypatch, clerk, create_widget, scenario)
+        assert [status for status, _, _ in result["answers"]] == [201, 201]
+        assert (result["state"][0]["stock"], result["state"][0]["held"]) == (0, 5)
+        assert reservation_paths.locked == 3 + 1  # the run with it off, and the fast commit refused
+
+
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_twenty_threads_racing_decreases_against_reservations_never_oversell(transactional_db, create_widget, paths):
+def test_twenty_threads_racing_decreases_against_reservations_and_commits_never_oversell(
+    transactional_db, create_widget, paths
+):
     widgets = [create_widget(stock=30)["id"] for _ in range(2)]
     keys = [token_client(make_user("clerk")).raw_key for _ in range(20)]
     outcomes, lock = [], threading.Lock()
@@ -268,8 +417,11 @@ def test_twenty_threads_racing_decreases_against_reservations_never_oversell(tra
                     {"reference": f"r{i}", "items": [{"widget": widget_id, "quantity": rng.randint(1, 3)}]},
                     format="json",
                 )
-                if response.status_code == 201 and rng.random() < 0.3:
-                    client.post(f"/api/reservations/{response.json()['id']}/release/", {}, format="json")
+                if response.status_code == 201:
+                    then = rng.choice(["release", "commit", "keep"])
+                    if then != "keep":
+                        closed = client.post(f"/api/reservations/{response.json()['id']}/{then}/", {}, format="json")
+                        statuses.append((then, closed.status_code))
                 kind = "reserve"
             else:
                 response = batch(client, *[(w, -1) for w in widgets])
@@ -282,8 +434,9 @@ def test_twenty_threads_racing_decreases_against_reservations_never_oversell(tra
 
     statuses = [s for result in all_at_once(20, work) for s in result]
 
-    assert {status for _, status in statuses} <= {201, 409}, statuses
+    assert {status for _, status in statuses} <= {200, 201, 409}, statuses
     assert ("adjust", 409) in statuses and ("reserve", 201) in statuses
+    assert {("release", 200), ("commit", 201)} >= {s for s in statuses if s[0] in ("release", "commit")}
     assert min(outcomes) >= 0
     # Most decreases that succeeded did so in one statement; the refused ones were locked.
     assert statuses.count(("adjust", 201)) > 2 * paths.locked_ok

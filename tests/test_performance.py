@@ -97,6 +97,32 @@ class TestQueriesPerRequest:
         assert response.status_code == 201, response.content
         assert response.json()["stock_after"] == widget.stock - 1
 
+    def test_a_reservation_and_its_commit_cost_a_fixed_number_of_queries(
+        self, clerk, widgets, django_assert_max_num_queries
+    ):
+        first, second, third = Widget.objects.filter(stock__gt=1)[:3]
+
+        def reserve(*widgets):
+            items = [{"widget": widget.pk, "quantity": 1} for widget in widgets]
+            return clerk.post("/api/reservations/", {"reference": "order", "items": items}, format="json")
+
+        warm(clerk, "/api/widgets/")
+        # The first of each on a connection also PREPAREs its statement (widgets/prepared.py).
+        assert clerk.post(f"/api/reservations/{reserve(third, first).json()['id']}/commit/").status_code == 201
+        # auth (3) + on PostgreSQL SAVEPOINT, one statement (the widgets' held, the reservation,
+        # its items), the change log, RELEASE; elsewhere the locked path: SAVEPOINT, lock, units
+        # reserved, reservation, items, held, change log, RELEASE and the webhook subscriptions
+        with django_assert_max_num_queries(7 if IS_POSTGRES else 12):
+            response = reserve(first, second)
+        assert response.status_code == 201, response.content
+        # the same for a commit: one statement (the reservation, stock and held, the movements)
+        # in place of lock, items, lock, units reserved, reservation, widgets, movements
+        with django_assert_max_num_queries(7 if IS_POSTGRES else 14):
+            response = clerk.post(f"/api/reservations/{response.json()['id']}/commit/")
+
+        assert response.status_code == 201, response.content
+        assert [m["stock_after"] for m in response.json()["movements"]] == [first.stock - 2, second.stock - 1]
+
     @needs_redis
     def test_with_the_token_cache_a_list_costs_no_authentication_queries(
         self, settings, viewer, widgets, django_assert_max_num_queries

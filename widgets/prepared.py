@@ -6,7 +6,7 @@ running it (bench/RESULTS.md). ``prepared()`` PREPAREs a statement once per data
 connection and turns each call into ``EXECUTE name(...)``, which PostgreSQL answers from
 its plan cache (asyncpg, under the FastAPI reference, does the same for every query).
 
-Only statements written for it use it (a widget's retrieve, the one-statement adjustments):
+Only statements written for it use it (a widget's retrieve, the one-statement writes):
 each needs parameters whose types PostgreSQL can infer, with a cast where it cannot.
 A prepared statement lives as long as its session and survives a rollback, so one is
 prepared once and kept; a reconnect starts afresh. Off with DJANGO_PREPARED_STATEMENTS=false,

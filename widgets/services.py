@@ -200,6 +200,13 @@ def _widget_from_row(columns, row) -> Widget:
     return Widget.from_db(connection.alias, [c.attname for c in columns], row[: len(columns)])
 
 
+def _written(instance: models.Model) -> models.Model:
+    """Mark ``instance``, built from what a one-statement write returned, as saved (as
+    ``from_db`` would): a later ``save()`` updates its row instead of inserting one."""
+    instance._state.adding, instance._state.db = False, connection.alias
+    return instance
+
+
 def _adjust_stock_fast(*, widget_id: int, delta: int, reason: str, note: str, user) -> StockMovement | None:
     """The adjustment as one statement: an UPDATE whose WHERE checks the new level against
     ``held`` (a decrease) or the maximum (an increase), feeding the movement's INSERT.
@@ -265,7 +272,7 @@ def _adjust_stock_fast(*, widget_id: int, delta: int, reason: str, note: str, us
             created_by=user if params["user"] is not None else None,
             created_at=now,
         )
-        movement._state.adding, movement._state.db = False, connection.alias
+        _written(movement)
         level_before = (alert_level(widget, stock=widget.stock - delta), widget.reorder_level)
         _stock_events(outbox, movement, widget, level_before)
         outbox.flush()
@@ -435,7 +442,7 @@ def _adjust_stock_batch_fast(*, items: Sequence[Mapping[str, Any]], user) -> lis
             created_by=created_by,
             created_at=now,
         )
-        movement._state.adding, movement._state.db = False, connection.alias
+        _written(movement)
         movements.append(movement)
     for movement in movements:
         widget = movement.widget
@@ -551,7 +558,6 @@ def _check_ttl(ttl_seconds: int) -> None:
         raise ValueError(f"ttl_seconds must be {MIN_TTL_SECONDS} to {MAX_TTL_SECONDS}")
 
 
-@transaction.atomic
 def create_reservation(
     *,
     reference: str,
@@ -565,6 +571,9 @@ def create_reservation(
     ``BatchItemError`` naming the first item that names no widget (``UnknownWidget``)
     or asks for more than is available (``InsufficientStock`` with ``widget`` and
     ``available``); then nothing is held. Returns the reservation, its items prefetched.
+
+    On PostgreSQL it is first tried as one statement (``_create_reservation_fast``); when
+    that cannot hold every item, it is rolled back and the locked path decides.
     """
     if not 1 <= len(items) <= MAX_RESERVATION_ITEMS:
         raise ValueError(f"a reservation has 1 to {MAX_RESERVATION_ITEMS} items")
@@ -576,8 +585,81 @@ def create_reservation(
         if item["widget"] in seen:
             raise BatchItemError(index, ValueError(f"widget {item['widget']} appears more than once"))
         seen.add(item["widget"])
+    created_by = user if user is not None and user.is_authenticated else None
+    if fast_writes():
+        try:
+            with transaction.atomic():
+                return _create_reservation_fast(reference, items, ttl_seconds, created_by, user)
+        except _FastPathMissed:
+            pass
+    return _create_reservation_locked(reference, items, ttl_seconds, created_by, user)
 
-    widgets = _lock_widgets(seen)
+
+def _create_reservation_fast(reference, items, ttl_seconds, created_by, user) -> Reservation:
+    """The reservation as one statement, in the caller's transaction: one UPDATE adds each
+    item to its widget's ``held`` where ``stock - held`` covers it (the widgets locked in
+    ascending id order, as in ``_adjust_stock_batch_fast``), feeding the INSERTs of the
+    reservation and its items, which run only when every widget was updated. ``held``
+    counts expired holds until recorded, so it may refuse what the clock allows; raises
+    ``_FastPathMissed`` then (or for an unknown widget), and the caller rolls back."""
+    if not all(0 < item["widget"] < 2**63 for item in items):
+        raise _FastPathMissed()
+    columns = _widget_columns()
+    table, item_table = Widget._meta.db_table, ReservationItem._meta.db_table
+    now = timezone.now()
+    expires_at = now + timedelta(seconds=ttl_seconds)
+    item_values = ", ".join(["(%s::bigint, %s::integer, %s::integer)"] * len(items))
+    sql = (
+        f"WITH v (widget, quantity, ordinal) AS (VALUES {item_values}),"
+        f" w AS (UPDATE {table} t SET held = t.held + v.quantity"
+        f" FROM (SELECT id FROM {table} WHERE id IN (SELECT widget FROM v) ORDER BY id FOR UPDATE) locked, v"
+        f" WHERE t.id = locked.id AND t.id = v.widget AND t.stock - t.held >= v.quantity"
+        f" RETURNING {', '.join('t.' + c.column for c in columns)}),"
+        f" r AS (INSERT INTO {Reservation._meta.db_table} (reference, status, created_by_id, created_at, expires_at)"
+        f" SELECT %s::varchar, 'active', %s::integer, %s::timestamptz, %s::timestamptz"
+        f" WHERE (SELECT count(*) FROM w) = %s::integer RETURNING id),"
+        f" i AS (INSERT INTO {item_table} (reservation_id, widget_id, quantity)"
+        f" SELECT r.id, v.widget, v.quantity FROM r, v ORDER BY v.ordinal RETURNING id)"
+        f" SELECT w.*, (SELECT id FROM r), (SELECT array_agg(id ORDER BY id) FROM i) FROM w"
+    )
+    params: list[Any] = [
+        value for ordinal, item in enumerate(items) for value in (item["widget"], item["quantity"], ordinal)
+    ]
+    params += [reference, created_by.pk if created_by is not None else None, now, expires_at, len(items)]
+    with connection.cursor() as cursor:
+        cursor.execute(*prepared(connection, sql, params))
+        result = cursor.fetchall()
+    if len(result) != len(items):
+        raise _FastPathMissed()
+    widgets = {widget.pk: widget for widget in (_widget_from_row(columns, row) for row in result)}
+    reservation_id, item_ids = result[0][-2], result[0][-1]
+    reservation = Reservation(
+        id=reservation_id, reference=reference, created_by=created_by, created_at=now, expires_at=expires_at
+    )
+    _written(reservation)
+    reservation_items = []
+    for item_id, item in zip(item_ids, items, strict=True):
+        reservation_item = ReservationItem(
+            id=item_id, reservation=reservation, widget_id=item["widget"], quantity=item["quantity"]
+        )
+        _written(reservation_item)
+        reservation_items.append(reservation_item)
+    _prefetched(reservation, reservation_items)
+    _log_reservation(user, ChangeLogEntry.Action.CREATE, reservation, before={})
+    levels_before = {}
+    if Outbox().subscriptions:
+        # Read under the locks the statement took, this reservation included: for the alerts.
+        _read_reserved(widgets.values(), now)
+        for item in items:
+            widget = widgets[item["widget"]]
+            levels_before[widget.pk] = (alert_level(widget) + item["quantity"], widget.reorder_level)
+    _reservation_events(EventType.RESERVATION_CREATED, reservation, widgets, levels_before)
+    return reservation
+
+
+@transaction.atomic
+def _create_reservation_locked(reference, items, ttl_seconds, created_by, user) -> Reservation:
+    widgets = _lock_widgets({item["widget"] for item in items})
     now = timezone.now()  # read after the locks: see _read_reserved
     for index, item in enumerate(items):
         widget = widgets.get(item["widget"])
@@ -595,10 +677,7 @@ def create_reservation(
             )
 
     reservation = Reservation.objects.create(
-        reference=reference,
-        created_by=user if user is not None and user.is_authenticated else None,
-        created_at=now,
-        expires_at=now + timedelta(seconds=ttl_seconds),
+        reference=reference, created_by=created_by, created_at=now, expires_at=now + timedelta(seconds=ttl_seconds)
     )
     reservation_items = ReservationItem.objects.bulk_create(
         ReservationItem(reservation=reservation, widget_id=item["widget"], quantity=item["quantity"]) for item in items
@@ -648,7 +727,6 @@ def _must_be_active(reservation: Reservation, now, doing: str) -> None:
         )
 
 
-@transaction.atomic
 def commit_reservation(*, reservation_id: int, user=None) -> tuple[Reservation, list[StockMovement]]:
     """Sell what an active reservation holds: one ``sold`` movement per item (the
     reservation's reference in its note) and the reservation ``committed``, in one
@@ -656,7 +734,109 @@ def commit_reservation(*, reservation_id: int, user=None) -> tuple[Reservation, 
 
     Raises ``Reservation.DoesNotExist``, ``ReservationExpired`` or ``ReservationNotActive``
     (nothing written). Returns the reservation and the movements in item order.
+
+    On PostgreSQL it is first tried as one statement (``_commit_reservation_fast``); when
+    that commits nothing, it is rolled back and the locked path decides (and explains).
     """
+    if fast_writes():
+        try:
+            with transaction.atomic():
+                return _commit_reservation_fast(reservation_id, user)
+        except _FastPathMissed:
+            pass
+    return _commit_reservation_locked(reservation_id, user)
+
+
+def _commit_reservation_fast(reservation_id, user) -> tuple[Reservation, list[StockMovement]]:
+    """The commit as one statement, in the caller's transaction: the reservation stored as
+    ``committed`` if it is active and unexpired by the clock read before the statement,
+    its items taken off each widget's stock and ``held`` (the widgets locked in ascending
+    id order, reservation row first, as everywhere), and the ``sold`` movements inserted.
+
+    A widget is only updated while ``stock >= held``: every unit held is still in stock.
+    An adjustment that read this reservation as expired by a later clock than ours, while
+    we waited for its lock, may have sold units it held; then that check fails. Raises
+    ``_FastPathMissed`` when the reservation or any widget was not updated (no such
+    reservation, not active, expired, or that check): the caller rolls back.
+    """
+    try:
+        reservation_id = int(reservation_id)
+    except (TypeError, ValueError):
+        raise _FastPathMissed() from None
+    if not 0 < reservation_id < 2**63:
+        raise _FastPathMissed()
+    columns = _widget_columns()
+    table, item_table = Widget._meta.db_table, ReservationItem._meta.db_table
+    movements_table = StockMovement._meta.db_table
+    now = timezone.now()
+    sql = (
+        f"WITH r AS (UPDATE {Reservation._meta.db_table} SET status = 'committed', closed_at = %(now)s"
+        f" WHERE id = %(id)s AND status = 'active' AND expires_at > %(now)s"
+        f" RETURNING id, reference, created_by_id, created_at, expires_at),"
+        f" items AS (SELECT id, widget_id, quantity FROM {item_table} WHERE reservation_id IN (SELECT id FROM r)),"
+        f" w AS (UPDATE {table} t SET stock = t.stock - items.quantity, held = t.held - items.quantity,"
+        f" version = t.version + 1, updated_at = %(now)s"
+        f" FROM (SELECT id FROM {table} WHERE id IN (SELECT widget_id FROM items) ORDER BY id FOR UPDATE) locked,"
+        f" items WHERE t.id = locked.id AND t.id = items.widget_id AND t.stock >= t.held"
+        f" RETURNING {', '.join('t.' + c.column for c in columns)}, items.id AS item_id, items.quantity),"
+        f" m AS (INSERT INTO {movements_table} (widget_id, delta, reason, note, stock_after, created_by_id, created_at)"
+        f" SELECT w.id, -w.quantity, 'sold', left('Reservation ' || r.id || ': ' || r.reference, 255), w.stock,"
+        f" %(user)s::integer, %(now)s FROM w, r ORDER BY w.item_id RETURNING id, widget_id)"
+        f" SELECT r.reference, r.created_by_id, r.created_at, r.expires_at, (SELECT count(*) FROM items), w.*, m.id"
+        f" FROM r, w, m WHERE m.widget_id = w.id ORDER BY w.item_id"
+    )
+    user_id = user.pk if user is not None and user.is_authenticated else None
+    with connection.cursor() as cursor:
+        cursor.execute(*prepared(connection, sql, {"id": reservation_id, "now": now, "user": user_id}))
+        result = cursor.fetchall()
+    if not result or len(result) != result[0][4]:
+        raise _FastPathMissed()
+    reference, created_by_id, created_at, expires_at = result[0][:4]
+    reservation = Reservation(
+        id=reservation_id,
+        reference=reference,
+        created_by_id=created_by_id,
+        created_at=created_at,
+        expires_at=expires_at,
+    )
+    _written(reservation)
+    if user_id is not None and created_by_id == user_id:
+        reservation.created_by = user  # the usual case; otherwise read when shown
+    widgets, items, movements = {}, [], []
+    note = f"Reservation {reservation_id}: {reference}"[:255]
+    for row in result:
+        widget = _widget_from_row(columns, row[5:])
+        widget.reserved = 0
+        widgets[widget.pk] = widget
+        item_id, quantity, movement_id = row[-3:]
+        item = ReservationItem(id=item_id, widget_id=widget.pk, quantity=quantity)
+        _written(item)
+        items.append(item)
+        movement = StockMovement(
+            id=movement_id,
+            widget=widget,
+            delta=-quantity,
+            reason=StockMovement.Reason.SOLD,
+            note=note,
+            stock_after=widget.stock,
+            created_by=user if user_id is not None else None,
+            created_at=now,
+        )
+        _written(movement)
+        movements.append(movement)
+    before = _reservation_values(reservation, items)
+    reservation.status, reservation.closed_at = Reservation.Status.COMMITTED, now
+    _prefetched(reservation, items)
+    _log_reservation(user, ChangeLogEntry.Action.UPDATE, reservation, before=before)
+    held = [widget for widget in widgets.values() if widget.held]
+    if held and Outbox().subscriptions:
+        _read_reserved(held, now)  # under the locks the statement took: for the events
+    _reservation_events(EventType.RESERVATION_COMMITTED, reservation, widgets, {}, movements=movements)
+    return reservation, movements
+
+
+@transaction.atomic
+def _commit_reservation_locked(reservation_id, user) -> tuple[Reservation, list[StockMovement]]:
     reservation, items = _lock_reservation(reservation_id)
     widgets = _lock_widgets({item.widget_id for item in items})
     now = timezone.now()  # after the locks: an adjustment that saw this reservation
