@@ -12,8 +12,11 @@ import zoneinfo
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from tests.conftest import IS_POSTGRES, postgres_only
+from widgets import models
 from widgets.models import StockMovement, Widget
 
 pytestmark = pytest.mark.django_db
@@ -254,6 +257,15 @@ class TestKeysetPagination:
         assert field in response.json()
 
 
+@pytest.fixture
+def fresh_table_statistics():
+    """The table sizes a process remembers for a minute (widgets.models), forgotten before
+    and after: the test reads the statistics it made."""
+    models._table_sizes.clear()
+    yield
+    models._table_sizes.clear()
+
+
 class TestBoundedCount:
     def test_count_is_exact_up_to_the_limit(self, settings, viewer, widgets):
         settings.API_EXACT_COUNT_LIMIT = 1000
@@ -271,6 +283,26 @@ class TestBoundedCount:
         assert body["count"] > 20
         assert len(body["results"]) == 10
         assert "offset=10" in body["next"]
+
+    @postgres_only
+    def test_a_whole_table_above_the_limit_is_counted_from_its_statistics_without_the_planner(
+        self, settings, viewer, widgets, fresh_table_statistics
+    ):
+        settings.API_EXACT_COUNT_LIMIT = 20
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {Widget._meta.db_table}")  # the statistics now say 120 rows
+        warm(viewer, "/api/widgets/?limit=10")  # reads them (once a minute per process)
+
+        with CaptureQueriesContext(connection) as whole:
+            body = viewer.get("/api/widgets/?limit=10").json()
+        with CaptureQueriesContext(connection) as filtered:
+            low = viewer.get("/api/widgets/?limit=10&low_stock=false").json()
+
+        assert (body["count"], body["count_is_estimate"], len(body["results"])) == (120, True, 10)
+        assert not [q for q in whole if q["sql"].startswith("EXPLAIN")]
+        # A filter's rows are the planner's to estimate.
+        assert len([q for q in filtered if q["sql"].startswith("EXPLAIN")]) == 1
+        assert low["count_is_estimate"] is True
 
     @postgres_only
     def test_small_filtered_result_is_counted_exactly_even_with_a_large_table(self, settings, viewer, widgets):

@@ -95,13 +95,17 @@ def bounded_count(queryset, limit: int) -> tuple[int, bool]:
     Other databases always count exactly.
 
     A table the statistics call small is counted at once (capped at ``limit + 1`` rows,
-    one query, as a plain count would be); a large one is asked of the planner first.
+    one query, as a plain count would be); a large one is asked of the planner first,
+    unless the queryset is the whole table: then the statistics are the planner's answer.
     """
     if connections[queryset.db].vendor != "postgresql":
         return queryset.count(), False
     unordered = queryset.order_by()
     estimate = None
-    if _table_size(queryset) > limit:
+    table_size = _table_size(queryset)
+    if table_size > limit:
+        if _whole_table(unordered.query):
+            return table_size, True
         estimate = int(json.loads(unordered.explain(format="json"))[0]["Plan"]["Plan Rows"])
         if estimate > limit:
             return estimate, True
@@ -112,6 +116,12 @@ def bounded_count(queryset, limit: int) -> tuple[int, bool]:
     if estimate is None:
         estimate = int(json.loads(unordered.explain(format="json"))[0]["Plan"]["Plan Rows"])
     return max(estimate, exact), True
+
+
+def _whole_table(query) -> bool:
+    """Whether ``query`` has one row per row of its table: no filter, no grouping, no
+    DISTINCT, no UNION (``select_related`` joins and annotations do not change the rows)."""
+    return not query.where and query.group_by is None and not query.distinct and not query.combinator
 
 
 class ReservedUnits(models.Expression):
