@@ -8,10 +8,11 @@ the two runs are compared with ids and times replaced by their order of appearan
 import random
 import re
 import threading
+import time
 from datetime import timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from webhooks import services as webhook_services
@@ -442,3 +443,58 @@ def test_twenty_threads_racing_decreases_against_reservations_and_commits_never_
     assert statuses.count(("adjust", 201)) > 2 * paths.locked_ok
     for widget in Widget.objects.with_availability().filter(pk__in=widgets):
         assert 0 <= widget.reserved <= widget.held <= widget.stock
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_commit_waiting_on_a_sale_that_saw_its_hold_expire_does_not_sell_the_units_again(
+    transactional_db, create_widget, reservation_paths
+):
+    """The fast commit reads the clock before its statement, then waits for the widget's row
+    lock. A sale holding that lock reads a later clock, finds the reservation expired and
+    sells its units. The commit must then not sell them again: it falls back to the locked
+    path, which reads the clock after the locks and answers 409 expired."""
+    widget = create_widget(stock=10)["id"]
+    clerk = client_for(token_client(make_user("clerk")).raw_key)
+    reservation = reserve(clerk, widget, 4).json()["id"]
+    expires_at = timezone.now() + timedelta(seconds=1.5)
+    Reservation.objects.filter(pk=reservation).update(expires_at=expires_at)
+    locked, commit_sent = threading.Event(), threading.Event()
+    answers = {}
+
+    def sell_everything_once_expired():
+        try:
+            with transaction.atomic():
+                Widget.objects.select_for_update().get(pk=widget)  # the sale holds the row lock
+                locked.set()
+                commit_sent.wait(10)
+                time.sleep(max(0.0, (expires_at - timezone.now()).total_seconds()) + 0.2)
+                answers["sale"] = services.adjust_stock(widget_id=widget, delta=-10, reason="sold").stock_after
+        finally:
+            connection.close()
+
+    def commit_before_expiry():
+        try:
+            answers["commit"] = commit(clerk, reservation)
+        except Exception as exc:  # selling the units twice breaks the stock >= 0 constraint
+            answers["commit"] = exc
+        finally:
+            connection.close()
+
+    sale = threading.Thread(target=sell_everything_once_expired)
+    sale.start()
+    assert locked.wait(10)
+    committer = threading.Thread(target=commit_before_expiry)
+    committer.start()
+    time.sleep(0.3)  # the commit's statement is now waiting for the widget's lock
+    assert timezone.now() < expires_at, "too slow to start the commit before the expiry"
+    commit_sent.set()
+    sale.join(30)
+    committer.join(30)
+
+    assert answers["sale"] == 0  # 10 in stock, the 4 held no longer by the clock: all sold
+    assert not isinstance(answers["commit"], Exception), answers["commit"]
+    assert answers["commit"].status_code == 409, answers["commit"].content
+    assert answers["commit"].json()["code"] == "reservation_expired"
+    assert reservation_paths.locked == 1  # the fast commit refused, the locked one explained
+    sold = Widget.objects.with_availability().get(pk=widget)
+    assert (sold.stock, sold.reserved, sold.held) == (0, 0, 4)  # held until the sweep records the expiry
