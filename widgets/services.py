@@ -647,13 +647,14 @@ def _create_reservation_fast(reference, items, ttl_seconds, created_by, user) ->
     _prefetched(reservation, reservation_items)
     _log_reservation(user, ChangeLogEntry.Action.CREATE, reservation, before={})
     levels_before = {}
-    if Outbox().subscriptions:
+    outbox = Outbox()
+    if outbox.subscriptions:
         # Read under the locks the statement took, this reservation included: for the alerts.
         _read_reserved(widgets.values(), now)
         for item in items:
             widget = widgets[item["widget"]]
             levels_before[widget.pk] = (alert_level(widget) + item["quantity"], widget.reorder_level)
-    _reservation_events(EventType.RESERVATION_CREATED, reservation, widgets, levels_before)
+    _reservation_events(EventType.RESERVATION_CREATED, reservation, widgets, levels_before, outbox=outbox)
     return reservation
 
 
@@ -829,9 +830,10 @@ def _commit_reservation_fast(reservation_id, user) -> tuple[Reservation, list[St
     _prefetched(reservation, items)
     _log_reservation(user, ChangeLogEntry.Action.UPDATE, reservation, before=before)
     held = [widget for widget in widgets.values() if widget.held]
-    if held and Outbox().subscriptions:
+    outbox = Outbox()
+    if held and outbox.subscriptions:
         _read_reserved(held, now)  # under the locks the statement took: for the events
-    _reservation_events(EventType.RESERVATION_COMMITTED, reservation, widgets, {}, movements=movements)
+    _reservation_events(EventType.RESERVATION_COMMITTED, reservation, widgets, {}, movements=movements, outbox=outbox)
     return reservation, movements
 
 
@@ -1447,11 +1449,14 @@ def _reservation_events(
     levels_before: Mapping[int, tuple[int, int]],
     *,
     movements: Sequence[StockMovement] = (),
+    outbox: Outbox | None = None,
 ) -> None:
     """``reservation.*`` for one change of a reservation, the ``stock.adjusted`` of the
     movements it wrote (a commit's sales), and the alerts the change of what is available
-    crosses for each widget (``levels_before``: its ``(level, reorder_level)`` before)."""
-    outbox = Outbox()
+    crosses for each widget (``levels_before``: its ``(level, reorder_level)`` before).
+    ``outbox``: the change's own, when it has already read the subscriptions."""
+    if outbox is None:
+        outbox = Outbox()
     outbox.add(
         event_type, object_type="reservation", object_id=reservation.pk, data=lambda: _reservation_data(reservation)
     )
