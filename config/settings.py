@@ -100,6 +100,8 @@ CONN_MAX_AGE = env.int("DJANGO_CONN_MAX_AGE", default=600, minimum=0)
 # The hottest statements are prepared once per connection (widgets/prepared.py); turn it off
 # behind a pooler that shares server sessions between clients (PgBouncer in transaction mode).
 PREPARED_STATEMENTS = env.bool("DJANGO_PREPARED_STATEMENTS", default=True)
+# Django's PostgreSQL backend with a health check that asks the socket, not the server.
+POSTGRESQL_ENGINE = "config.postgresql"
 DB_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -125,7 +127,7 @@ def database() -> dict:
             "CONN_MAX_AGE": CONN_MAX_AGE,
             "CONN_HEALTH_CHECKS": True,
         }
-    postgres = db["ENGINE"] == "django.db.backends.postgresql"
+    postgres = db["ENGINE"] in ("django.db.backends.postgresql", POSTGRESQL_ENGINE)
     sslmode = env.str("DJANGO_DB_SSLMODE", default="")
     if sslmode:
         if sslmode not in DB_SSLMODES:
@@ -136,6 +138,7 @@ def database() -> dict:
         if env.str("DJANGO_DB_SSLROOTCERT", default=""):
             db["OPTIONS"]["sslrootcert"] = env.str("DJANGO_DB_SSLROOTCERT")
     if postgres:
+        db["ENGINE"] = POSTGRESQL_ENGINE
         db.setdefault("OPTIONS", {}).setdefault(
             "connect_timeout", env.int("DJANGO_DB_CONNECT_TIMEOUT", default=3, minimum=1)
         )
@@ -160,10 +163,12 @@ for _index, _url in enumerate(env.list("DATABASE_REPLICA_URLS", default="")):
         _replica = dj_database_url.parse(_url, conn_max_age=CONN_MAX_AGE, conn_health_checks=True)
     except ValueError:  # the URL holds a password: name its position, never the URL
         raise SettingsError(f"DATABASE_REPLICA_URLS: entry {_index + 1} is not a database URL.") from None
+    if _replica["ENGINE"] == "django.db.backends.postgresql":
+        _replica["ENGINE"] = POSTGRESQL_ENGINE
     if _replica["ENGINE"] != DATABASES["default"]["ENGINE"]:
         raise SettingsError(f"DATABASE_REPLICA_URLS: entry {_index + 1} is not the primary's kind of database.")
     _replica["OPTIONS"] = {**DATABASES["default"].get("OPTIONS", {}), **_replica.get("OPTIONS", {})}
-    if _replica["ENGINE"] == "django.db.backends.postgresql":
+    if _replica["ENGINE"] == POSTGRESQL_ENGINE:
         # A replica that stopped answering is skipped: find out quickly (libpq's minimum is 2 s).
         _replica["OPTIONS"]["connect_timeout"] = min(2, _replica["OPTIONS"].get("connect_timeout", 2))
     _replica["TEST"] = {"MIRROR": "default"}  # tests read their own writes from the test database

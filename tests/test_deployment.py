@@ -45,7 +45,7 @@ class TestDatabaseFromEnvironment:
     def test_rds_variables_configure_postgresql_with_persistent_health_checked_connections(self):
         db = database_settings(**RDS)
 
-        assert db["ENGINE"] == "django.db.backends.postgresql"
+        assert db["ENGINE"] == "config.postgresql"
         assert (db["HOST"], db["PORT"], db["NAME"], db["USER"], db["PASSWORD"]) == (
             RDS["RDS_HOSTNAME"],
             "5433",
@@ -66,6 +66,7 @@ class TestDatabaseFromEnvironment:
         db = database_settings(**RDS, DATABASE_URL="postgres://app:pw@db.internal:5432/widgets")
 
         assert (db["HOST"], db["NAME"], db["USER"]) == ("db.internal", "widgets", "app")
+        assert db["ENGINE"] == "config.postgresql"  # Django's, with the socket health check
 
     def test_without_either_the_default_is_sqlite(self):
         assert database_settings()["ENGINE"] == "django.db.backends.sqlite3"
