@@ -197,6 +197,30 @@ def workers_of(master):
     return [int(pid) for pid in children if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
+TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_us(master):
+    """CPU time (user + system, µs) of a server so far: the master, its workers and the
+    workers it has already reaped (gunicorn recycles them), which the kernel adds to the
+    master's children's times."""
+    fields = Path(f"/proc/{master}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
+    for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split():
+        try:
+            ticks += sum(int(value) for value in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13])
+        except OSError:  # exited since: its times are in the master's cutime/cstime once reaped
+            pass
+    return ticks * TICK_US
+
+
+def machine_cpu_us():
+    """CPU time the whole machine spent busy (user, nice, system, irq, softirq; not idle,
+    waiting or stolen by the host), µs: the server, PostgreSQL, Redis and wrk together."""
+    user, nice, system, _idle, _iowait, irq, softirq = (int(v) for v in Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) * TICK_US
+
+
 def peak_memory_mb(pid):
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -389,12 +413,19 @@ def main():
                     # Alternate who goes first, so neither always meets a warmer machine.
                     order = list(ports) if rep % 2 == 0 else list(reversed(ports))
                     for name in order:
+                        server_before, machine_before = server_cpu_us(servers[name].pid), machine_cpu_us()
                         result = wrk(ports[name], scenario, options.seconds, options.connections, env)
+                        # CPU per request moves far less than req/s when the host lends the
+                        # machine's cores elsewhere (steal time): the better A/B measure.
+                        served = result["requests"]
+                        result["server_cpu_us"] = (server_cpu_us(servers[name].pid) - server_before) / served
+                        result["machine_cpu_us"] = (machine_cpu_us() - machine_before) / served
                         runs[scenario][name].append(result)
                         log(
                             f"{size} rep {rep + 1} {scenario:9} {name:7} {result['rps']:8.0f} req/s "
                             f"p50 {result['p50_us'] / 1000:.1f} ms p99 {result['p99_us'] / 1000:.1f} ms "
-                            f"errors {result['errors'] + result['non2xx']}"
+                            f"errors {result['errors'] + result['non2xx']} CPU/request: server "
+                            f"{result['server_cpu_us']:.0f} us, machine {result['machine_cpu_us']:.0f} us"
                         )
             memory = sampler.result()
         finally:
@@ -480,6 +511,28 @@ def render(results, options, started, finished, command):
                 f"{fastapi_rps} | {fastapi_ratio} | {p50:.1f} | {p99:.1f} | {p99 / p50:.1f} | "
                 f"{median([r['p50_us'] for r in floor]) / 1000:.1f} | {fastapi_p50} | {errors} | "
                 f"{data['queries'].get(scenario, '?')} |"
+            )
+    lines += [
+        "",
+        "CPU per request, µs (medians; the server's processes, and the whole machine: server, "
+        "PostgreSQL, Redis and wrk), which moves less than req/s on a shared host:",
+        "",
+        "| widgets | scenario | app | floor | FastAPI | app / FastAPI | machine: app | floor | FastAPI |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size, data in results["sizes"].items():
+        for scenario, runs in data["runs"].items():
+            server = {name: median([r["server_cpu_us"] for r in rs]) for name, rs in runs.items() if rs}
+            machine = {name: median([r["machine_cpu_us"] for r in rs]) for name, rs in runs.items() if rs}
+            fastapi = "fastapi" in server
+            lines.append(
+                f"| {int(size):,} | {scenario} | {server['app']:.0f} | {server['floor']:.0f} | "
+                f"{server['fastapi']:.0f} | {server['app'] / server['fastapi']:.2f}x | "
+                if fastapi
+                else f"| {int(size):,} | {scenario} | {server['app']:.0f} | {server['floor']:.0f} | — | — | "
+            )
+            lines[-1] += f"{machine['app']:.0f} | {machine['floor']:.0f} | " + (
+                f"{machine['fastapi']:.0f} |" if fastapi else "— |"
             )
     lines += ["", "Peak memory per worker (VmHWM, MB) and seeding time:", ""]
     for size, data in results["sizes"].items():
