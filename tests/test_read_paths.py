@@ -11,9 +11,11 @@ from datetime import timedelta
 
 import pytest
 from django.contrib import messages
+from django.db import connection
 from django.db.models import F
 from django.http import HttpResponse
 from django.test import RequestFactory
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django.utils.functional import empty
 from rest_framework.request import Request
@@ -264,3 +266,79 @@ class TestCompiledRetrieve:
         assert Widget.objects.get_with_availability(widget["id"]).reserved == 0
         with pytest.raises(TypeError):
             Widget.objects.filter(is_active=True).get_with_availability(widget["id"])
+
+
+class TestCompiledPages:
+    """The plain list (no filter, no ordering) and its keyset mode read their pages with SQL
+    compiled once per process (``WidgetQuerySet.compiled_page``, ``compiled_keyset``); the
+    pages are those of the queryset built for the request, sliced, at each request's time."""
+
+    @pytest.fixture
+    def stocked(self, create_widget, clock):
+        ids = [create_widget(stock=5 + index)["id"] for index in range(7)]
+        for index, quantity, ttl in [(2, 3, 60), (4, 1, 120), (6, 6, 60)]:
+            items = [{"widget": ids[index], "quantity": quantity}]
+            services.create_reservation(reference=f"order-{index}", items=items, ttl_seconds=ttl)
+        return ids
+
+    PAGES = [
+        ("limit=3", 0, 3, None),
+        ("limit=3&offset=2", 2, 3, None),
+        ("limit=3&offset=6", 6, 3, None),
+        ("limit=2&offset=50", 50, 2, None),
+        ("start=0&limit=3", None, 3, 0),
+        ("start={third}&limit=3", None, 3, 2),
+        ("start={last}&limit=5", None, 5, 6),
+    ]
+
+    @pytest.mark.parametrize("query, offset, limit, start_at", PAGES, ids=[page[0] for page in PAGES])
+    def test_a_page_is_the_querysets_slice_at_the_time_of_the_request(
+        self, viewer, stocked, clock, query, offset, limit, start_at
+    ):
+        query = query.format(third=stocked[2], last=stocked[6])
+        for shift in (60, 0):  # and again once two of the holds have expired
+            answers = plain_answers()
+            expected = list(answers.values())
+            if start_at is None:
+                expected = expected[offset : offset + limit]
+            else:
+                expected = [widget for widget in expected if widget["id"] >= stocked[start_at]][:limit]
+            body = viewer.get(f"{URL}?{query}").json()
+            assert body["results"] == expected
+            if start_at is None:
+                assert body["count"] == 7
+            clock.shift(timedelta(seconds=shift))
+        assert [answers[pk]["reserved"] for pk in stocked] == [0, 0, 0, 0, 1, 0, 0]
+
+    def test_the_keyset_mode_walks_the_whole_list(self, viewer, stocked):
+        url, seen = f"{URL}?start=0&limit=3", []
+        while url:
+            body = viewer.get(url).json()
+            seen += body["results"]
+            url = body["next"]
+        assert seen == list(plain_answers().values())
+
+    def test_a_filtered_or_reordered_list_is_sliced_as_before(self, viewer, stocked, create_widget):
+        inactive = create_widget(stock=1, is_active=False)["id"]
+        assert [w["id"] for w in viewer.get(f"{URL}?ordering=-id&limit=3").json()["results"]] == [
+            inactive,
+            stocked[6],
+            stocked[5],
+        ]
+        assert [w["id"] for w in viewer.get(f"{URL}?is_active=false").json()["results"]] == [inactive]
+        assert [w["id"] for w in viewer.get(f"{URL}?is_active=true&start={stocked[5]}").json()["results"]] == [
+            stocked[5],
+            stocked[6],
+        ]
+
+    @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL: statements are prepared there only")
+    @pytest.mark.parametrize("mode", ["offset", "start"])
+    def test_every_page_is_one_prepared_statement(self, viewer, stocked, mode):
+        statements = set()
+        for value in (0, 2, 5) if mode == "offset" else (0, stocked[3], stocked[6]):
+            with CaptureQueriesContext(connection) as queries:
+                assert viewer.get(f"{URL}?{mode}={value}&limit=2").status_code == 200
+            page = queries[-1]["sql"]  # after the count, if any: the page
+            assert page.startswith("EXECUTE w_"), page
+            statements.add(page.split("(")[0])
+        assert len(statements) == 1

@@ -54,7 +54,9 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
             self.display_page_controls = True
         if not self.count_is_estimate and (self.count == 0 or self.offset > self.count):
             return []
-        page = list(queryset[self.offset : self.offset + self.limit])
+        page = self._rows(queryset, "compiled_page", offset=self.offset, limit=self.limit)
+        if page is None:
+            page = list(queryset[self.offset : self.offset + self.limit])
         if self.count_is_estimate:
             # An estimate may be short of the truth: a full page means there may be more.
             self.count = max(self.count, self.offset + len(page) + (1 if len(page) == self.limit else 0))
@@ -67,9 +69,19 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
                 raise ValidationError(
                     {conflicting: [f"Cannot be combined with '{self.start_query_param}' (keyset mode is in id order)."]}
                 )
-        rows = list(queryset.filter(pk__gte=self.start).order_by("pk")[: self.limit + 1])
+        rows = self._rows(queryset, "compiled_keyset", start=self.start, limit=self.limit + 1)
+        if rows is None:
+            rows = list(queryset.filter(pk__gte=self.start).order_by("pk")[: self.limit + 1])
         self.next_start = rows[self.limit].pk if len(rows) > self.limit else None
         return rows[: self.limit]
+
+    @staticmethod
+    def _rows(queryset, method: str, **page):
+        # A queryset may read its plain pages from SQL compiled once per process
+        # (WidgetQuerySet.compiled_page, compiled_keyset): the same rows as slicing it, or
+        # None when it cannot (it is filtered or reordered).
+        compiled = getattr(queryset, method, None)
+        return None if compiled is None else compiled(**page)
 
     def get_count(self, queryset):
         count, self.count_is_estimate = bounded_count(queryset, settings.API_EXACT_COUNT_LIMIT)
