@@ -177,3 +177,53 @@ def test_a_field_changed_at_run_time_leaves_other_serializers_alone():
 
     assert plain.is_valid(), plain.errors
     assert no_hammers not in plain.fields["name"].validators
+
+
+DECIMALS = [
+    "9.99",
+    "0.00",
+    "-0.00",
+    "0.10",
+    "1234567890.12",
+    "-3.50",
+    "12345678901.23",  # fits, or one digit too many
+    "1.5",
+    "2",
+    "1.555",
+    "1.545",
+    "-0.005",
+    "1E+3",
+    "1.00E-7",
+    "123456789012",
+    "NaN",
+    "Infinity",
+    "0.000",
+]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"max_digits": 12, "decimal_places": 2},
+        {"max_digits": None, "decimal_places": 2},
+        {"max_digits": 12, "decimal_places": 2, "coerce_to_string": False},
+        {"max_digits": 12, "decimal_places": 2, "normalize_output": True},
+        {"max_digits": 5, "decimal_places": 0},
+        {"max_digits": 6, "decimal_places": 3},
+    ],
+    ids=repr,
+)
+def test_a_decimal_is_written_as_plain_drf_writes_it(options):
+    def written(value):
+        field = api_serializers.PriceField(**options)
+        try:
+            return repr(field.to_representation(value))
+        except Exception as exc:  # noqa: BLE001 (the same exception both ways is the same answer)
+            return type(exc).__name__
+
+    values = [Decimal(text) for text in DECIMALS] + [None, 7, 1.25]
+    fast = [written(value) for value in values]
+    with plain_drf():
+        assert [written(value) for value in values] == fast
+    # A price from the database, as the API writes it.
+    assert fast[0] == repr("9.99") or options["decimal_places"] != 2 or len(options) > 2

@@ -1,6 +1,6 @@
 """Speed-ups for serializers: the same output as plain DRF, with less work per request.
 
-Serving a widget is mostly DRF building fields and reading them, row by row. Four pieces
+Serving a widget is mostly DRF building fields and reading them, row by row. Five pieces
 make that cheaper without changing a byte of the output:
 
 - ``SharedFieldsMixin``: a serializer class's fields are built once, and each serializer
@@ -8,7 +8,8 @@ make that cheaper without changing a byte of the output:
 - ``ReadPlanMixin``: the per-field decisions of ``to_representation`` are made once per
   serializer instead of once per row;
 - ``IdentityUrlField``: ``reverse()`` once per request instead of once per row;
-- ``DateTimeField``: the output time zone looked up once, UTC times written directly.
+- ``DateTimeField``: the output time zone looked up once, UTC times written directly;
+- ``DecimalField``: no rounding step for a value that already has the field's places.
 
 ``tests/test_fast_fields.py`` serializes the same objects with these on and with
 ``plain_drf()`` (every piece falls back to DRF's own code) and requires identical output
@@ -18,6 +19,7 @@ from every serializer that uses them.
 import contextlib
 import copy
 import datetime
+import decimal
 from collections.abc import Mapping
 
 from django.core.exceptions import FieldDoesNotExist
@@ -84,6 +86,37 @@ class DateTimeField(serializers.DateTimeField):
         if utc_iso and type(value) is datetime.datetime and value.tzinfo is datetime.UTC:
             # What DRF writes after converting to the (UTC) output zone: +00:00 as Z.
             return f"{value.isoformat()[:-6]}Z"
+        return super().to_representation(value)
+
+
+class DecimalField(serializers.DecimalField):
+    """DRF's DecimalField, without the rounding step for a value that needs none. DRF
+    quantizes every value to the field's decimal places in a copy of the decimal context
+    (a fifth of serializing a widget); a value read from a NUMERIC column of the same scale
+    already has exactly those places, and then its string is DRF's output. Anything else
+    (other places, more digits than the field allows, output as numbers, localized or
+    normalized) takes DRF's way. Same output."""
+
+    def to_representation(self, value):
+        if (
+            _enabled
+            and type(value) is decimal.Decimal
+            and self.decimal_places
+            and not self.normalize_output
+            and not self.localize
+            and getattr(self, "coerce_to_string", api_settings.COERCE_DECIMAL_TO_STRING)
+        ):
+            text = str(value)
+            whole, point, places = text.partition(".")
+            digits = whole[1:] if whole[:1] == "-" else whole
+            if (
+                point
+                and len(places) == self.decimal_places
+                and places.isdigit()
+                and digits.isdigit()
+                and (self.max_digits is None or len(digits) + len(places) <= self.max_digits)
+            ):
+                return text
         return super().to_representation(value)
 
 

@@ -30,7 +30,7 @@ from ..services import (
 )
 from ..validators import SKU_MESSAGE, category_name, multi_line, normalize_sku, one_line
 from .exceptions import ItemError
-from .fast_fields import DateTimeField, IdentityUrlField, ReadPlanMixin, SharedFieldsMixin
+from .fast_fields import DateTimeField, DecimalField, IdentityUrlField, ReadPlanMixin, SharedFieldsMixin
 
 # Every reason but 'initial', which only widget creation writes.
 ADJUSTABLE_REASONS = [c for c in StockMovement.Reason.choices if c[0] != StockMovement.Reason.INITIAL]
@@ -119,7 +119,7 @@ class SkuField(StrictInputMixin, serializers.RegexField):
         "example": "9.99",
     }
 )
-class PriceField(StrictInputMixin, serializers.DecimalField):
+class PriceField(StrictInputMixin, DecimalField):
     """A non-negative amount: a decimal string such as "9.99", or a whole number."""
 
     json_types, json_type_name = (str, int), 'a decimal string such as "9.99", or a whole number'
