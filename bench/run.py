@@ -524,16 +524,11 @@ def render(results, options, started, finished, command):
         for scenario, runs in data["runs"].items():
             server = {name: median([r["server_cpu_us"] for r in rs]) for name, rs in runs.items() if rs}
             machine = {name: median([r["machine_cpu_us"] for r in rs]) for name, rs in runs.items() if rs}
-            fastapi = "fastapi" in server
-            lines.append(
-                f"| {int(size):,} | {scenario} | {server['app']:.0f} | {server['floor']:.0f} | "
-                f"{server['fastapi']:.0f} | {server['app'] / server['fastapi']:.2f}x | "
-                if fastapi
-                else f"| {int(size):,} | {scenario} | {server['app']:.0f} | {server['floor']:.0f} | — | — | "
-            )
-            lines[-1] += f"{machine['app']:.0f} | {machine['floor']:.0f} | " + (
-                f"{machine['fastapi']:.0f} |" if fastapi else "— |"
-            )
+            cells = [server["app"], server["floor"], server.get("fastapi")]
+            ratio = f"{server['app'] / server['fastapi']:.2f}x" if "fastapi" in server else "—"
+            cells += [ratio, machine["app"], machine["floor"], machine.get("fastapi")]
+            shown = ["—" if c is None else c if isinstance(c, str) else f"{c:.0f}" for c in cells]
+            lines.append(f"| {int(size):,} | {scenario} | {' | '.join(shown)} |")
     lines += ["", "Peak memory per worker (VmHWM, MB) and seeding time:", ""]
     for size, data in results["sizes"].items():
         memory = data["memory_mb"]
