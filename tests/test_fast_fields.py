@@ -10,6 +10,7 @@ import json
 from decimal import Decimal
 
 import pytest
+from django.test.utils import override_script_prefix
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
@@ -227,3 +228,31 @@ def test_a_decimal_is_written_as_plain_drf_writes_it(options):
         assert [written(value) for value in values] == fast
     # A price from the database, as the API writes it.
     assert fast[0] == repr("9.99") or options["decimal_places"] != 2 or len(options) > 2
+
+
+# --- The object's url ---------------------------------------------------------------------
+
+
+def test_the_url_follows_each_requests_host_and_script_prefix(viewer, settings):
+    """The path behind ``url`` is worked out once per process; the host, the scheme and the
+    prefix the app is mounted under (SCRIPT_NAME) are each request's own."""
+    settings.ALLOWED_HOSTS = ["testserver", "shop.example"]
+    widget = services.create_widget(name="Hammer")
+    path = f"/api/widgets/{widget.pk}/"
+
+    answers = [viewer.get(path).json()["url"]]
+    # What Django's WSGI handler sets from SCRIPT_NAME (the test client does not).
+    with override_script_prefix("/inventory/"):
+        answers.append(viewer.get(path).json()["url"])
+    answers.append(viewer.get(path, HTTP_HOST="shop.example", secure=True).json()["url"])
+    with override_script_prefix("/inventory/"):
+        answers.append(viewer.get("/api/widgets/").json()["results"][0]["url"])
+    answers.append(viewer.get(path).json()["url"])
+
+    assert answers == [
+        f"http://testserver{path}",
+        f"http://testserver/inventory{path}",
+        f"https://shop.example{path}",
+        f"http://testserver/inventory{path}",
+        f"http://testserver{path}",
+    ]

@@ -25,7 +25,9 @@ from collections.abc import Mapping
 from django.core.exceptions import FieldDoesNotExist
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-from django.urls import NoReverseMatch
+from django.urls import NoReverseMatch, get_script_prefix, get_urlconf
+from django.urls import reverse as django_reverse
+from django.utils.translation import get_language
 from rest_framework import ISO_8601, serializers
 from rest_framework.fields import SkipField
 from rest_framework.relations import Hyperlink, PKOnlyObject
@@ -48,20 +50,36 @@ def plain_drf():
         _enabled = True
 
 
+# The path of a view with a placeholder for the object's key, per (view name, key name, URLconf,
+# script prefix, language): what Django's reverse() gives for them, worked out once per process.
+_url_paths: dict[tuple, str] = {}
+
+
 class IdentityUrlField(serializers.HyperlinkedIdentityField):
-    """The object's ``url``, with ``reverse()`` run once per request instead of once
-    per row: only the id differs between rows. Same output as DRF's field."""
+    """The object's ``url``, with the absolute URL made once per request instead of once
+    per row (only the id differs between rows), from a path Django's ``reverse()`` gives
+    once per process. Same output as DRF's field."""
 
     PLACEHOLDER = "987654321987654321"
 
     def get_url(self, obj, view_name, request, format):
         lookup_value = getattr(obj, self.lookup_field, None)
-        if not _enabled or format or request is None or lookup_value in (None, ""):
+        if (
+            not _enabled
+            or format
+            or request is None
+            or lookup_value in (None, "")
+            or getattr(request, "versioning_scheme", None) is not None  # its own reverse()
+        ):
             return super().get_url(obj, view_name, request, format)
         cached = getattr(self, "_url_template", None)
         if cached is None or cached[0] is not request:
-            url = self.reverse(view_name, kwargs={self.lookup_url_kwarg: self.PLACEHOLDER}, request=request)
-            cached = self._url_template = (request, *url.split(self.PLACEHOLDER))
+            # DRF's reverse() without versioning: Django's reverse(), made absolute.
+            key = (view_name, self.lookup_url_kwarg, get_urlconf(), get_script_prefix(), get_language())
+            path = _url_paths.get(key)
+            if path is None:
+                path = _url_paths[key] = django_reverse(view_name, kwargs={self.lookup_url_kwarg: self.PLACEHOLDER})
+            cached = self._url_template = (request, *request.build_absolute_uri(path).split(self.PLACEHOLDER))
         if len(cached) != 3:  # the placeholder did not appear exactly once
             return super().get_url(obj, view_name, request, format)
         return f"{cached[1]}{lookup_value}{cached[2]}"
@@ -131,6 +149,8 @@ def _forget_field_templates(*, setting, **kwargs):
     if setting == "REST_FRAMEWORK":
         _field_templates.clear()
         _read_recipes.clear()
+    elif setting == "ROOT_URLCONF":
+        _url_paths.clear()
 
 
 class SharedFieldsMixin:
