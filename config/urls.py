@@ -8,6 +8,9 @@ from widgets import views as site_views
 from widgets.api.throttling import throttle_login
 
 urlpatterns = [
+    # First: the API is nearly every request, and Django tries the patterns in order (a
+    # path under api/ that the API does not have goes on to the docs below).
+    path("api/", include("widgets.api.urls")),
     path("", RedirectView.as_view(url="/api/", permanent=False)),
     path("healthz", site_views.healthz, name="healthz"),
     path("readyz", site_views.readyz, name="readyz"),
@@ -32,7 +35,6 @@ urlpatterns = [
         SpectacularRedocView.as_view(url_name="schema", http_method_names=["get", "head"]),
         name="redoc",
     ),
-    path("api/", include("widgets.api.urls")),
 ]
 
 handler400 = "widgets.views.bad_request"

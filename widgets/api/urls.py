@@ -5,8 +5,10 @@ from webhooks.api import WebhookSubscriptionViewSet
 from . import views
 
 router = views.ApiRouter()
-router.register("categories", views.CategoryViewSet)
+# Widgets first: the most requested (the patterns are tried in this order), and the first
+# link on the API's root page.
 router.register("widgets", views.WidgetViewSet)
+router.register("categories", views.CategoryViewSet)
 router.register("movements", views.StockMovementViewSet)
 router.register("changes", views.ChangeLogViewSet)
 router.register("auth/tokens", views.ApiTokenViewSet, basename="apitoken")
