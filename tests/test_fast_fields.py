@@ -124,7 +124,7 @@ def rendered(cls, objects):
             result = [type(exc).__name__, str(exc)]
         out.setdefault("input", []).append(result)
     assert out, f"{cls.__name__}: nothing to compare; add its input to INPUTS"
-    return json.dumps(out, default=repr, sort_keys=True)
+    return json.dumps(out, default=repr)  # keys in their order: the order is output too
 
 
 def test_every_serializer_using_the_speed_ups_is_compared():
@@ -256,3 +256,47 @@ def test_the_url_follows_each_requests_host_and_script_prefix(viewer, settings):
         f"http://testserver/inventory{path}",
         f"http://testserver{path}",
     ]
+
+
+# --- Fields made when first used --------------------------------------------------------
+
+
+def test_fields_asked_for_by_name_first_are_still_listed_in_their_order_and_bound():
+    serializer = api_serializers.WidgetSerializer(context={"request": request()})
+
+    price, url = serializer.fields["price"], serializer.fields["url"]
+    listed = list(serializer.fields.items())
+
+    assert [name for name, _ in listed] == api_serializers.WidgetSerializer.Meta.fields
+    assert all(field.parent is serializer and field.field_name == name for name, field in listed)
+    assert serializer.fields["price"] is price and dict(listed)["url"] is url  # each made once
+    assert "nope" not in serializer.fields and len(serializer.fields) == len(listed)
+
+
+class TerseWidgetSerializer(api_serializers.WidgetSerializer):
+    """Drops a field at run time, as serializers with a ``fields=`` argument do."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields.pop("description")
+        self.fields["name"].label = "Title"
+
+
+class NoPriceWidgetSerializer(api_serializers.WidgetSerializer):
+    """Changes get_fields() itself."""
+
+    def get_fields(self):
+        fields = super().get_fields()
+        del fields["price"]
+        return fields
+
+
+@pytest.mark.parametrize("cls", [TerseWidgetSerializer, NoPriceWidgetSerializer], ids=lambda cls: cls.__name__)
+def test_a_serializer_changing_its_fields_renders_as_plain_drf(cls, objects):
+    fast = rendered(cls, objects)
+    with plain_drf():
+        plain = rendered(cls, objects)
+
+    assert fast == plain
+    removed = "description" if cls is TerseWidgetSerializer else "price"
+    assert removed not in json.loads(fast)["one"][0]

@@ -27,11 +27,13 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.urls import NoReverseMatch, get_script_prefix, get_urlconf
 from django.urls import reverse as django_reverse
+from django.utils.functional import cached_property
 from django.utils.translation import get_language
 from rest_framework import ISO_8601, serializers
 from rest_framework.fields import SkipField
 from rest_framework.relations import Hyperlink, PKOnlyObject
 from rest_framework.settings import api_settings
+from rest_framework.utils.serializer_helpers import BindingDict
 
 # Off only inside plain_drf(), which the comparison test uses.
 _enabled = True
@@ -168,10 +170,73 @@ class SharedFieldsMixin:
     def get_fields(self):
         if not _enabled:
             return super().get_fields()
-        template = _field_templates.get(type(self))
-        if template is None:
-            template = _field_templates[type(self)] = super().get_fields()
-        return {name: _copy_field(field) for name, field in template.items()}
+        return {name: _copy_field(field) for name, field in self._field_templates().items()}
+
+    def _field_templates(self):
+        templates = _field_templates.get(type(self))
+        if templates is None:
+            templates = _field_templates[type(self)] = super().get_fields()
+        return templates
+
+    @cached_property
+    def fields(self):
+        # DRF's BindingDict of get_fields(), made as each field is first asked for by name:
+        # serializing a widget through its read plan needs 3 of its 15 fields.
+        if not _enabled or type(self).get_fields is not SharedFieldsMixin.get_fields:
+            return super().fields  # a subclass changes get_fields(): DRF's way
+        return _FieldsCopiedOnUse(self, self._field_templates())
+
+
+class _FieldsCopiedOnUse(BindingDict):
+    """A serializer's fields: DRF's BindingDict, in which each field is copied from its
+    class's template and bound to the serializer the first time it is asked for by name.
+    Going over the fields, or changing them, first makes all of them, in their order."""
+
+    def __init__(self, serializer, templates):
+        super().__init__(serializer)
+        self._templates = templates  # None once every field is made
+        self._made = {}
+
+    def __getitem__(self, key):
+        if self._templates is None:
+            return self.fields[key]
+        field = self._made.get(key)
+        if field is None:
+            field = self._made[key] = self._bound(key, self._templates[key])
+        return field
+
+    def _bound(self, key, template):
+        field = _copy_field(template)
+        field.bind(field_name=key, parent=self.serializer)
+        return field
+
+    def _all(self):
+        templates = self._templates
+        if templates is not None:
+            self._templates = None
+            made = self._made
+            self.fields = {
+                key: made[key] if key in made else self._bound(key, template) for key, template in templates.items()
+            }
+        return self.fields
+
+    def __setitem__(self, key, field):
+        self._all()
+        super().__setitem__(key, field)
+
+    def __delitem__(self, key):
+        self._all()
+        super().__delitem__(key)
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self):
+        return len(self._all())
+
+    def __repr__(self):
+        self._all()
+        return super().__repr__()
 
 
 # Field attributes holding a list or dict that code commonly changes after the field is made.
@@ -213,6 +278,15 @@ PLAIN_OUTPUT = {
     serializers.IntegerField.to_representation: int,
     serializers.CharField.to_representation: str,
     serializers.ReadOnlyField.to_representation: _unchanged,
+}
+# Fields whose to_representation reads only what the field was made with (never its parent,
+# the context or state set while serving): the class's template field can write the value,
+# and the serializer needs no copy of the field.
+STATELESS_OUTPUT = {
+    serializers.BooleanField.to_representation,
+    serializers.BigIntegerField.to_representation,
+    serializers.DecimalField.to_representation,
+    DecimalField.to_representation,
 }
 
 
@@ -262,6 +336,8 @@ class ReadPlanMixin:
                     continue
                 except NoReverseMatch:  # DRF's way explains it
                     pass
+            if field is None:  # a step that needed no field until now
+                field = self.fields[name]
             try:
                 attribute = field.get_attribute(instance)
             except SkipField:
@@ -275,17 +351,35 @@ class ReadPlanMixin:
         # once, SharedFieldsMixin); the plan binds them to this serializer's fields.
         recipe = _read_recipes.get(type(self))
         if recipe is None:
-            recipe = _read_recipes[type(self)] = [self._read_step(field, model) for field in self._readable_fields]
+            templates = self._field_templates()
+            recipe = _read_recipes[type(self)] = [
+                self._stateless(self._read_step(field, model), templates) for field in self._readable_fields
+            ]
         fields = self.fields
         plan = []
         for name, attname, convert in recipe:
-            field = fields[name]
+            field = None  # a step that reads the attribute and converts it needs no field
             if attname is _URL:
+                field = fields[name]
                 attname, convert = None, self._url_reader(field)
-            elif attname is not None:
-                convert = convert or field.to_representation
+            elif attname is None:  # DRF's way
+                field = fields[name]
+            elif convert is None:
+                field = fields[name]
+                convert = field.to_representation
             plan.append((name, attname, convert, field))
         return plan
+
+    @staticmethod
+    def _stateless(step, templates):
+        """The step, with the template field's to_representation as its conversion when
+        that writes the value from what the field was made with alone."""
+        name, attname, convert = step
+        if attname is not None and attname is not _URL and convert is None:
+            template = templates[name]
+            if _own(template, "to_representation") in STATELESS_OUTPUT:
+                return (name, attname, template.to_representation)
+        return step
 
     def _url_reader(self, field):
         """What DRF's ``HyperlinkedRelatedField.to_representation`` does for the object's
