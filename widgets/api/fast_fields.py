@@ -4,10 +4,12 @@ Serving a widget is mostly DRF building fields and reading them, row by row. Fiv
 make that cheaper without changing a byte of the output:
 
 - ``SharedFieldsMixin``: a serializer class's fields are built once, and each serializer
-  gets copies of them (sharing no mutable state with the templates);
+  gets copies of them (sharing no mutable state with the templates), each made when first
+  asked for;
 - ``ReadPlanMixin``: the per-field decisions of ``to_representation`` are made once per
   serializer instead of once per row;
-- ``IdentityUrlField``: ``reverse()`` once per request instead of once per row;
+- ``IdentityUrlField``: ``reverse()`` once per process and the absolute URL once per
+  request, instead of both once per row;
 - ``DateTimeField``: the output time zone looked up once, UTC times written directly;
 - ``DecimalField``: no rounding step for a value that already has the field's places.
 
