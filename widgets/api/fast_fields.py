@@ -308,6 +308,20 @@ def _own(field, name):
     return getattr(type(field), name)
 
 
+def _boolean_output(field):
+    """A BooleanField's output: a bool as it is, which is what DRF's to_representation
+    gives for one when the field's TRUE_VALUES and FALSE_VALUES hold True and False the
+    usual way (it tests each value against both sets, ignoring case, for every row)."""
+    to_representation = field.to_representation
+    if not (True in field.TRUE_VALUES and False not in field.TRUE_VALUES and False in field.FALSE_VALUES):
+        return to_representation
+
+    def output(value):
+        return value if value.__class__ is bool else to_representation(value)
+
+    return output
+
+
 class ReadPlanMixin:
     """DRF's ``to_representation`` with the per-field decisions made once per
     serializer instead of once per row: which fields are readable and, for fields that
@@ -390,7 +404,10 @@ class ReadPlanMixin:
         name, attname, convert = step
         if attname is not None and attname is not _URL and convert is None:
             template = templates[name]
-            if _own(template, "to_representation") in STATELESS_OUTPUT:
+            own = _own(template, "to_representation")
+            if own is serializers.BooleanField.to_representation:
+                return (name, attname, _boolean_output(template))
+            if own in STATELESS_OUTPUT:
                 return (name, attname, template.to_representation)
         return step
 
