@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from django.contrib import messages
 from django.db import connection
-from django.db.models import F
+from django.db.models import F, signals
 from django.http import HttpResponse
 from django.test import RequestFactory
 from django.test.utils import CaptureQueriesContext
@@ -266,6 +266,60 @@ class TestCompiledRetrieve:
         assert Widget.objects.get_with_availability(widget["id"]).reserved == 0
         with pytest.raises(TypeError):
             Widget.objects.filter(is_active=True).get_with_availability(widget["id"])
+
+
+class TestCompiledInstances:
+    """The compiled reads make the instances the ORM makes: the same fields and annotation,
+    loaded from the database (saving one updates its row), and through Model.__init__ when
+    anything listens to the model's pre_init or post_init signal."""
+
+    @pytest.fixture
+    def widgets(self, create_widget):
+        ids = [create_widget(stock=3 + index)["id"] for index in range(3)]
+        services.create_reservation(reference="order-1", items=[{"widget": ids[1], "quantity": 2}])
+        return ids
+
+    def orm(self):
+        return list(Widget.objects.with_availability().order_by("id"))
+
+    def compiled(self, ids):
+        return [
+            *Widget.objects.all().compiled_page(offset=0, limit=2),
+            *Widget.objects.all().compiled_keyset(start=ids[2], limit=5),
+        ]
+
+    @staticmethod
+    def state(instances):
+        return [({k: v for k, v in vars(w).items() if k != "_state"}, w._state.adding, w._state.db) for w in instances]
+
+    def test_the_instances_are_the_orms(self, widgets):
+        compiled = self.compiled(widgets)
+
+        assert self.state(compiled) == self.state(self.orm())
+        assert self.state([Widget.objects.get_with_availability(widgets[1])]) == self.state(self.orm()[1:2])
+        assert [w.reserved for w in compiled] == [0, 2, 0]
+
+    def test_a_compiled_instance_saves_to_its_row(self, widgets):
+        [first, _] = Widget.objects.all().compiled_page(offset=0, limit=2)
+        first.name = "Renamed"
+        first.save(update_fields=["name"])
+
+        assert Widget.objects.count() == 3 and Widget.objects.get(pk=widgets[0]).name == "Renamed"
+
+    def test_init_signals_are_sent_when_something_listens(self, widgets):
+        seen = []
+
+        def receiver(sender, instance, **kwargs):
+            seen.append(instance.pk)
+
+        signals.post_init.connect(receiver, sender=Widget)
+        try:
+            compiled = self.compiled(widgets)
+        finally:
+            signals.post_init.disconnect(receiver, sender=Widget)
+
+        assert seen == widgets
+        assert self.state(compiled) == self.state(self.orm())
 
 
 class TestCompiledPages:
