@@ -243,8 +243,9 @@ def reserved_units(now=None) -> ReservedUnits:
     return ReservedUnits(now)
 
 
-# The descriptors of plain model fields: a value set on an instance goes into its __dict__
-# (a foreign key's id also drops a cached related object, which a new instance has none of).
+# The descriptors of plain model fields, exactly (a subclass, such as a file field's, may do
+# more): a value set on an instance goes into its __dict__ (a foreign key's id also drops a
+# cached related object, which a new instance has none of).
 PLAIN_FIELD_DESCRIPTORS = (DeferredAttribute, ForeignKeyDeferredAttribute)
 
 
@@ -254,7 +255,7 @@ def _plain_fields(model, attnames) -> bool:
     ``model.from_db`` with a value for each may be replaced by setting the values in the
     instance's ``__dict__``."""
     return len(attnames) == len(model._meta.concrete_fields) and all(
-        isinstance(inspect.getattr_static(model, name, None), PLAIN_FIELD_DESCRIPTORS) for name in attnames
+        type(inspect.getattr_static(model, name, None)) in PLAIN_FIELD_DESCRIPTORS for name in attnames
     )
 
 
