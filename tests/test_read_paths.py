@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.functional import empty
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from config.middleware import LazyMessageMiddleware
 from widgets import services
@@ -384,6 +385,35 @@ class TestCompiledPages:
             stocked[5],
             stocked[6],
         ]
+
+    # Queries with what parsing a query string must survive: repeated, blank and bare
+    # parameters, escaped separators, bad escapes, non-ASCII, a fragment-like character.
+    ODD_QUERIES = [
+        "limit=2&offset=3",
+        "offset=1&limit=2&zeta=1&alpha=2&alpha=1",
+        "limit=2&offset=4&note=a%26b%3Dc&blank=&bare&&tag=%zz&name=caf%C3%A9+x&bad=%FF%FE&hash=%23x",
+        "limit=2&offset=2&limit=2&x=+y+",
+        "limit=3&start={second}&keep=1&keep=2",
+    ]
+
+    @pytest.mark.parametrize("query", ODD_QUERIES)
+    def test_page_links_are_drfs_for_the_requests_url(self, viewer, stocked, query):
+        query = query.format(second=stocked[1])
+        response = viewer.get(f"{URL}?{query}")
+        body = response.json()
+        url = response.wsgi_request.build_absolute_uri()
+        limit = int(response.wsgi_request.GET["limit"])
+        if "start" in query:  # the keyset mode: next starts after the last row
+            assert body["next"] == replace_query_param(replace_query_param(url, "limit", limit), "start", stocked[4])
+            return
+        offset = int(response.wsgi_request.GET["offset"])
+        assert body["next"] == replace_query_param(replace_query_param(url, "limit", limit), "offset", offset + limit)
+        with_limit = replace_query_param(url, "limit", limit)
+        assert body["previous"] == (
+            remove_query_param(with_limit, "offset")
+            if offset - limit <= 0
+            else replace_query_param(with_limit, "offset", offset - limit)
+        )
 
     @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL: statements are prepared there only")
     @pytest.mark.parametrize("mode", ["offset", "start"])
