@@ -386,6 +386,23 @@ class TestCompiledPages:
             stocked[6],
         ]
 
+    @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL: the exact count is bounded there only")
+    def test_the_count_is_exact_up_to_the_limit_in_one_prepared_statement(self, viewer, stocked, settings):
+        settings.API_EXACT_COUNT_LIMIT = 7
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {Widget._meta.db_table}")  # the statistics now say 7 rows
+        viewer.get(f"{URL}?limit=2")  # reads them, and prepares the statements, once
+        with CaptureQueriesContext(connection) as queries:
+            body = viewer.get(f"{URL}?limit=2").json()
+        assert (body["count"], "count_is_estimate" in body) == (7, False)
+        # The count, then the page, each a prepared statement (after the token's queries).
+        assert [query["sql"][:7] for query in queries][-2:] == ["EXECUTE", "EXECUTE"]
+        assert not [query for query in queries if "COUNT" in query["sql"].upper()]
+
+        settings.API_EXACT_COUNT_LIMIT = 6  # one row more than the limit: the planner's estimate
+        body = viewer.get(f"{URL}?limit=2").json()
+        assert body["count"] >= 7 and body["count_is_estimate"] is True
+
     # Queries with what parsing a query string must survive: repeated, blank and bare
     # parameters, escaped separators, bad escapes, non-ASCII, a fragment-like character.
     ODD_QUERIES = [

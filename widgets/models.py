@@ -114,8 +114,12 @@ def bounded_count(queryset, limit: int) -> tuple[int, bool]:
         estimate = int(json.loads(unordered.explain(format="json"))[0]["Plan"]["Plan Rows"])
         if estimate > limit:
             return estimate, True
-    # At most limit + 1 rows are counted, never the whole table.
-    exact = unordered[: limit + 1].count()
+    # At most limit + 1 rows are counted, never the whole table. A queryset may count its
+    # plain rows with SQL compiled once per process (WidgetQuerySet.compiled_count).
+    compiled_count = getattr(queryset, "compiled_count", None)
+    exact = compiled_count(limit=limit + 1) if compiled_count is not None else None
+    if exact is None:
+        exact = unordered[: limit + 1].count()
     if exact <= limit:
         return exact, False
     if estimate is None:
@@ -267,7 +271,8 @@ class CompiledWidgetQuery:
 
     - ``LOOKUP``: ``.filter(pk=key)``, a widget's retrieve;
     - ``PAGE``: in the model's order, with ``LIMIT %s OFFSET %s``: a page of the list;
-    - ``KEYSET``: ``.filter(pk__gte=key).order_by("pk")`` with ``LIMIT %s``: the keyset mode.
+    - ``KEYSET``: ``.filter(pk__gte=key).order_by("pk")`` with ``LIMIT %s``: the keyset mode;
+    - ``COUNT``: ``[:limit].count()``, the list's count, exact up to a limit (``bounded_count``).
 
     The instances are those the ORM query yields (the annotation included), built as its
     ``ModelIterable`` builds them, from the column positions and value converters the ORM's
@@ -277,7 +282,7 @@ class CompiledWidgetQuery:
     numbers, where here they are parameters, so one prepared statement serves every page.
     """
 
-    LOOKUP, PAGE, KEYSET = "lookup", "page", "keyset"
+    LOOKUP, PAGE, KEYSET, COUNT = "lookup", "page", "keyset", "count"
     KEY = -7_350_918_113  # stands for the key in the compiled parameters
     NOW = datetime(2000, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)  # and for "now"
     _compiled: dict[tuple[str, str], "CompiledWidgetQuery"] = {}
@@ -294,24 +299,42 @@ class CompiledWidgetQuery:
     def rows(cls, queryset: "WidgetQuerySet", shape: str, *, key=None, limit=None, offset=0) -> list["Widget"]:
         db = queryset.db
         connection = connections[db]
+        compiled = cls._compiled_for(queryset, connection, shape)
+        return compiled.execute(queryset.model, db, connection, shape, key=key, limit=limit, offset=offset)
+
+    @classmethod
+    def count(cls, queryset: "WidgetQuerySet", *, limit: int) -> int:
+        connection = connections[queryset.db]
+        compiled = cls._compiled_for(queryset, connection, cls.COUNT)
+        with connection.cursor() as cursor:
+            cursor.execute(*compiled.statement(connection, cls.COUNT, key=None, limit=limit, offset=0))
+            return cursor.fetchone()[0]
+
+    @classmethod
+    def _compiled_for(cls, queryset, connection, shape) -> "CompiledWidgetQuery":
         compiled = cls._compiled.get((connection.vendor, shape))
         if compiled is None:
             compiled = cls._compiled[connection.vendor, shape] = cls._compile(queryset, connection, shape)
-        return compiled.execute(queryset.model, db, connection, shape, key=key, limit=limit, offset=offset)
+        return compiled
 
-    def execute(self, model, db, connection, shape, *, key, limit, offset) -> list["Widget"]:
-        key_at, now_at = self.key_at, self.now_at
+    def statement(self, connection, shape, *, key, limit, offset) -> tuple[str, list]:
+        """The SQL and parameters to execute for this call: the key and "now" in place of
+        their stand-ins, the LIMIT (and OFFSET) appended."""
         params = list(self.params)
-        now = connection.ops.adapt_datetimefield_value(timezone.now())
-        for index in key_at:
+        if self.now_at:
+            now = connection.ops.adapt_datetimefield_value(timezone.now())
+            for index in self.now_at:
+                params[index] = now
+        for index in self.key_at:
             params[index] = key
-        for index in now_at:
-            params[index] = now
         if shape == self.PAGE:
             params += [limit, offset]
-        elif shape == self.KEYSET:
+        elif shape in (self.KEYSET, self.COUNT):
             params.append(limit)
-        sql, params = prepared(connection, self.sql, params)
+        return prepared(connection, self.sql, params)
+
+    def execute(self, model, db, connection, shape, *, key, limit, offset) -> list["Widget"]:
+        sql, params = self.statement(connection, shape, key=key, limit=limit, offset=offset)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
@@ -350,6 +373,13 @@ class CompiledWidgetQuery:
 
     @classmethod
     def _compile(cls, queryset, connection, shape):
+        if shape == cls.COUNT:
+            # The rows of the table, up to the limit: the annotation adds or removes none.
+            # The count the ORM makes of a sliced queryset, without its annotation, which
+            # PostgreSQL's planner drops from the subquery anyway.
+            rows = queryset.model._default_manager.order_by().values("pk")
+            sql, params = rows.query.get_compiler(connection=connection).as_sql()
+            return cls(f"SELECT COUNT(*) FROM ({sql} LIMIT %s) subquery", list(params), [], [], [], None, [], {}, False)
         widgets = queryset.model._default_manager.with_availability(cls.NOW)
         if shape == cls.LOOKUP:
             widgets = widgets.filter(pk=cls.KEY)
@@ -405,6 +435,12 @@ class WidgetQuerySet(models.QuerySet):
         if not self._is_plain():
             return None
         return CompiledWidgetQuery.rows(self, CompiledWidgetQuery.PAGE, limit=limit, offset=offset)
+
+    def compiled_count(self, *, limit: int) -> int | None:
+        """``self[:limit].count()``, or None as below when this queryset is not the plain one."""
+        if not self._is_plain():
+            return None
+        return CompiledWidgetQuery.count(self, limit=limit)
 
     def compiled_keyset(self, *, start: int, limit: int) -> "list[Widget] | None":
         """``list(self.filter(pk__gte=start).order_by("pk")[:limit])``, or None as above."""
