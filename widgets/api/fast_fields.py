@@ -294,9 +294,8 @@ PLAIN_OUTPUT = {
 }
 # Fields whose to_representation reads only what the field was made with (never its parent,
 # the context or state set while serving): the class's template field can write the value,
-# and the serializer needs no copy of the field.
+# and the serializer needs no copy of the field. (A BooleanField's output is _boolean_output.)
 STATELESS_OUTPUT = {
-    serializers.BooleanField.to_representation,
     serializers.BigIntegerField.to_representation,
     serializers.DecimalField.to_representation,
     DecimalField.to_representation,
